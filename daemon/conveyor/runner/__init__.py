@@ -1,0 +1,1 @@
+"""Running agent CLIs: argv rendering, environment, process supervision, output parsing."""
