@@ -1,0 +1,1 @@
+"""Publishing a task's branch for review: pull requests through the GitHub REST API."""
