@@ -1,0 +1,145 @@
+"""One invocation of an agent CLI: render argv and environment from tools.yaml, run, parse.
+
+Nothing here knows about a particular CLI: the tool's YAML entry names the binary, the argv template,
+how the prompt travels, the environment allowlist and the output parser.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from conveyor.config.models import ToolSettings
+from conveyor.errors import ToolUnavailable
+from conveyor.runner.argv import render_argv
+from conveyor.runner.env import build_env
+from conveyor.runner.parsers import make_parser
+from conveyor.runner.parsers.limits import DEFAULT_LIMITS
+from conveyor.runner.process import run_process
+from conveyor.runner.types import Outcome, ParsedRun, ProcessResult, ProcessSpec
+from conveyor.timeutil import Clock
+
+# Provider signals that make us stop the CLI at once instead of letting it retry on its own: a rate or
+# usage limit and expired credentials do not go away within a CLI's retry budget. Overload does.
+STOP_EARLY = (Outcome.RATE_LIMITED, Outcome.AUTH_EXPIRED)
+
+
+@dataclass(frozen=True)
+class InvocationRequest:
+    tool_name: str
+    tool: ToolSettings
+    model: str | None
+    prompt: str
+    workdir: Path
+    task_id: str
+    log_path: Path
+    timeout_s: float
+    idle_timeout_s: float
+    kill_grace_s: float
+    log_cap_bytes: int
+    max_turns: int | None = None
+    max_cost_usd: float | None = None
+    session_id: str | None = None
+
+
+@dataclass
+class Invocation:
+    parsed: ParsedRun
+    process: ProcessResult
+    argv: list[str]
+
+
+def resolve_binary(tool_name: str, tool: ToolSettings, env: Mapping[str, str]) -> Path:
+    """Absolute path of the tool's executable on the agent's PATH; ToolUnavailable if it is not there."""
+    binary = Path(tool.binary).expanduser()
+    if binary.is_absolute():
+        if binary.is_file() and shutil.which(str(binary)):
+            return binary
+        raise ToolUnavailable(f"tool '{tool_name}': {binary} does not exist or is not executable; install it "
+                              f"or fix tools.{tool_name}.binary in config/tools.yaml")
+    found = shutil.which(tool.binary, path=env.get("PATH", ""))
+    if found is None:
+        raise ToolUnavailable(f"tool '{tool_name}': '{tool.binary}' is not on PATH; install it or set "
+                              f"tools.{tool_name}.binary to its absolute path in config/tools.yaml")
+    return Path(found)
+
+
+def render(request: InvocationRequest, env: Mapping[str, str]) -> tuple[list[str], dict[str, str], bytes | None]:
+    """argv (absolute binary first), the agent's environment, and stdin bytes (None = /dev/null)."""
+    tool = request.tool
+    supports = set(tool.supports)
+    values: dict[str, str | None] = {
+        "prompt": request.prompt if tool.prompt_via == "argument" else None,
+        "model": request.model,
+        "workdir": str(request.workdir),
+        "task_id": request.task_id,
+        "session_id": request.session_id,
+        "max_turns": str(request.max_turns) if request.max_turns and "max_turns" in supports else None,
+        "max_cost_usd": (f"{request.max_cost_usd:.2f}" if request.max_cost_usd and "max_cost_usd" in supports
+                         else None),
+    }
+    template = tool.resume_argv if request.session_id and tool.resume_argv else tool.argv
+    binary = resolve_binary(request.tool_name, tool, env)
+    argv = [str(binary), *render_argv(template, values)]
+    agent_env = build_env(env, tool.env_allowlist, tool.env)
+    stdin = request.prompt.encode("utf-8") if tool.prompt_via == "stdin" else None
+    return argv, agent_env, stdin
+
+
+def invoke(request: InvocationRequest, env: Mapping[str, str], *, cancel: threading.Event,
+           now: Clock) -> Invocation:
+    """Run the CLI to the end (or until cancelled or stopped early on a provider limit) and parse it."""
+    argv, agent_env, stdin = render(request, env)
+    limits = request.tool.limits
+    parser = make_parser(request.tool.parser, now=now,
+                         limits=DEFAULT_LIMITS.extended(rate_limited=limits.rate_limited,
+                                                        overloaded=limits.overloaded,
+                                                        auth_expired=limits.auth_expired))
+    stop = threading.Event()
+    early: list[tuple[Outcome, float | None]] = []
+    watcher = _CancelRelay(cancel, stop)
+
+    def on_line(line: str) -> None:
+        parser.feed_line(line)
+        if not early:
+            signal = parser.live_limit()
+            if signal is not None and signal[0] in STOP_EARLY:
+                early.append(signal)
+                stop.set()
+
+    request.log_path.parent.mkdir(parents=True, exist_ok=True)
+    spec = ProcessSpec(argv=argv, cwd=request.workdir, env=agent_env, log_path=request.log_path,
+                       stdin_data=stdin, timeout_s=request.timeout_s, idle_timeout_s=request.idle_timeout_s,
+                       log_cap_bytes=request.log_cap_bytes, kill_grace_s=request.kill_grace_s)
+    with watcher:
+        process = run_process(spec, on_line=on_line, stop=stop)
+    parsed = parser.finish(process)
+    if early and parsed.outcome is not Outcome.OK:
+        parsed.outcome, parsed.reset_at = early[0][0], early[0][1] or parsed.reset_at
+        parsed.error_message = parsed.error_message or f"stopped early: {early[0][0].value}"
+    return Invocation(parsed=parsed, process=process, argv=argv)
+
+
+class _CancelRelay:
+    """Sets the run's own stop event when the daemon cancels the task (shutdown), from a tiny thread."""
+
+    def __init__(self, cancel: threading.Event, stop: threading.Event) -> None:
+        self._cancel, self._stop, self._done = cancel, stop, threading.Event()
+        self._thread = threading.Thread(target=self._relay, name="cancel-relay", daemon=True)
+
+    def _relay(self) -> None:
+        while not self._done.is_set():
+            if self._cancel.wait(0.2):
+                self._stop.set()
+                return
+
+    def __enter__(self) -> _CancelRelay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()

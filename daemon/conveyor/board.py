@@ -1,0 +1,154 @@
+"""The task board on disk: folders, claiming by atomic rename, rewrites, rejection and finishing.
+
+The folder a file is in is its state: `inbox/` (new) → `assigned/<agent>/` (claimed, running) →
+`done/<agent>/` (done or error) → `archive/YYYY-MM/`. Files that cannot be read as tasks move unchanged to
+`done/_rejected/` beside `<name>.error.yaml`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conveyor import yamlio
+from conveyor.errors import Problem
+from conveyor.fsops import rename_noreplace
+from conveyor.task import Task, is_task_name, task_id_from_path
+
+REJECTED = "_rejected"
+
+
+@dataclass(frozen=True)
+class BoardLayout:
+    """Paths of one board; everything else takes a layout rather than building paths itself."""
+
+    root: Path
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def assigned(self) -> Path:
+        return self.root / "assigned"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "done"
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    @property
+    def rejected(self) -> Path:
+        return self.done / REJECTED
+
+    def assigned_dir(self, agent: str) -> Path:
+        return self.assigned / agent
+
+    def done_dir(self, agent: str) -> Path:
+        return self.done / agent
+
+    def ensure(self) -> None:
+        for folder in (self.inbox, self.assigned, self.done, self.archive, self.rejected):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def inbox_entries(layout: BoardLayout) -> list[Path]:
+    """Candidate task files in `inbox/`, sorted by name; temp files, dotfiles and other names skipped."""
+    try:
+        with os.scandir(layout.inbox) as entries:
+            return sorted(Path(entry.path) for entry in entries if is_task_name(entry.name))
+    except FileNotFoundError:
+        return []
+
+
+def task_files(folder: Path) -> Iterator[Path]:
+    """Task files directly inside `folder` and its immediate subfolders (`assigned/<agent>/x.yaml`)."""
+    if not folder.is_dir():
+        return
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda item: item.name):
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name == REJECTED:
+                    continue
+                with os.scandir(entry.path) as inner:
+                    yield from sorted(Path(i.path) for i in inner if is_task_name(i.name))
+            elif is_task_name(entry.name):
+                yield Path(entry.path)
+
+
+def claim(layout: BoardLayout, path: Path, agent: str) -> Path | None:
+    """Move an inbox file to `assigned/<agent>/` by atomic rename; None if another claimer won.
+
+    Raises FileExistsError when a task with the same file name is already assigned (a duplicate id):
+    the caller rejects the newcomer rather than overwrite the original.
+    """
+    target_dir = layout.assigned_dir(agent)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / path.name
+    try:
+        rename_noreplace(path, target)
+    except FileNotFoundError:
+        return None
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, target):
+                return None  # a link-based claim by another claimer is half-way through: it wins
+        if not os.path.lexists(path):
+            return None
+        raise
+    return target
+
+
+def rewrite(task: Task, updates: dict[str, Any], *, durable: bool = True) -> None:
+    """Apply `updates` to the task's document (author's keys keep their place) and write it atomically."""
+    task.data.update(updates)
+    yamlio.write_yaml(task.path, task.data, durable=durable)
+
+
+def move(task: Task, folder: Path) -> Path:
+    """Move a task file into `folder` without replacing anything there; returns the new path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / task.path.name
+    rename_noreplace(task.path, target)
+    yamlio.fsync_dir(folder)
+    task.path = target
+    return target
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    candidate = folder / name
+    counter = 1
+    while os.path.lexists(candidate) or os.path.lexists(candidate.with_name(candidate.name + ".error.yaml")):
+        candidate = folder / f"{name}.{counter}"
+        counter += 1
+    return candidate
+
+
+def reject(layout: BoardLayout, path: Path, problems: list[Problem], now_iso: str) -> Path | None:
+    """Move an unreadable file unchanged to `done/_rejected/` and write `<name>.error.yaml` beside it.
+
+    Returns the new path, or None when the file vanished meanwhile (someone else handled it).
+    """
+    layout.rejected.mkdir(parents=True, exist_ok=True)
+    target = _free_name(layout.rejected, path.name)
+    try:
+        rename_noreplace(path, target)
+    except FileNotFoundError:
+        return None
+    report = {
+        "file": path.name,
+        "rejected_at": now_iso,
+        "problems": [{k: v for k, v in problem.as_dict().items() if v not in (None, "")} | {"file": path.name}
+                     for problem in problems],
+        "what_to_do": "fix the problems above, then move the file back into inbox/ "
+                      f"(e.g. `mv {target.name} ../../inbox/{task_id_from_path(path)}.yaml`)",
+    }
+    yamlio.write_yaml(target.with_name(target.name + ".error.yaml"), report)
+    return target

@@ -1,0 +1,100 @@
+"""What the board already holds: ids of finished and claimed tasks, for dependencies and duplicate checks.
+
+Finished tasks are read once and re-read only when a folder's modification time changes, so an idle
+daemon with a thousand finished tasks does one `stat` per folder per rescan, not a thousand parses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conveyor import yamlio
+from conveyor.board import BoardLayout, task_files
+from conveyor.task import task_id_from_path
+
+
+@dataclass(frozen=True)
+class Known:
+    """A task the board already holds outside `inbox/`."""
+
+    task_id: str
+    status: str          # done | error | assigned | ... (the file's `status`, or the folder's state)
+    path: Path
+
+
+@dataclass
+class BoardIndex:
+    layout: BoardLayout
+    _folders: dict[Path, tuple[float, dict[str, Known]]] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        """Re-read the folders that changed since the last refresh."""
+        seen: set[Path] = set()
+        for parent in (self.layout.done, self.layout.archive, self.layout.assigned):
+            for folder in _subfolders(parent):
+                seen.add(folder)
+                try:
+                    mtime = folder.stat().st_mtime_ns
+                except FileNotFoundError:
+                    continue
+                cached = self._folders.get(folder)
+                if cached is None or cached[0] != mtime:
+                    self._folders[folder] = (mtime, _read_folder(folder, parent == self.layout.assigned))
+        for gone in set(self._folders) - seen:
+            del self._folders[gone]
+
+    def note(self, known: Known) -> None:
+        """Record a transition the daemon made itself, without waiting for the next refresh."""
+        folder = known.path.parent
+        entry = self._folders.setdefault(folder, (0.0, {}))
+        entry[1][known.task_id] = known
+        for other_folder, (_, tasks) in self._folders.items():
+            if other_folder != folder:
+                tasks.pop(known.task_id, None)
+
+    def get(self, task_id: str) -> Known | None:
+        for _, tasks in self._folders.values():
+            if task_id in tasks:
+                return tasks[task_id]
+        return None
+
+    def all(self) -> list[Known]:
+        return [known for _, tasks in self._folders.values() for known in tasks.values()]
+
+
+def _subfolders(parent: Path) -> list[Path]:
+    """`done/<agent>/` style folders (and the parent itself for flat layouts), skipping `_rejected`."""
+    if not parent.is_dir():
+        return []
+    folders = [parent]
+    with os.scandir(parent) as entries:
+        folders.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and e.name != "_rejected")
+    return folders
+
+
+def _read_folder(folder: Path, claimed: bool) -> dict[str, Known]:
+    tasks: dict[str, Known] = {}
+    for path in task_files(folder):
+        if path.parent != folder:
+            continue
+        stem = task_id_from_path(path)
+        status, doc_id = ("assigned", None) if claimed else _status_and_id(path)
+        tasks[stem] = Known(stem, status, path)
+        if doc_id and doc_id != stem:
+            tasks.setdefault(doc_id, Known(doc_id, status, path))
+    return tasks
+
+
+def _status_and_id(path: Path) -> tuple[str, str | None]:
+    """Status and declared id of a finished task; unreadable files count as finished with an error."""
+    try:
+        document = yamlio.loads(yamlio.read_limited(path))
+    except yamlio.YamlProblem:
+        return "error", None
+    if not isinstance(document, dict):
+        return "error", None
+    status = str(document.get("status") or "done").lower()
+    doc_id = document.get("id")
+    return status, doc_id if isinstance(doc_id, str) else None

@@ -1,0 +1,36 @@
+"""`conveyor doctor`: check git, the agent CLIs and their versions, credentials, repository and config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from conveyor.cli.common import load, repo_option
+from conveyor.doctor import Check, check_git, check_repository, check_tool
+from conveyor.errors import ProblemsError
+
+MARKS = {"ok": "✔", "warn": "!", "fail": "✘"}
+
+
+@click.command("doctor")
+@repo_option
+def command(repo: Path | None, config_dir: Path | None) -> None:
+    """Report what works and what to fix; exit 1 if anything fails."""
+    checks: list[Check] = [check_git()]
+    try:
+        config = load(repo, config_dir)
+    except ProblemsError as exc:
+        checks.extend(Check("config", "fail", p.render()) for p in exc.problems)
+        config = None
+    if config is not None:
+        checks.append(Check("config", "ok", str(config.config_dir)))
+        checks.extend(Check("config", "warn", w.render()) for w in config.warnings)
+        checks.extend(check_repository(config))
+        for name, tool in config.tools.items():
+            checks.extend(check_tool(name, tool, os.environ))
+    for check in checks:
+        click.echo(f"{MARKS[check.status]} {check.name:<24} {check.detail}")
+    if any(check.status == "fail" for check in checks):
+        raise click.exceptions.Exit(1)

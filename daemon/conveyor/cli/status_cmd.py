@@ -1,0 +1,62 @@
+"""`conveyor status`: the board at a glance (queued, waiting and why, running, done, errors)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from conveyor.cli.common import console, load, repo_option
+from conveyor.status import BoardStatus, collect_status
+
+
+@click.command("status")
+@repo_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def command(repo: Path | None, config_dir: Path | None, fmt: str) -> None:
+    """Show queued, waiting, running, done and failed tasks."""
+    config = load(repo, config_dir)
+    status = collect_status(config, time.time())
+    if fmt == "json":
+        click.echo(json.dumps(status.as_dict(), indent=2, default=str))
+        return
+    _print(status)
+
+
+def _print(status: BoardStatus) -> None:
+    out = console()
+    daemon = status.daemon
+    if daemon and daemon.get("running"):
+        out.print(f"daemon: running (pid {daemon['pid']}), last looked {daemon.get('updated_at') or '?'}")
+        for tool, until in (daemon.get("paused_tools") or {}).items():
+            out.print(f"  tool {tool} paused until {until}")
+    else:
+        out.print("daemon: not running" + (f" (last seen {daemon['last_seen']})" if daemon else ""))
+    counts = status.counts
+    out.print(" · ".join(f"{name} {counts.get(name, 0)}" for name in
+                         ("queued", "waiting", "running", "claimed", "done", "errors", "rejected")))
+    _table(out, "Running", status.running, [("id", "task"), ("agent", "agent"), ("attempt", "try"),
+                                            ("elapsed_s", "elapsed s")])
+    _table(out, "Queued", status.queued, [("id", "task"), ("agent", "agent"), ("priority", "priority")])
+    _table(out, "Claimed (waiting for a slot or a paused tool)", status.claimed,
+           [("id", "task"), ("agent", "agent"), ("attempt", "try")])
+    _table(out, "Waiting", status.waiting, [("id", "task"), ("reason", "why")])
+    _table(out, "Done (latest)", status.done, [("id", "task"), ("branch", "branch"), ("commit", "commit"),
+                                              ("cost_usd", "USD")])
+    _table(out, "Errors", status.errors[:10], [("id", "task"), ("message", "error")])
+    _table(out, "Rejected", status.rejected[:10], [("file", "file"), ("problem", "problem")])
+
+
+def _table(out: Any, title: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+    if not rows:
+        return
+    table = Table(title=title, title_justify="left", expand=False)
+    for _, header in columns:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row.get(key) is None else str(row.get(key)) for key, _ in columns))
+    out.print(table)

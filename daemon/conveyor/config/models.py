@@ -1,0 +1,171 @@
+"""Pydantic models of the five configuration files (design section 5).
+
+Models are frozen and forbid unknown keys, so a typo'd key is an error that names the key and the
+closest known one, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Tier = Literal["economy", "standard", "premium"]
+Complexity = Literal["low", "medium", "high"]
+DEFAULT_TIERS: dict[Complexity, Tier] = {"low": "economy", "medium": "standard", "high": "premium"}
+ArgvTemplate = list[str | list[str]]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- daemon.yaml
+class CommitSettings(Frozen):
+    author_name: str = "Conveyor"
+    author_email: str = "conveyor@localhost"
+
+
+class RemoteSettings(Frozen):
+    name: str | None = "origin"
+    push: bool = True
+
+
+class PullRequestSettings(Frozen):
+    enabled: bool = True
+    api_url: str = "https://api.github.com"
+    repo: str | None = None            # owner/name; default: parsed from the remote's URL
+    token_env: str = "GITHUB_TOKEN"
+    draft: bool = False
+    labels: list[str] = Field(default_factory=lambda: ["conveyor"])
+
+
+class RoadmapSettings(Frozen):
+    enabled: bool = True
+    file: str = "ROADMAP.md"
+    default_agent: str = "default"
+    max_in_flight: int = Field(default=1, ge=1)
+
+
+class DaemonSettings(Frozen):
+    base_branch: str = "main"
+    board_dir: str = "work/collaboration"
+    state_dir: str | None = None       # default: <git common dir>/conveyor
+    worktrees_dir: str | None = None   # default: <state_dir>/worktrees (outside the working tree)
+    telemetry_db: str | None = None    # default: <state_dir>/telemetry.db
+    max_parallel: int = Field(default=2, ge=1, le=64)
+    rescan_interval_s: float = Field(default=10.0, gt=0)
+    task_timeout_s: float = Field(default=1800.0, gt=0)
+    idle_timeout_s: float = Field(default=300.0, gt=0)
+    kill_grace_s: float = Field(default=5.0, ge=0)
+    attempts: int = Field(default=3, ge=1)
+    privacy: Literal["metadata", "full"] = "metadata"
+    log_cap_bytes: int = Field(default=16 * 1024 * 1024, ge=4096)
+    drain_grace_s: float = Field(default=60.0, ge=0)
+    archive_after_days: int = Field(default=30, ge=1)
+    commit_board: bool = False
+    verify: list[str] = Field(default_factory=list)
+    verify_rounds: int = Field(default=2, ge=0)
+    commit: CommitSettings = Field(default_factory=CommitSettings)
+    remote: RemoteSettings = Field(default_factory=RemoteSettings)
+    pull_requests: PullRequestSettings = Field(default_factory=PullRequestSettings)
+    roadmap: RoadmapSettings = Field(default_factory=RoadmapSettings)
+
+
+# ---------------------------------------------------------------- agents.yaml
+class AgentSettings(Frozen):
+    tool: str
+    model: str | None = None
+    models: dict[Tier, str] = Field(default_factory=dict)   # per complexity tier (policies.yaml maps)
+    fallback: list[str] = Field(default_factory=list)       # "tool" or "tool:model"
+    instructions: str | None = None                          # a file in the repository
+    timeout_s: float | None = Field(default=None, gt=0)
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    max_turns: int | None = Field(default=None, ge=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    commit_type: str = "feat"
+
+
+class AgentsFile(Frozen):
+    agents: dict[str, AgentSettings]
+
+
+# ---------------------------------------------------------------- tools.yaml
+class LimitPatternSettings(Frozen):
+    rate_limited: list[str] = Field(default_factory=list)
+    overloaded: list[str] = Field(default_factory=list)
+    auth_expired: list[str] = Field(default_factory=list)
+
+
+class ToolSettings(Frozen):
+    binary: str
+    argv: ArgvTemplate
+    resume_argv: ArgvTemplate | None = None
+    prompt_via: Literal["argument", "stdin"] = "argument"
+    parser: str = "text"
+    env: dict[str, str] = Field(default_factory=dict)
+    env_allowlist: list[str] = Field(default_factory=lambda: ["PATH", "HOME", "LANG"])
+    version_argv: list[str] = Field(default_factory=lambda: ["--version"])
+    credentials_env: list[str] = Field(default_factory=list)
+    credentials_files: list[str] = Field(default_factory=list)
+    limits: LimitPatternSettings = Field(default_factory=LimitPatternSettings)
+    supports: list[Literal["max_turns", "max_cost_usd", "resume", "model"]] = Field(default_factory=list)
+
+    @field_validator("parser")
+    @classmethod
+    def _known_parser(cls, value: str) -> str:
+        from conveyor.runner.parsers import PARSER_NAMES
+
+        if value not in PARSER_NAMES:
+            raise ValueError(f"unknown parser {value!r}; known parsers: {', '.join(sorted(PARSER_NAMES))}")
+        return value
+
+
+class ToolsFile(Frozen):
+    tools: dict[str, ToolSettings]
+
+
+# ---------------------------------------------------------------- models.yaml
+class Price(Frozen):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float = Field(default=0.0, ge=0)
+    cache_write: float = Field(default=0.0, ge=0)
+
+
+class ModelSettings(Frozen):
+    tool: str | None = None
+    tier: Tier = "standard"
+    price: Price | None = None
+
+
+class ModelsFile(Frozen):
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- policies.yaml
+class Budget(Frozen):
+    scope: str = "global"                        # "global" or an agent name
+    period: Literal["daily", "monthly"]
+    usd: float = Field(gt=0)
+    limit: Literal["soft", "hard"] = "soft"
+
+
+class ToolLimits(Frozen):
+    max_parallel: int | None = Field(default=None, ge=1)
+    starts_per_minute: float | None = Field(default=None, gt=0)
+
+
+class Backoff(Frozen):
+    initial_s: float = Field(default=30.0, gt=0)
+    max_s: float = Field(default=1800.0, gt=0)
+    jitter: float = Field(default=0.2, ge=0, le=1)
+
+
+class PoliciesFile(Frozen):
+    budgets: list[Budget] = Field(default_factory=list)
+    complexity_tiers: dict[Complexity, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
+    tools: dict[str, ToolLimits] = Field(default_factory=dict)
+    backoff: Backoff = Field(default_factory=Backoff)

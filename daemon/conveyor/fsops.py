@@ -1,0 +1,65 @@
+"""A rename that never replaces its target: the claim primitive.
+
+`os.rename` silently replaces an existing file, so a task with a duplicate id could overwrite another.
+Linux has `renameat2(RENAME_NOREPLACE)` and macOS `renamex_np(RENAME_EXCL)`, both atomic; where neither
+is available (or the filesystem refuses), `link` + `unlink` gives the same exclusivity: `link` fails if the
+target exists, and of two racing claimers only one can unlink the source.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1  # Linux
+_RENAME_EXCL = 0x00000004  # macOS renamex_np
+
+
+@cache
+def _native() -> Callable[[bytes, bytes], int] | None:
+    """The platform's atomic no-replace rename, or None when the C library lacks it."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+    except OSError:
+        return None
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        fn = libc.renameat2
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        return lambda src, dst: int(fn(_AT_FDCWD, src, _AT_FDCWD, dst, _RENAME_NOREPLACE))
+    if sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        fnx = libc.renamex_np
+        fnx.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+        return lambda src, dst: int(fnx(src, dst, _RENAME_EXCL))
+    return None
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Atomically move `src` to `dst`; FileExistsError if `dst` exists, FileNotFoundError if `src` is gone."""
+    native = _native()
+    if native is not None:
+        if native(os.fsencode(src), os.fsencode(dst)) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    _link_then_unlink(src, dst)
+
+
+def _link_then_unlink(src: Path, dst: Path) -> None:
+    os.link(src, dst, follow_symlinks=False)
+    try:
+        os.unlink(src)
+    except FileNotFoundError:
+        # Another claimer linked the same source and unlinked it first: it won; undo our link.
+        os.unlink(dst)
+        raise

@@ -1,0 +1,157 @@
+"""What `conveyor status` shows, computed from the board on disk plus the running daemon's snapshot.
+
+The board folders are the truth (they work with no daemon running); the daemon's `status.json` adds
+what only it knows: which claimed tasks are running now, paused tools, and when it last looked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor import board, yamlio
+from conveyor.board import BoardLayout
+from conveyor.board_index import BoardIndex
+from conveyor.config import Config
+from conveyor.daemon import STATUS_FILE
+from conveyor.errors import TaskFileError
+from conveyor.lock import holder_pid
+from conveyor.queue import plan
+from conveyor.task import Task, parse_task
+from conveyor.timeutil import parse_iso
+
+RECENT = 10
+
+
+@dataclass
+class BoardStatus:
+    daemon: dict[str, Any] | None = None
+    queued: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+    running: list[dict[str, Any]] = field(default_factory=list)
+    claimed: list[dict[str, Any]] = field(default_factory=list)
+    done: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collect_status(config: Config, now: float) -> BoardStatus:
+    layout = BoardLayout(config.board_root)
+    status = BoardStatus(daemon=_daemon_state(config))
+    index = BoardIndex(layout)
+    index.refresh()
+    _inbox(layout, index, status, now)
+    _assigned(layout, status, now)
+    _finished(layout, status)
+    _rejected(layout, status)
+    status.counts = {"queued": len(status.queued), "waiting": len(status.waiting), "running": len(status.running),
+                     "claimed": len(status.claimed), "done": status.counts.get("done", 0),
+                     "errors": status.counts.get("errors", 0), "rejected": len(status.rejected)}
+    return status
+
+
+def _daemon_state(config: Config) -> dict[str, Any] | None:
+    pid = holder_pid(config.state_dir / "daemon.lock")
+    snapshot: dict[str, Any] = {}
+    try:
+        snapshot = json.loads((config.state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        snapshot = {}
+    if pid is None:
+        return {"running": False, "last_seen": snapshot.get("updated_at")} if snapshot else None
+    return {"running": True, "pid": pid, **{k: snapshot.get(k) for k in ("updated_at", "started_at",
+                                                                          "paused_tools", "queued")}}
+
+
+def _age(value: str | None, now: float) -> float | None:
+    moment = parse_iso(value) if value else None
+    return round(now - moment, 1) if moment is not None else None
+
+
+def _inbox(layout: BoardLayout, index: BoardIndex, status: BoardStatus, now: float) -> None:
+    tasks: list[Task] = []
+    for path in board.inbox_entries(layout):
+        try:
+            tasks.append(parse_task(path))
+        except TaskFileError as exc:
+            status.waiting.append({"id": path.name, "reason": "will be rejected: " + exc.problems[0].render()})
+    result = plan(tasks, index.get, {})
+    for task in result.runnable:
+        status.queued.append({"id": task.id, "agent": task.agent, "priority": task.priority,
+                              "age_s": _age(task.created_at, now)})
+    for waiting in result.waiting:
+        status.waiting.append({"id": waiting.task.id, "agent": waiting.task.agent, "reason": waiting.reason})
+    for cycle in result.cycles:
+        for task in cycle:
+            status.waiting.append({"id": task.id, "agent": task.agent, "reason": "dependency cycle"})
+
+
+def _assigned(layout: BoardLayout, status: BoardStatus, now: float) -> None:
+    for path in board.task_files(layout.assigned):
+        try:
+            task = parse_task(path)
+        except TaskFileError:
+            continue
+        entry = {"id": task.id, "agent": task.agent, "attempt": task.attempt}
+        if task.data.get("status") == "in_progress":
+            started = task.data.get("started_at")
+            status.running.append({**entry, "started_at": started, "elapsed_s": _age(str(started), now)})
+        else:
+            status.claimed.append(entry)
+
+
+def _finished(layout: BoardLayout, status: BoardStatus) -> None:
+    done: list[tuple[str, dict[str, Any]]] = []
+    errors = 0
+    for path in board.task_files(layout.done):
+        try:
+            document = yamlio.loads(yamlio.read_limited(path))
+        except yamlio.YamlProblem:
+            continue
+        if not isinstance(document, dict):
+            continue
+        completed = str(document.get("completed_at") or "")
+        if document.get("status") == "error":
+            errors += 1
+            error = _mapping(document.get("error"))
+            status.errors.append({"id": path.stem, "agent": path.parent.name, "completed_at": completed,
+                                  "message": str(error.get("message", ""))[:200], "log": error.get("log")})
+        else:
+            result = _mapping(document.get("result"))
+            done.append((completed, {"id": path.stem, "agent": path.parent.name, "completed_at": completed,
+                                     "branch": result.get("branch"), "commit": (result.get("commit") or "")[:10],
+                                     "cost_usd": result.get("cost_usd")}))
+    done.sort(key=lambda item: item[0], reverse=True)
+    status.done = [item for _, item in done[:RECENT]]
+    status.errors.sort(key=lambda item: str(item["completed_at"]), reverse=True)
+    status.counts["done"] = len(done)
+    status.counts["errors"] = errors
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _rejected(layout: BoardLayout, status: BoardStatus) -> None:
+    folder = layout.rejected
+    if not folder.is_dir():
+        return
+    for report_path in sorted(folder.glob("*.error.yaml")):
+        try:
+            report = yamlio.loads(yamlio.read_limited(report_path))
+        except yamlio.YamlProblem:
+            report = {}
+        problems = report.get("problems") if isinstance(report, dict) else None
+        first: dict[str, Any] = problems[0] if isinstance(problems, list) and problems else {}
+        status.rejected.append({"file": report_path.name.removesuffix(".error.yaml"),
+                                "problem": f"{first.get('field') or ''} {first.get('message') or ''}".strip()})
+
+
+def state_path(config: Config) -> Path:
+    return config.state_dir / STATUS_FILE

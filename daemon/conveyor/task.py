@@ -1,0 +1,276 @@
+"""The task file: what people write into `inbox/`, validated without losing a byte of their meaning.
+
+A task keeps the author's document as an ordered dict (`data`) so every rewrite preserves their keys,
+order and values; typed accessors read the documented fields. Validation separates errors (the file
+cannot be run: it is rejected with a message naming field, line and fix) from warnings (it runs, and the
+warning is logged).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from conveyor import yamlio
+from conveyor.errors import Problem, TaskFileError
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+SAFE_NAME_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 128 characters"
+TASK_SUFFIXES = (".yaml", ".yml")
+PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "normal": 3, "low": 4}
+COMPLEXITIES = ("low", "medium", "high")
+# Keys whose content describes the work: they belong in the agent's instructions (seed-board README).
+WORK_KEYS = ("requirements", "acceptance_criteria", "deliverables", "constraints", "notes", "specification",
+             "success_criteria", "implementation_notes", "technical_notes", "scope")
+
+
+class _Fields(BaseModel):
+    """Types of the documented fields; everything else the author wrote is kept as-is."""
+
+    model_config = ConfigDict(extra="allow", strict=False)
+
+    id: str
+    agent: str
+    status: str | None = None
+    title: str | None = None
+    priority: str | None = None
+    artefacts: list[str] | None = None
+    dependencies: list[Any] | None = None    # non-id entries (seed boards write mappings) warn, not fail
+    complexity: str | None = None
+    context: dict[str, Any] | str | None = None
+    tool: str | None = None
+    model: str | None = None
+    verify: list[str] | None = None
+    expect_changes: bool | None = None
+    max_cost_usd: float | None = None
+    max_turns: int | None = None
+    timeout_s: float | None = None
+
+
+def task_id_from_path(path: Path) -> str:
+    """The id a file name implies: the name without its `.yaml`/`.yml` suffix."""
+    return path.name[: -len(path.suffix)] if path.suffix in TASK_SUFFIXES else path.name
+
+
+def is_task_name(name: str) -> bool:
+    """Whether a directory entry is a candidate task file (editor temp files and dotfiles are not)."""
+    if name.startswith(".") or name.endswith(("~", ".tmp", ".swp", ".swx", ".part")):
+        return False
+    return name.endswith(TASK_SUFFIXES)
+
+
+def line_of(text: str, key: str) -> int | None:
+    """1-based line of a top-level `key:` in the document text, for error messages."""
+    match = re.search(rf"^{re.escape(key)}\s*:", text, re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+@dataclass
+class Task:
+    """A validated task file: the author's document plus typed views of the documented fields."""
+
+    path: Path
+    data: dict[str, Any]
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def agent(self) -> str:
+        return str(self.data["agent"])
+
+    @property
+    def title(self) -> str:
+        title = self.data.get("title")
+        return str(title) if title else self.id
+
+    @property
+    def priority(self) -> str:
+        value = str(self.data.get("priority") or "normal").lower()
+        return value if value in PRIORITY_RANK else "normal"
+
+    @property
+    def priority_rank(self) -> int:
+        return PRIORITY_RANK[self.priority]
+
+    @property
+    def artefacts(self) -> list[str]:
+        value = self.data.get("artefacts", self.data.get("artifacts"))
+        if isinstance(value, str):
+            return [value]
+        return [str(item) for item in value] if isinstance(value, list) else []
+
+    @property
+    def dependencies(self) -> list[str]:
+        value = self.data.get("dependencies")
+        if not isinstance(value, list):
+            return []
+        return [str(dep) for dep in value if isinstance(dep, str) and SAFE_NAME.match(dep)]
+
+    @property
+    def complexity(self) -> str | None:
+        value = self.data.get("complexity")
+        return value.lower() if isinstance(value, str) and value.lower() in COMPLEXITIES else None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        value = self.data.get("context")
+        if isinstance(value, Mapping):
+            return dict(value)
+        return {"notes": [value]} if isinstance(value, str) and value.strip() else {}
+
+    @property
+    def base_branch(self) -> str | None:
+        branch = self.context.get("branch")
+        return str(branch) if isinstance(branch, str) and branch.strip() else None
+
+    @property
+    def attempt(self) -> int:
+        value = self.data.get("attempt")
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    def get_str(self, key: str) -> str | None:
+        value = self.data.get(key)
+        return str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+
+    def get_number(self, key: str) -> float | None:
+        value = self.data.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def get_list(self, key: str) -> list[str]:
+        value = self.data.get(key)
+        return [str(item) for item in value] if isinstance(value, list) else []
+
+    @property
+    def created_at(self) -> str:
+        value = self.data.get("created_at") or self.data.get("created")
+        return str(value) if value else ""
+
+
+def parse_task(path: Path, *, expected_id: str | None = None, max_bytes: int = yamlio.MAX_FILE_BYTES) -> Task:
+    """Read and validate a task file; raise TaskFileError naming every problem with field, line and fix."""
+    name = str(path)
+    try:
+        raw = yamlio.read_limited(path, max_bytes)
+        document = yamlio.loads(raw)
+    except yamlio.YamlProblem as exc:
+        raise TaskFileError([Problem(name, exc.message, exc.fix, line=exc.line)]) from exc
+    text = raw.decode("utf-8", errors="replace")
+    return validate_document(path, document, text, expected_id=expected_id)
+
+
+def validate_document(path: Path, document: Any, text: str, *, expected_id: str | None = None) -> Task:
+    """Check a loaded document against the task format; see `parse_task`."""
+    name = str(path)
+    if not isinstance(document, dict):
+        kind = "empty" if document is None else f"a {type(document).__name__}"
+        raise TaskFileError([Problem(name, f"is {kind}, not a mapping of fields",
+                                     "write `key: value` lines, at least `id:` and `agent:`")])
+    errors = _type_errors(name, document, text) + _identity_errors(name, document, text, path, expected_id)
+    if errors:
+        raise TaskFileError(errors)
+    return Task(path=path, data=document, warnings=_warnings(name, document, text))
+
+
+def _type_errors(name: str, document: dict[str, Any], text: str) -> list[Problem]:
+    try:
+        _Fields.model_validate(document)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = str(error["loc"][0]) if error["loc"] else None
+            where = ".".join(str(part) for part in error["loc"])
+            if error["type"] == "missing":
+                problems.append(Problem(name, "is missing", _fix_for_missing(key), field=key))
+            else:
+                problems.append(Problem(name, f"{error['msg'].lower()} (at {where})",
+                                        _fix_for_type(key), field=key, line=line_of(text, key or "")))
+        return problems
+    return []
+
+
+def _fix_for_missing(key: str | None) -> str:
+    if key == "id":
+        return "add `id: <the file name without .yaml>`"
+    if key == "agent":
+        return "add `agent: <agent name>`, e.g. `agent: backend-dev`"
+    return f"add `{key}:`"
+
+
+def _fix_for_type(key: str | None) -> str:
+    fixes = {
+        "artefacts": "write a list of paths, e.g. `artefacts: [src/app.py]`",
+        "dependencies": "write a list of task ids, e.g. `dependencies: [2026-11-23T0900-backend-dev-api]`",
+        "verify": "write a list of commands, e.g. `verify: [\"pytest -q\"]`",
+        "context": "write a mapping, e.g. `context: {branch: main, notes: [...]}`",
+    }
+    return fixes.get(key or "", "use the type the task format documents for this field")
+
+
+def _identity_errors(name: str, document: dict[str, Any], text: str, path: Path,
+                     expected_id: str | None) -> list[Problem]:
+    problems = []
+    task_id, agent = document.get("id"), document.get("agent")
+    if isinstance(task_id, str):
+        if not SAFE_NAME.match(task_id):
+            problems.append(Problem(name, f"{task_id!r} is not a safe id", f"use only {SAFE_NAME_RULE}",
+                                    field="id", line=line_of(text, "id")))
+        wanted = expected_id if expected_id is not None else task_id_from_path(path)
+        if task_id != wanted:
+            problems.append(Problem(name, f"is {task_id!r} but the file is named {path.name!r}",
+                                    f"rename the file to {task_id}.yaml or set `id: {wanted}`",
+                                    field="id", line=line_of(text, "id")))
+    if isinstance(agent, str) and not SAFE_NAME.match(agent):
+        problems.append(Problem(name, f"{agent!r} is not a safe agent name", f"use only {SAFE_NAME_RULE}",
+                                field="agent", line=line_of(text, "agent")))
+    return problems
+
+
+def _warnings(name: str, document: dict[str, Any], text: str) -> list[Problem]:
+    warnings = []
+    if "artefacts" not in document and "artifacts" not in document:
+        warnings.append(Problem(name, "is missing; the agent gets no list of files to touch",
+                                "add `artefacts: [path, ...]` (or `artefacts: []`)", field="artefacts"))
+    priority = document.get("priority")
+    if priority is not None and str(priority).lower() not in PRIORITY_RANK:
+        warnings.append(Problem(name, f"{priority!r} is not a known priority; treated as normal",
+                                "use critical, high, medium, normal or low", field="priority",
+                                line=line_of(text, "priority")))
+    complexity = document.get("complexity")
+    if complexity is not None and str(complexity).lower() not in COMPLEXITIES:
+        warnings.append(Problem(name, f"{complexity!r} is not a known complexity; estimated instead",
+                                "use low, medium or high", field="complexity", line=line_of(text, "complexity")))
+    deps = document.get("dependencies")
+    if isinstance(deps, list):
+        for dep in deps:
+            if not (isinstance(dep, str) and SAFE_NAME.match(dep)):
+                warnings.append(Problem(name, f"entry {dep!r} is not a task id; ignored",
+                                        "list only ids of other tasks", field="dependencies",
+                                        line=line_of(text, "dependencies")))
+    return warnings
+
+
+def new_task_document(*, task_id: str, agent: str, title: str, description: str, artefacts: list[str],
+                      priority: str = "normal", dependencies: list[str] | None = None,
+                      created_at: str, created_by: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A fresh task document in the board's key order (used by `submit`, hand-offs and the roadmap)."""
+    document: dict[str, Any] = {"id": task_id, "agent": agent, "status": "new", "title": title,
+                                "description": description, "artefacts": list(artefacts),
+                                "priority": priority, "dependencies": list(dependencies or [])}
+    document.update(extra or {})
+    document["created_at"] = created_at
+    document["created_by"] = created_by
+    return document
+
+
+def slugify(text: str, limit: int = 40) -> str:
+    """A file-name-safe slug of a title for task ids."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "task"

@@ -1,0 +1,224 @@
+"""Telemetry in SQLite: one row per agent invocation, written when it starts and completed when it ends.
+
+WAL mode with `synchronous=NORMAL` and a busy timeout lets `conveyor stats` read while the daemon writes;
+every write is one short `BEGIN IMMEDIATE` transaction on a connection opened for it, so no connection
+outlives an operation or crosses threads. The schema is versioned with `PRAGMA user_version`; a database
+written by a newer Conveyor is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor.errors import ConveyorError
+from conveyor.runner.types import Tokens
+
+SCHEMA_VERSION = 1
+RUNNING = "running"
+INTERRUPTED = "interrupted"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS invocations (
+    id                 INTEGER PRIMARY KEY,
+    task_id            TEXT    NOT NULL,
+    agent              TEXT    NOT NULL,
+    tool               TEXT    NOT NULL,
+    model              TEXT,
+    attempt            INTEGER NOT NULL DEFAULT 1,
+    started_at         REAL    NOT NULL,
+    finished_at        REAL,
+    duration_s         REAL,
+    exit_code          INTEGER,
+    outcome            TEXT    NOT NULL DEFAULT 'running',
+    input_tokens       INTEGER NOT NULL DEFAULT 0,
+    output_tokens      INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens  INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd           REAL    NOT NULL DEFAULT 0,
+    cost_source        TEXT,
+    session_id         TEXT,
+    turns              INTEGER,
+    branch             TEXT,
+    commit_sha         TEXT,
+    pr_url             TEXT,
+    error              TEXT,
+    prompt             TEXT,
+    final_text         TEXT
+);
+CREATE INDEX IF NOT EXISTS invocations_started ON invocations (started_at);
+CREATE INDEX IF NOT EXISTS invocations_task ON invocations (task_id);
+CREATE INDEX IF NOT EXISTS invocations_outcome ON invocations (outcome) WHERE outcome = 'running';
+CREATE TABLE IF NOT EXISTS pull_requests (
+    branch      TEXT PRIMARY KEY,
+    task_id     TEXT NOT NULL,
+    agent       TEXT,
+    tool        TEXT,
+    pr_url      TEXT,
+    state       TEXT NOT NULL,
+    decided_at  REAL
+);
+"""
+
+
+class TelemetryError(ConveyorError):
+    """The telemetry database cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class InvocationStart:
+    task_id: str
+    agent: str
+    tool: str
+    model: str | None
+    attempt: int
+    started_at: float
+    branch: str | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class InvocationEnd:
+    finished_at: float
+    duration_s: float
+    outcome: str
+    exit_code: int | None = None
+    tokens: Tokens = field(default_factory=Tokens)
+    cost_usd: float = 0.0
+    cost_source: str | None = None
+    session_id: str | None = None
+    turns: int | None = None
+    model: str | None = None
+    tool: str | None = None
+    error: str | None = None
+    final_text: str | None = None
+
+
+class Telemetry:
+    """The invocation log of one repository. `privacy='metadata'` never stores prompt or response text."""
+
+    def __init__(self, path: Path, *, privacy: str = "metadata") -> None:
+        self.path = path
+        self.privacy = privacy
+        self._initialise()
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation; closed afterwards."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise TelemetryError(f"cannot open the telemetry database {self.path}: {exc}; check that the "
+                                 "folder exists and is writable") from exc
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            yield conn
+        except sqlite3.Error as exc:
+            raise TelemetryError(f"telemetry database {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _initialise(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TelemetryError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        with self.connect() as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise TelemetryError(f"{self.path} was written by a newer Conveyor (schema {version}, this one "
+                                     f"knows {SCHEMA_VERSION}); upgrade Conveyor or point telemetry_db elsewhere")
+            conn.execute("PRAGMA journal_mode = WAL")
+            if version < SCHEMA_VERSION:
+                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+
+    def start(self, start: InvocationStart) -> int:
+        """Record that an invocation began; returns its row id."""
+        prompt = start.prompt if self.privacy == "full" else None
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO invocations (task_id, agent, tool, model, attempt, started_at, branch, prompt, outcome)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (start.task_id, start.agent, start.tool, start.model, start.attempt, start.started_at,
+                 start.branch, prompt, RUNNING))
+            return int(cursor.lastrowid or 0)
+
+    def finish(self, row_id: int, end: InvocationEnd) -> None:
+        """Complete an invocation's row with its outcome, tokens and cost."""
+        final_text = end.final_text if self.privacy == "full" else None
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE invocations SET finished_at=?, duration_s=?, outcome=?, exit_code=?, input_tokens=?,"
+                " output_tokens=?, cache_read_tokens=?, cache_write_tokens=?, cost_usd=?, cost_source=?,"
+                " session_id=?, turns=?, model=COALESCE(?, model), tool=COALESCE(?, tool), error=?, final_text=?"
+                " WHERE id=?",
+                (end.finished_at, end.duration_s, end.outcome, end.exit_code, end.tokens.input,
+                 end.tokens.output, end.tokens.cache_read, end.tokens.cache_write, end.cost_usd, end.cost_source,
+                 end.session_id, end.turns, end.model, end.tool, end.error, final_text, row_id))
+
+    def record_result(self, row_id: int, *, commit_sha: str | None, pr_url: str | None,
+                      branch: str | None) -> None:
+        """Attach what publishing produced to the invocation that produced it."""
+        with self._write() as conn:
+            conn.execute("UPDATE invocations SET commit_sha=?, pr_url=?, branch=COALESCE(?, branch) WHERE id=?",
+                         (commit_sha, pr_url, branch, row_id))
+
+    def mark_interrupted(self, now: float, task_ids: Sequence[str] | None = None) -> int:
+        """Rows left 'running' by a crash become 'interrupted'; returns how many."""
+        with self._write() as conn:
+            if task_ids is None:
+                cursor = conn.execute("UPDATE invocations SET outcome=?, finished_at=?, duration_s=?-started_at "
+                                      "WHERE outcome=?", (INTERRUPTED, now, now, RUNNING))
+            else:
+                marks = ",".join("?" for _ in task_ids)
+                cursor = conn.execute(f"UPDATE invocations SET outcome=?, finished_at=?, duration_s=?-started_at "
+                                      f"WHERE outcome=? AND task_id IN ({marks})",
+                                      (INTERRUPTED, now, now, RUNNING, *task_ids))
+            return cursor.rowcount
+
+    def spend(self, since: float, until: float | None = None, agent: str | None = None) -> float:
+        """Total cost in USD of invocations started in [since, until), optionally for one agent."""
+        sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM invocations WHERE started_at >= ?"
+        args: list[Any] = [since]
+        if until is not None:
+            sql += " AND started_at < ?"
+            args.append(until)
+        if agent is not None:
+            sql += " AND agent = ?"
+            args.append(agent)
+        with self.connect() as conn:
+            return float(conn.execute(sql, args).fetchone()[0])
+
+    def rows_for_task(self, task_id: str) -> list[dict[str, Any]]:
+        with self.connect() as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(row) for row in conn.execute("SELECT * FROM invocations WHERE task_id=? ORDER BY id",
+                                                      (task_id,))]
+
+    def totals(self, group: str) -> list[dict[str, Any]]:
+        """Invocations, successes, tokens and cost grouped by agent, tool or model."""
+        if group not in ("agent", "tool", "model"):
+            raise ValueError(f"cannot group by {group!r}")
+        sql = (f"SELECT COALESCE({group}, '-') AS key, COUNT(*) AS invocations,"
+               " SUM(outcome = 'ok') AS ok, SUM(input_tokens) AS input, SUM(output_tokens) AS output,"
+               " SUM(cache_read_tokens) AS cache_read, SUM(cache_write_tokens) AS cache_write,"
+               f" ROUND(SUM(cost_usd), 6) AS cost_usd FROM invocations GROUP BY {group} ORDER BY cost_usd DESC")
+        with self.connect() as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(row) for row in conn.execute(sql)]
