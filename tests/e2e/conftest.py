@@ -1,0 +1,110 @@
+"""Fixtures for driving the real `claude` and `codex` CLIs against the scripted fake model server.
+
+The pinned CLIs are installed once per machine into the real cache folder. Its path is captured here, at
+import time, because the autouse safety net points HOME and XDG_CACHE_HOME at a temporary folder for
+every test (a cache there would mean a fresh 330 MB download, 760 MB on disk, per test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.devtools import agent_clis
+from conveyor.devtools.model_server import ModelServer
+
+REAL_CLI_CACHE = agent_clis.cache_root(os.environ)
+REAL_PATH = os.environ.get("PATH", "/usr/bin:/bin")
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """What one CLI run printed, how it ended, and whether we had to kill it."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+    killed: bool
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip().startswith("{")]
+
+
+def run_cli(argv: list[str], cwd: Path, env: Mapping[str, str], timeout: float) -> CliRun:
+    """Run a CLI as the daemon would: own process group, stdin from /dev/null, whole group killed on timeout."""
+    started = time.monotonic()
+    process = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+        killed = False
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        killed = True
+    return CliRun(None if killed else process.returncode, stdout, stderr, time.monotonic() - started, killed)
+
+
+def base_env(server: ModelServer) -> dict[str, str]:
+    """PATH and LANG, plus a tripwire: any attempt to reach another host goes to the fake server's CONNECT.
+
+    Both CLIs honour the proxy variables, so a CONNECT in `server.requests` means the CLI tried to leave
+    the machine (update checks, telemetry, plugin sync) and the configuration must switch that off.
+    """
+    return {"PATH": REAL_PATH, "LANG": "C.UTF-8", "HTTPS_PROXY": server.url, "HTTP_PROXY": server.url,
+            "https_proxy": server.url, "http_proxy": server.url, "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost"}
+
+
+def outbound_attempts(server: ModelServer) -> list[str]:
+    return [request.path for request in server.requests if request.method == "CONNECT"]
+
+
+@pytest.fixture(scope="session")
+def agent_cli_paths() -> dict[str, Path]:
+    """Executable of each pinned CLI (tool name → path), installed once per machine into the real cache."""
+    return {tool: agent_clis.install(tool, REAL_CLI_CACHE) for tool in agent_clis.PINNED}
+
+
+@pytest.fixture
+def model_server() -> Iterator[ModelServer]:
+    with ModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def agent_home(tmp_path: Path) -> Path:
+    """A private, empty HOME for the CLI (it writes ~/.claude.json, transcripts, codex state)."""
+    home = tmp_path / "agent-home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def claude_env(model_server: ModelServer, agent_home: Path) -> dict[str, str]:
+    """The complete environment for `claude -p` against the fake server (one retry)."""
+    return {**base_env(model_server), **model_server.claude_env(agent_home)}
+
+
+@pytest.fixture
+def codex_home(model_server: ModelServer, agent_home: Path) -> Path:
+    """A `$CODEX_HOME` whose config.toml points codex at the fake server with bounded retries."""
+    home = agent_home / ".codex"
+    model_server.write_codex_config(home)
+    return home
+
+
+@pytest.fixture
+def codex_env(model_server: ModelServer, codex_home: Path, agent_home: Path) -> dict[str, str]:
+    """The complete environment for `codex exec` against the fake server."""
+    return {**base_env(model_server), **model_server.codex_env(codex_home, agent_home)}
