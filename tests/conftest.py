@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
@@ -38,6 +39,9 @@ def _safety_net(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     (home / ".gitconfig").write_text(
         "[init]\n\tdefaultBranch = main\n[user]\n\tname = Test\n\temail = t@example.invalid\n")
     yield
+    # structlog's configuration is process-global: a test that runs the CLI in-process must not change
+    # what the next test's capture_logs() sees.
+    structlog.reset_defaults()
 
 
 def git(cwd: Path, *args: str) -> str:

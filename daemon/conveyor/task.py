@@ -32,14 +32,14 @@ WORK_KEYS = ("requirements", "acceptance_criteria", "deliverables", "constraints
 class _Fields(BaseModel):
     """Types of the documented fields; everything else the author wrote is kept as-is."""
 
-    model_config = ConfigDict(extra="allow", strict=False)
+    model_config = ConfigDict(extra="allow", strict=False, coerce_numbers_to_str=True)
 
     id: str
     agent: str
     status: str | None = None
     title: str | None = None
     priority: str | None = None
-    artefacts: list[str] | None = None
+    artefacts: list[str] | str | None = None
     dependencies: list[Any] | None = None    # non-id entries (seed boards write mappings) warn, not fail
     complexity: str | None = None
     context: dict[str, Any] | str | None = None
@@ -217,7 +217,9 @@ def _fix_for_type(key: str | None) -> str:
 def _identity_errors(name: str, document: dict[str, Any], text: str, path: Path,
                      expected_id: str | None) -> list[Problem]:
     problems = []
-    task_id, agent = document.get("id"), document.get("agent")
+    # a number is accepted as an id (it becomes its string), so it must pass the same checks as one
+    task_id, agent = (str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+                      for value in (document.get("id"), document.get("agent")))
     if isinstance(task_id, str):
         if not SAFE_NAME.match(task_id):
             problems.append(Problem(name, f"{task_id!r} is not a safe id", f"use only {SAFE_NAME_RULE}",

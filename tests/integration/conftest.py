@@ -1,0 +1,251 @@
+"""Integration fixtures: a real repository after `conveyor init`, a fake agent CLI defined in tools.yaml,
+and a helper that runs the daemon once (`Daemon(config, once=True).run()`) and reports what happened.
+
+The fake agent (`agents/fake_agent.py`) is a real executable the daemon finds through tools.yaml exactly
+as it would find `claude`; what it does is written into the task's description as `FAKE ...` lines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from structlog.testing import capture_logs
+
+from conveyor.config import Config, load_config
+from conveyor.daemon import Daemon
+from conveyor.init_repo import init_repository
+from tests.conftest import git
+
+AGENTS_DIR = Path(__file__).resolve().parent / "agents"
+
+DAEMON_YAML = """\
+base_branch: main
+max_parallel: 2
+rescan_interval_s: 30
+task_timeout_s: 60
+idle_timeout_s: 60
+kill_grace_s: 0.5
+attempts: 1
+drain_grace_s: 10
+remote: {name: null, push: false}
+pull_requests: {enabled: false}
+roadmap: {enabled: false}
+"""
+
+AGENTS_YAML = """\
+agents:
+  default:
+    tool: fake
+  json-agent:
+    tool: fake-claude
+    commit_type: fix
+"""
+
+
+def tools_yaml(agent_bin: Path, out_dir: Path, telemetry_db: Path) -> str:
+    env = f'{{FAKE_AGENT_OUT: "{out_dir}", FAKE_TELEMETRY_DB: "{telemetry_db}"}}'
+    return textwrap.dedent(f"""\
+        tools:
+          fake:
+            binary: {agent_bin}
+            argv: [--task, "{{task_id}}", "{{prompt}}"]
+            parser: text
+            env: {env}
+            env_allowlist: [PATH, HOME, LANG, "FAKE_*"]
+          fake-claude:
+            binary: {agent_bin}
+            argv: [--json, --task, "{{task_id}}", [--model, "{{model}}"], "{{prompt}}"]
+            parser: claude-json
+            env: {env}
+            env_allowlist: [PATH, HOME, LANG, "FAKE_*"]
+          ghost:
+            binary: conveyor-test-no-such-agent-cli
+            argv: ["{{prompt}}"]
+        """)
+
+
+@dataclass
+class DaemonRun:
+    """What one `--once` run did: its exit code and the structured log events it emitted."""
+
+    code: int
+    logs: list[dict[str, Any]]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.logs if entry.get("event") == name]
+
+
+@dataclass
+class Repo:
+    """A repository after `conveyor init`, with the fake agent configured, and ways to look at its board."""
+
+    path: Path
+    out: Path                      # where the fake agent records its prompts and what it saw
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- paths
+    @property
+    def board(self) -> Path:
+        return self.path / "work" / "collaboration"
+
+    @property
+    def inbox(self) -> Path:
+        return self.board / "inbox"
+
+    @property
+    def rejected(self) -> Path:
+        return self.board / "done" / "_rejected"
+
+    @property
+    def git_dir(self) -> Path:
+        return self.path / ".git"
+
+    @property
+    def telemetry_db(self) -> Path:
+        return self.git_dir / "conveyor" / "telemetry.db"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.config().worktrees_dir
+
+    def config(self) -> Config:
+        return load_config(self.path, self.git_dir)
+
+    def write_config(self, name: str, text: str) -> None:
+        (self.path / "config" / name).write_text(text, encoding="utf-8")
+
+    # ---------------------------------------------------------------- tasks
+    def task_text(self, task_id: str, agent: str = "backend-dev", description: str = "", **extra: Any) -> str:
+        document: dict[str, Any] = {"id": task_id, "agent": agent, "status": "new", "title": f"Title of {task_id}",
+                                    "description": description, "artefacts": [], "priority": "normal"}
+        document.update(extra)
+        return yaml.safe_dump(document, sort_keys=False)
+
+    def drop(self, name: str, text: str | bytes, *, settled: bool = True) -> Path:
+        """Write a file elsewhere and rename it into inbox/ (as authors should); backdate it when `settled`."""
+        staging = self.path.parent / "staging"
+        staging.mkdir(exist_ok=True)
+        temp = staging / name
+        if isinstance(text, bytes):
+            temp.write_bytes(text)
+        else:
+            temp.write_text(text, encoding="utf-8")
+        target = self.inbox / name
+        os.replace(temp, target)
+        if settled:
+            old = target.stat().st_mtime - 60
+            os.utime(target, (old, old))
+        return target
+
+    def submit(self, task_id: str, agent: str = "backend-dev", description: str = "", **extra: Any) -> Path:
+        return self.drop(f"{task_id}.yaml", self.task_text(task_id, agent, description, **extra))
+
+    def done_path(self, task_id: str, agent: str = "backend-dev") -> Path:
+        return self.board / "done" / agent / f"{task_id}.yaml"
+
+    def done_doc(self, task_id: str, agent: str = "backend-dev") -> dict[str, Any]:
+        document = yaml.safe_load(self.done_path(task_id, agent).read_text(encoding="utf-8"))
+        assert isinstance(document, dict)
+        return document
+
+    def rejected_report(self, name: str) -> dict[str, Any]:
+        report = yaml.safe_load((self.rejected / f"{name}.error.yaml").read_text(encoding="utf-8"))
+        assert isinstance(report, dict)
+        return report
+
+    # ---------------------------------------------------------------- git and telemetry
+    def git(self, *args: str) -> str:
+        return git(self.path, *args)
+
+    def branches(self) -> list[str]:
+        out = self.git("for-each-ref", "--format=%(refname:short)", "refs/heads/")
+        return [line for line in out.splitlines() if line]
+
+    def worktrees(self) -> list[str]:
+        out = self.git("worktree", "list", "--porcelain")
+        return [line.removeprefix("worktree ") for line in out.splitlines() if line.startswith("worktree ")]
+
+    def rows(self, task_id: str | None = None) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(self.telemetry_db)
+        conn.row_factory = sqlite3.Row
+        try:
+            sql = "SELECT * FROM invocations" + (" WHERE task_id=?" if task_id else "") + " ORDER BY id"
+            return [dict(row) for row in conn.execute(sql, (task_id,) if task_id else ())]
+        finally:
+            conn.close()
+
+    def agent_prompt(self, task_id: str) -> str:
+        return (self.out / f"{task_id}.prompt").read_text(encoding="utf-8")
+
+    # ---------------------------------------------------------------- running
+    def run_once(self, env: Mapping[str, str] | None = None, config: Config | None = None) -> DaemonRun:
+        return run_daemon_once(config or self.config(), {**os.environ, **self.extra_env, **(env or {})})
+
+
+def run_daemon_once(config: Config, env: Mapping[str, str]) -> DaemonRun:
+    """`Daemon(config, once=True).run()` with its log events captured and the test's signal handlers kept."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        with capture_logs() as logs:
+            code = Daemon(config, env=env, once=True).run()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    return DaemonRun(code, [dict(entry) for entry in logs])
+
+
+def install_fake_agent(bin_dir: Path) -> Path:
+    """The fake agent as an executable with this interpreter in its shebang (as an installed CLI would be)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    target = bin_dir / "fake-agent"
+    target.write_text(f"#!{sys.executable}\n" + (AGENTS_DIR / "fake_agent.py").read_text(encoding="utf-8"))
+    target.chmod(0o755)
+    return target
+
+
+def make_repo(root: Path) -> Repo:
+    """A git repository on `main`, `conveyor init` done and committed, with the fake tools configured."""
+    path = root / "repo"
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "README.md").write_text("# scratch project\n", encoding="utf-8")
+    init_repository(path)
+    agent_bin = install_fake_agent(root / "bin")
+    repo = Repo(path=path, out=root / "agent-out")
+    repo.write_config("daemon.yaml", DAEMON_YAML)
+    repo.write_config("agents.yaml", AGENTS_YAML)
+    repo.write_config("tools.yaml", tools_yaml(agent_bin, repo.out, repo.telemetry_db))
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "conveyor init")
+    return repo
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return make_repo(tmp_path)
+
+
+ConveyorCli = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def conveyor_cli() -> Iterator[ConveyorCli]:
+    """Run `python -m conveyor ARGS` as a real subprocess from `cwd`; returns the CompletedProcess."""
+
+    def run(*args: str, cwd: Path, env: Mapping[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "conveyor", *args], cwd=cwd, capture_output=True, text=True,
+                              env={**os.environ, **(env or {})}, timeout=timeout, check=False)
+
+    yield run
