@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor import board, yamlio
+from conveyor import board, budgets, yamlio
 from conveyor.board import BoardLayout
 from conveyor.board_index import BoardIndex
 from conveyor.config import Config
@@ -20,7 +20,9 @@ from conveyor.errors import TaskFileError
 from conveyor.lock import holder_pid
 from conveyor.queue import plan
 from conveyor.task import Task, parse_task
-from conveyor.timeutil import parse_iso
+from conveyor.telemetry import Telemetry
+from conveyor.timeutil import parse_iso, utc_iso
+from conveyor.tool_health import PAUSES_FILE, read_pauses
 
 RECENT = 10
 
@@ -35,6 +37,7 @@ class BoardStatus:
     done: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    paused_tools: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -46,7 +49,9 @@ def collect_status(config: Config, now: float) -> BoardStatus:
     status = BoardStatus(daemon=_daemon_state(config))
     index = BoardIndex(layout)
     index.refresh()
+    status.paused_tools = _paused_tools(config, status.daemon, now)
     _inbox(layout, index, status, now)
+    _hold_for_budgets(config, status, now)
     _assigned(layout, status, now)
     _finished(layout, status)
     _rejected(layout, status)
@@ -66,7 +71,32 @@ def _daemon_state(config: Config) -> dict[str, Any] | None:
     if pid is None:
         return {"running": False, "last_seen": snapshot.get("updated_at")} if snapshot else None
     return {"running": True, "pid": pid, **{k: snapshot.get(k) for k in ("updated_at", "started_at",
-                                                                          "paused_tools", "queued")}}
+                                                                          "paused_tools", "pauses", "queued",
+                                                                          "held")}}
+
+
+def _paused_tools(config: Config, daemon: dict[str, Any] | None, now: float) -> list[dict[str, Any]]:
+    """Paused tools and when they resume: the running daemon's word, else the persisted pause file."""
+    if daemon and daemon.get("running") and isinstance(daemon.get("pauses"), list):
+        return [pause for pause in daemon["pauses"] if (parse_iso(str(pause.get("until"))) or 0) > now]
+    return read_pauses(config.state_dir / PAUSES_FILE, now)
+
+
+def _hold_for_budgets(config: Config, status: BoardStatus, now: float) -> None:
+    """Queued tasks whose agent (or everyone) has spent a hard budget wait in inbox/: say so, and until when."""
+    if not config.policies.budgets or not status.queued or not config.telemetry_db.exists():
+        return
+    telemetry = Telemetry(config.telemetry_db, privacy=config.daemon.privacy)
+    states = budgets.evaluate(config.policies.budgets, telemetry.spend, now)
+    still_queued = []
+    for entry in status.queued:
+        spent = budgets.task_block(states, str(entry["agent"]))
+        if spent is None:
+            still_queued.append(entry)
+        else:
+            status.waiting.append({"id": entry["id"], "agent": entry["agent"], "reason": f"budget: {spent.describe()}",
+                                   "until": utc_iso(spent.resets_at)})
+    status.queued = still_queued
 
 
 def _age(value: str | None, now: float) -> float | None:

@@ -21,6 +21,11 @@ def command(repo: Path | None, config_dir: Path | None, task_id: str, attempt: i
         if folder.is_dir() else []
     if attempt is not None:
         logs = [p for p in logs if p.name.startswith(f"attempt-{attempt}-")]
+    if not logs and config.daemon.privacy != "full":
+        raise click.ClickException(
+            f"no transcript for task {task_id!r}: agent transcripts are not kept in `privacy: metadata` mode "
+            "(the default; each one is deleted when its run ends). Set `privacy: full` in config/daemon.yaml "
+            "to keep them for later runs.")
     if not logs:
         raise click.ClickException(f"no logs for task {task_id!r} in {folder}")
     for path in logs:

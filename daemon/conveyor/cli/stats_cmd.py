@@ -1,35 +1,130 @@
-"""`conveyor stats`: invocations, success, tokens and cost by agent, tool and model."""
+"""`conveyor stats`: runs, success, tokens, cost and durations per day, month, agent, model or tool.
+
+The numbers come from `conveyor.stats` (aggregated inside SQLite); this module only parses the options
+and prints: a table that fits 80 columns (runs and cost, outcomes, tokens as separate tables), CSV, or
+JSON shaped `{group: [row, ...]}`.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from rich import box
 from rich.table import Table
 
+from conveyor import stats
 from conveyor.cli.common import console, load, repo_option
 from conveyor.telemetry import Telemetry
+
+DEFAULT_GROUPS = ("agent", "tool", "model")
+TOKEN_NAMES = {"input_tokens": "input", "output_tokens": "output", "cache_read_tokens": "cache_read",
+               "cache_write_tokens": "cache_write"}
+COLUMNS = ("key", "invocations", "ok", "success_rate", "input", "output", "cache_read", "cache_write", "cost_usd",
+           "p50_s", "p95_s", "merged", "closed", "acceptance_rate", "cost_per_merged_usd")
 
 
 @click.command("stats")
 @repo_option
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def command(repo: Path | None, config_dir: Path | None, fmt: str) -> None:
-    """Totals from the telemetry database."""
+@click.option("--since", default=None, help="From this moment: YYYY-MM-DD (UTC midnight) or ISO 8601.")
+@click.option("--until", default=None, help="Up to this moment (exclusive); a bare date includes that whole day.")
+@click.option("--by", "by", type=click.Choice(stats.GROUPS), default=None,
+              help="Group by day, month, agent, model or tool (default: agent, tool and model).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+def command(repo: Path | None, config_dir: Path | None, since: str | None, until: str | None, by: str | None,
+            fmt: str) -> None:
+    """Invocations, success rate, tokens, cost, p50/p95 duration, and cost per merged change."""
+    window = _window(since, until)
     config = load(repo, config_dir)
     telemetry = Telemetry(config.telemetry_db, privacy=config.daemon.privacy)
-    data = {group: telemetry.totals(group) for group in ("agent", "tool", "model")}
+    groups = (by,) if by else DEFAULT_GROUPS
+    with telemetry.connect() as conn:
+        data = {group: [_public(row) for row in stats.collect(conn, group, window)]  # type: ignore[arg-type]
+                for group in groups}
     if fmt == "json":
-        click.echo(json.dumps(data, indent=2))
-        return
+        click.echo(json.dumps(data, indent=1))
+    elif fmt == "csv":
+        _csv(data)
+    else:
+        _tables(data)
+
+
+def _window(since: str | None, until: str | None) -> stats.Window:
+    try:
+        return stats.Window(None if since is None else stats.parse_moment(since),
+                            None if until is None else stats.parse_moment(until, end_of_day=True))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """Token columns named as in task results; a missing model shown as `-`."""
+    out = {TOKEN_NAMES.get(name, name): value for name, value in row.items()}
+    out["key"] = "-" if out["key"] is None else out["key"]
+    return out
+
+
+def _csv(data: dict[str, list[dict[str, Any]]]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["group", *COLUMNS])
+    for group, rows in data.items():
+        for row in rows:
+            writer.writerow([group, *("" if row.get(name) is None else row.get(name) for name in COLUMNS)])
+
+
+def _tables(data: dict[str, list[dict[str, Any]]]) -> None:
     out = console()
     for group, rows in data.items():
-        table = Table(title=f"By {group}", title_justify="left")
-        for header in (group, "runs", "ok", "input", "output", "cache r", "cache w", "USD"):
-            table.add_column(header, justify="left" if header == group else "right")
-        for row in rows:
-            table.add_row(str(row["key"]), str(row["invocations"]), str(row["ok"]), str(row["input"]),
-                          str(row["output"]), str(row["cache_read"]), str(row["cache_write"]),
-                          f"{row['cost_usd']:.4f}")
-        out.print(table)
+        if not rows:
+            out.print(f"By {group}: no invocations in this period")
+            continue
+        out.print(_table(f"By {group}: runs and cost", group, rows, [
+            ("runs", lambda r: _count(r["invocations"])), ("ok %", lambda r: _percent(r["success_rate"])),
+            ("USD", lambda r: _money(r["cost_usd"])), ("p50 s", lambda r: _seconds(r["p50_s"])),
+            ("p95 s", lambda r: _seconds(r["p95_s"]))]))
+        if group in stats.OUTCOME_GROUPS:
+            out.print(_table(f"By {group}: outcomes of changes", group, rows, [
+                ("merged", lambda r: str(r["merged"])), ("closed", lambda r: str(r["closed"])),
+                ("accept %", lambda r: _percent(r["acceptance_rate"])),
+                ("USD/merged", lambda r: _money(r["cost_per_merged_usd"]))]))
+        out.print(_table(f"By {group}: tokens", group, rows, [
+            (name.replace("_", " "), lambda r, n=name: _count(r[n])) for name in ("input", "output", "cache_read",
+                                                                                  "cache_write")]))
+
+
+def _table(title: str, group: str, rows: list[dict[str, Any]], columns: list[tuple[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column(group, max_width=24, overflow="ellipsis", no_wrap=True)
+    for header, _ in columns:
+        table.add_column(header, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(str(row["key"]), *(render(row) for _, render in columns))
+    return table
+
+
+def _count(value: int | None) -> str:
+    """Short counts for narrow columns: 12345 → 12k, 3456789 → 3.5M."""
+    number = value or 0
+    if number >= 1e9:
+        return f"{number / 1e9:.1f}G"
+    if number >= 1e6:
+        return f"{number / 1e6:.1f}M"
+    if number >= 1e4:
+        return f"{number / 1e3:.0f}k"
+    return str(number)
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

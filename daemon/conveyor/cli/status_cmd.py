@@ -32,10 +32,11 @@ def _print(status: BoardStatus) -> None:
     daemon = status.daemon
     if daemon and daemon.get("running"):
         out.print(f"daemon: running (pid {daemon['pid']}), last looked {daemon.get('updated_at') or '?'}")
-        for tool, until in (daemon.get("paused_tools") or {}).items():
-            out.print(f"  tool {tool} paused until {until}")
     else:
         out.print("daemon: not running" + (f" (last seen {daemon['last_seen']})" if daemon else ""))
+    for pause in status.paused_tools:
+        why = pause.get("reason") or pause.get("outcome")
+        out.print(f"tool {pause['tool']} paused until {pause['until']} ({why}); it resumes by itself")
     counts = status.counts
     out.print(" · ".join(f"{name} {counts.get(name, 0)}" for name in
                          ("queued", "waiting", "running", "claimed", "done", "errors", "rejected")))
