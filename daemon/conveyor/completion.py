@@ -1,0 +1,281 @@
+"""After the agent: gate, verify (resuming the agent on a failure), commit, publish; or keep partial work.
+
+The pipeline hands over the agent's last run and gets back a `Verdict` (finish, fail, retry, stopped):
+this module decides, the pipeline writes the board. Order matters: nothing is committed before the
+change passes the whole gate (design section 8), and nothing is published before it is committed, so
+the commit on the branch is the point of no return that start-up recovery resumes from.
+
+Partial work: when a timeout or a provider limit stops an agent that has already changed files, the
+change still goes through the path and secret checks, is committed (trailer `Conveyor-Partial`), and
+is published as a draft pull request labelled `partial`. The task then ends `done` with
+`result.partial: true`: the draft is what a person reviews and continues, and running the agent again
+from scratch would spend another attempt redoing (and likely again not finishing) the same work.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from conveyor import git
+from conveyor.config import Config
+from conveyor.errors import ConveyorError
+from conveyor.gate.checks import (
+    CheckResult,
+    GateFailure,
+    GateResult,
+    VerifyCommand,
+    VerifyRun,
+    check_change,
+    no_changes_failure,
+    run_verify,
+    verify_commands,
+    verify_failure,
+    verify_feedback,
+)
+from conveyor.publish.task_branch import commit_message, publish_commit
+from conveyor.runner.env import build_env
+from conveyor.runner.types import Outcome
+from conveyor.runs import Run, Totals, latest_session, result_block, summarize
+from conveyor.task import Task
+from conveyor.telemetry import Telemetry
+
+log = structlog.get_logger("conveyor.completion")
+
+# prompt, session to resume (None: start afresh in the same worktree), round number → the new run
+FollowUp = Callable[[str, str | None, int], Run]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What concluding one task needs; built by the pipeline for each run."""
+
+    task: Task
+    config: Config
+    env: Mapping[str, str]
+    telemetry: Telemetry
+    worktree: Path
+    branch: str
+    attempt: int
+    commit_type: str
+    prompt: str
+    cancel: threading.Event
+    follow_up: FollowUp
+    skipped: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the pipeline does next: finish with `result`, fail with an error block, or requeue."""
+
+    action: Literal["finish", "fail", "retry", "stopped"]
+    result: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    kind: str = ""
+    log_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def agent_log_path(logs_dir: Path, task_id: str, attempt: int, tool: str, round_no: int = 0) -> Path:
+    """Where one invocation's output goes; each resume gets its own file (the supervisor rewrites a log)."""
+    suffix = f"-round-{round_no}" if round_no else ""
+    return logs_dir / task_id / f"attempt-{attempt}-{tool}{suffix}.log"
+
+
+# ------------------------------------------------------------------ entry point
+def conclude(job: Job, last: Run) -> Verdict:
+    """Judge the agent's run and carry the task to its verdict (see the module docstring)."""
+    outcome = last.invocation.parsed.outcome
+    stopped = outcome is Outcome.TIMEOUT or outcome.is_provider_limit
+    if stopped and git.has_changes(job.worktree):
+        return _partial(job, [last], _stop_reason(last))
+    if outcome is Outcome.OK:
+        return _complete(job, [last])
+    message = last.invocation.parsed.error_message or outcome.value
+    log_path = str(_log_of(job, last, 0))
+    if (stopped or outcome is Outcome.CRASHED) and job.attempt < job.config.daemon.attempts:
+        log.warning("task.retry", task_id=job.task.id, outcome=outcome.value, error=message)
+        return Verdict("retry", message=f"attempt {job.attempt} {outcome.value}: {message}")
+    return Verdict("fail", message=message, kind=outcome.value, log_path=log_path)
+
+
+def _stop_reason(run: Run) -> str:
+    parsed = run.invocation.parsed
+    return f"{parsed.outcome.value}: {parsed.error_message or 'the agent was stopped'}"
+
+
+def _log_of(job: Job, run: Run, round_no: int) -> Path:
+    return agent_log_path(job.config.logs_dir, job.task.id, job.attempt, run.route.tool_name, round_no)
+
+
+# ------------------------------------------------------------------ the gate and the verify rounds
+def _complete(job: Job, runs: list[Run]) -> Verdict:
+    """Gate → verify; on a verify failure resume the agent, up to `verify_rounds`, then gate again."""
+    try:
+        commands = verify_commands(job.config.daemon.verify, job.task.get_list("verify"))
+    except ConveyorError as exc:
+        return _discard(job, runs, GateFailure("verify", str(exc)))
+    rounds = job.config.daemon.verify_rounds
+    round_no = 0
+    while True:
+        changed = git.stage_all(job.worktree)
+        if not changed:
+            return _no_changes(job, runs)
+        gate = _gate(job, changed)
+        if gate.failure is not None:
+            return _discard(job, runs, gate.failure)
+        verified = _verify(job, runs[-1], commands, round_no)
+        if job.cancel.is_set():
+            return Verdict("stopped", message="stopped by daemon shutdown")
+        failed = next((run for run in verified if not run.passed), None)
+        checks = [*gate.checks, *(run.check() for run in verified)]
+        if failed is None:
+            return _commit_and_publish(job, runs, changed, checks, rounds_used=round_no)
+        if round_no >= rounds:
+            return _discard(job, runs, verify_failure(failed, round_no), _verify_extra(job, failed, checks))
+        round_no += 1
+        verdict = _resume(job, runs, failed, round_no, rounds)
+        if verdict is not None:
+            return verdict
+
+
+def _gate(job: Job, changed: list[str]) -> GateResult:
+    allowed = job.task.data.get("allowed_paths")
+    globs = [str(item) for item in allowed] if isinstance(allowed, list) else None
+    return check_change(job.worktree, changed, board_dir=job.config.daemon.board_dir,
+                        roadmap_file=job.config.daemon.roadmap.file, allowed_globs=globs)
+
+
+def _verify(job: Job, last: Run, commands: Sequence[VerifyCommand], round_no: int) -> list[VerifyRun]:
+    if not commands:
+        return []
+    tool = last.route.tool
+    runs = run_verify(commands, worktree=job.worktree, env=build_env(job.env, tool.env_allowlist, tool.env),
+                      log_dir=job.config.logs_dir / job.task.id, timeout_s=_timeout_s(job), stop=job.cancel,
+                      label=f"attempt-{job.attempt}-round-{round_no}")
+    if not _keeps_logs(job):   # metadata privacy keeps no transcripts; the output tail is already read
+        for run in runs:
+            run.log_path.unlink(missing_ok=True)
+    return runs
+
+
+def _keeps_logs(job: Job) -> bool:
+    return job.config.daemon.privacy == "full"
+
+
+def _timeout_s(job: Job) -> float:
+    return job.task.get_number("timeout_s") or job.config.daemon.task_timeout_s
+
+
+def _resume(job: Job, runs: list[Run], failed: VerifyRun, round_no: int, rounds: int) -> Verdict | None:
+    """Send the failure back to the agent; None when it ran fine (gate and verify again), else the verdict."""
+    feedback = verify_feedback(failed, round_no, rounds)
+    session = latest_session(runs)
+    resumable = session is not None and runs[-1].route.tool.resume_argv is not None
+    retry = f"{job.prompt}\n## Your previous attempt failed verification\n\n{feedback}"
+    prompt = feedback if resumable else retry
+    log.info("verify.resume", task_id=job.task.id, round=round_no, command=failed.command.text,
+             session=session if resumable else None)
+    run = job.follow_up(prompt, session if resumable else None, round_no)
+    runs.append(run)
+    if job.cancel.is_set():
+        return Verdict("stopped", message="stopped by daemon shutdown")
+    outcome = run.invocation.parsed.outcome
+    if outcome is Outcome.TIMEOUT or outcome.is_provider_limit:
+        return _partial(job, runs, _stop_reason(run) + " (while fixing a failing verify command)")
+    if outcome is not Outcome.OK:
+        note = f"the agent's fix round {round_no} ended with {outcome.value}: {_stop_reason(run)}"
+        return _discard(job, runs, verify_failure(failed, round_no - 1, note), _verify_extra(job, failed, []),
+                        round_no=round_no)
+    return None
+
+
+def _verify_extra(job: Job, failed: VerifyRun, checks: Sequence[CheckResult]) -> dict[str, Any]:
+    extra: dict[str, Any] = {"output_tail": failed.output_tail or "(no output)"}
+    if _keeps_logs(job):
+        extra["verify_log"] = str(failed.log_path)
+    if checks:
+        extra["checks"] = [check.as_dict() for check in checks]
+    return extra
+
+
+# ------------------------------------------------------------------ endings without a commit
+def _no_changes(job: Job, runs: list[Run]) -> Verdict:
+    summary = summarize(runs)
+    _drop_branch(job)
+    if job.task.data.get("expect_changes") is False:
+        log.info("task.no_changes", task_id=job.task.id)
+        result = result_block(runs, branch=job.branch, changed=[], checks=[], skipped=job.skipped)
+        result.update({"summary": "no changes", "branch": None, "commit": None})
+        if summary:
+            result["agent_summary"] = summary
+        return Verdict("finish", result=result)
+    failure = no_changes_failure()
+    extra = {"agent_summary": summary} if summary else {}
+    return Verdict("fail", message=failure.message, kind=failure.kind,
+                   log_path=str(_log_of(job, runs[-1], len(runs) - 1)), extra=extra)
+
+
+def _discard(job: Job, runs: list[Run], failure: GateFailure, extra: dict[str, Any] | None = None, *,
+             round_no: int | None = None) -> Verdict:
+    """Fail without committing anything; the branch (still at the base) goes too."""
+    _drop_branch(job)
+    log.error("gate.blocked", task_id=job.task.id, kind=failure.kind)
+    index = len(runs) - 1 if round_no is None else round_no
+    return Verdict("fail", message=failure.message, kind=failure.kind, extra=extra or {},
+                   log_path=str(_log_of(job, runs[-1], index)))
+
+
+def _drop_branch(job: Job) -> None:
+    git.remove_worktree(job.config.repo, job.worktree)
+    git.delete_branch(job.config.repo, job.branch)
+
+
+# ------------------------------------------------------------------ partial work
+def _partial(job: Job, runs: list[Run], reason: str) -> Verdict:
+    """Commit and publish what a stopped agent had done, as a draft marked partial (paths and secrets still
+    checked: a stopped agent's half-written file can hold a key as well as a finished one)."""
+    changed = git.stage_all(job.worktree)
+    if not changed:
+        return Verdict("fail", message=f"the agent was stopped ({reason}) before changing any file",
+                       kind=runs[-1].invocation.parsed.outcome.value,
+                       log_path=str(_log_of(job, runs[-1], len(runs) - 1)))
+    gate = _gate(job, changed)
+    if gate.failure is not None:
+        return _discard(job, runs, gate.failure)
+    log.warning("task.partial", task_id=job.task.id, reason=reason, files=len(changed))
+    skipped = CheckResult("verify", False, "not run: the agent was stopped before it finished", skipped=True)
+    return _commit_and_publish(job, runs, changed, [*gate.checks, skipped], rounds_used=len(runs) - 1,
+                               partial_reason=reason)
+
+
+# ------------------------------------------------------------------ commit and publish
+def _commit_and_publish(job: Job, runs: list[Run], changed: list[str], checks: list[CheckResult], *,
+                        rounds_used: int, partial_reason: str | None = None) -> Verdict:
+    totals = Totals.of(runs)
+    summary = summarize(runs)
+    last = runs[-1]
+    model = last.invocation.parsed.model or last.route.model
+    message = commit_message(job.task, kind=job.commit_type, tool=last.route.tool_name, model=model,
+                             cost=totals.cost, summary=summary, partial_reason=partial_reason)
+    author = job.config.daemon.commit
+    sha = git.commit(job.worktree, message, author.author_name, author.author_email)
+    log.info("task.committed", task_id=job.task.id, commit=sha, files=len(changed),
+             partial=bool(partial_reason))
+    check_dicts = [check.as_dict() for check in checks]
+    published = publish_commit(job.config, job.env, job.task, job.branch, sha=sha, summary=summary,
+                               files=changed, checks=check_dicts, totals=totals, tool=last.route.tool_name,
+                               model=model, partial_reason=partial_reason)
+    job.telemetry.record_result(last.row_id, commit_sha=sha, pr_url=published.pr_url, branch=job.branch)
+    result = result_block(runs, branch=job.branch, changed=changed, checks=check_dicts, skipped=job.skipped)
+    result.update({"commit": sha, "pr_url": published.pr_url, "publish": published.message})
+    if rounds_used:
+        result["verify_rounds"] = rounds_used
+    if partial_reason:
+        result.update({"partial": True, "partial_reason": partial_reason})
+    return Verdict("finish", result=result)

@@ -1,0 +1,112 @@
+"""What the agent's runs of one attempt add up to: tokens, cost and time, its words, and the result block.
+
+An attempt is the agent's run plus any fix rounds that resumed it after a failing verify command; the
+task's result (and its pull request) reports them together, while telemetry keeps one row per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from conveyor.agent_run import Invocation
+from conveyor.gate.checks import withhold_secrets
+from conveyor.handoff import parse_handoff
+from conveyor.router import Route
+from conveyor.runner.types import Tokens
+
+SUMMARY_LIMIT = 4000
+_ROW_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+class Run(Protocol):
+    """One agent invocation as the pipeline recorded it (structurally `pipeline._Attempt`)."""
+
+    @property
+    def route(self) -> Route: ...
+    @property
+    def invocation(self) -> Invocation: ...
+    @property
+    def cost(self) -> float: ...
+    @property
+    def cost_source(self) -> str: ...
+    @property
+    def row_id(self) -> int: ...
+    @property
+    def duration_s(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Tokens, cost, time and turns over every run of this attempt (the agent's and its resumes)."""
+
+    tokens: Tokens
+    cost: float
+    duration_s: float
+    turns: int | None
+
+    @classmethod
+    def of(cls, runs: Sequence[Run]) -> Totals:
+        tokens = Tokens()
+        for run in runs:
+            tokens = tokens + run.invocation.parsed.tokens
+        turns = [run.invocation.parsed.turns for run in runs if run.invocation.parsed.turns is not None]
+        return cls(tokens, round(sum(run.cost for run in runs), 6), sum(run.duration_s for run in runs),
+                   sum(turns) if turns else None)
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[Mapping[str, Any]]) -> Totals:
+        """The same from telemetry rows (start-up recovery has no runs in memory)."""
+        tokens = Tokens(*(sum(int(row.get(key) or 0) for row in rows) for key in _ROW_TOKENS))
+        turns = [int(row["turns"]) for row in rows if row.get("turns") is not None]
+        return cls(tokens, round(sum(float(row.get("cost_usd") or 0.0) for row in rows), 6),
+                   sum(float(row.get("duration_s") or 0.0) for row in rows), sum(turns) if turns else None)
+
+
+def summarize(runs: Sequence[Run]) -> str:
+    """The agent's own words: its first answer, then what it said after each fix round; never a secret
+    (the summary goes into the commit message and the pull request)."""
+    texts = [(run.invocation.parsed.final_text or "").strip() for run in runs]
+    rounds = (f"After fix round {index}: {text}" for index, text in enumerate(texts[1:], 1) if text)
+    parts = [texts[0], *rounds]
+    return withhold_secrets("\n\n".join(part for part in parts if part))[:SUMMARY_LIMIT]
+
+
+def latest_session(runs: Sequence[Run]) -> str | None:
+    return next((run.invocation.parsed.session_id for run in reversed(runs)
+                 if run.invocation.parsed.session_id), None)
+
+
+def result_block(runs: Sequence[Run], *, branch: str, changed: list[str], checks: list[dict[str, Any]],
+                 skipped: Sequence[str]) -> dict[str, Any]:
+    """The task's `result` (design section 4) before commit and publishing fill in theirs."""
+    last = runs[-1]
+    totals = Totals.of(runs)
+    result: dict[str, Any] = {
+        "summary": summarize(runs) or "(the agent gave no summary)",
+        "artefacts": changed,
+        "branch": branch,
+        "commit": None,
+        "pr_url": None,
+        "tool": last.route.tool_name,
+        "model": last.invocation.parsed.model or last.route.model,
+        "tokens": totals.tokens.as_dict(),
+        "cost_usd": totals.cost,
+        "cost_source": last.cost_source,
+        "duration_s": round(totals.duration_s, 3),
+        "session_id": latest_session(runs),
+        "turns": totals.turns,
+    }
+    if checks:
+        result["checks"] = checks
+    if skipped:
+        result["skipped_tools"] = list(skipped)
+    denials = [denial for run in runs for denial in run.invocation.parsed.permission_denials]
+    if denials:
+        result["permission_denials"] = list(dict.fromkeys(denials))
+    texts = (withhold_secrets(run.invocation.parsed.final_text or "") for run in runs)
+    handoff = parse_handoff("\n".join(texts))
+    if handoff is not None:
+        result.update(handoff.as_result())
+    return result
