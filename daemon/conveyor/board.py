@@ -134,14 +134,12 @@ def _free_name(folder: Path, name: str) -> Path:
 def reject(layout: BoardLayout, path: Path, problems: list[Problem], now_iso: str) -> Path | None:
     """Move an unreadable file unchanged to `done/_rejected/` and write `<name>.error.yaml` beside it.
 
-    Returns the new path, or None when the file vanished meanwhile (someone else handled it).
+    Returns the new path, or None when the file vanished meanwhile (someone else handled it). The report is
+    written first: when it cannot be (a full disk), the file stays in inbox/ and nothing is half done.
     """
     layout.rejected.mkdir(parents=True, exist_ok=True)
     target = _free_name(layout.rejected, path.name)
-    try:
-        rename_noreplace(path, target)
-    except FileNotFoundError:
-        return None
+    report_path = target.with_name(target.name + ".error.yaml")
     report = {
         "file": path.name,
         "rejected_at": now_iso,
@@ -150,5 +148,47 @@ def reject(layout: BoardLayout, path: Path, problems: list[Problem], now_iso: st
         "what_to_do": "fix the problems above, then move the file back into inbox/ "
                       f"(e.g. `mv {target.name} ../../inbox/{task_id_from_path(path)}.yaml`)",
     }
-    yamlio.write_yaml(target.with_name(target.name + ".error.yaml"), report)
+    yamlio.write_yaml(report_path, report)
+    try:
+        rename_noreplace(path, target)
+    except FileNotFoundError:
+        report_path.unlink(missing_ok=True)
+        return None
+    return target
+
+
+def find_task(layout: BoardLayout, task_id: str) -> Path | None:
+    """Where a task file named `task_id` sits anywhere on the board (inbox, assigned, done, archive and
+    `_rejected`), or None. A few `stat` calls per folder, no parsing: cheap enough before every creation."""
+    names = [task_id + suffix for suffix in (".yaml", ".yml")]
+    folders = [layout.inbox, layout.rejected]
+    for parent in (layout.assigned, layout.done, layout.archive):
+        folders.append(parent)
+        with contextlib.suppress(OSError), os.scandir(parent) as entries:
+            folders.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+    for folder in folders:
+        for name in names:
+            if os.path.lexists(folder / name):
+                return folder / name
+    return None
+
+
+def create_task(layout: BoardLayout, document: dict[str, Any]) -> Path | None:
+    """Write a new task into `inbox/` under its id without ever replacing a file; None if one is there.
+
+    The document is written to a dotted temporary name (ignored by the scanner) and renamed into place
+    with no-replace semantics, so a reader never sees half a file and a second creator never wins.
+    """
+    layout.inbox.mkdir(parents=True, exist_ok=True)
+    target = layout.inbox / f"{document['id']}.yaml"
+    temp = layout.inbox / f".{target.name}.{os.getpid()}.tmp"
+    yamlio.write_yaml(temp, document)
+    try:
+        rename_noreplace(temp, target)
+    except FileExistsError:
+        return None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+    yamlio.fsync_dir(layout.inbox)
     return target

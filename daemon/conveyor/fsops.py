@@ -63,3 +63,46 @@ def _link_then_unlink(src: Path, dst: Path) -> None:
         # Another claimer linked the same source and unlinked it first: it won; undo our link.
         os.unlink(dst)
         raise
+
+
+_RENAME_EXCHANGE = 2  # Linux renameat2
+_RENAME_SWAP = 0x00000002  # macOS renamex_np
+
+
+@cache
+def _native_exchange() -> Callable[[bytes, bytes], int] | None:
+    """The platform's atomic swap of two names, or None when the C library lacks it."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+    except OSError:
+        return None
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        fn = libc.renameat2
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        return lambda a, b: int(fn(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE))
+    if sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        fnx = libc.renamex_np
+        fnx.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+        return lambda a, b: int(fnx(a, b, _RENAME_SWAP))
+    return None
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap the files named `a` and `b`; False when the platform or filesystem cannot.
+
+    A swap is a compare-and-swap that loses nothing: whatever was at `b` (even a version written a
+    microsecond ago) ends up at `a`, where the caller can compare it and merge it forward.
+    FileNotFoundError when either name is missing.
+    """
+    native = _native_exchange()
+    if native is None:
+        return False
+    if native(os.fsencode(a), os.fsencode(b)) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))

@@ -46,3 +46,38 @@ class InboxWatcher:
     def stop(self) -> None:
         self._observer.stop()
         self._observer.join(timeout=5)
+
+
+class _WakeOnName(FileSystemEventHandler):
+    def __init__(self, name: str, wake: Callable[[], None]) -> None:
+        self._name = name
+        self._wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if raw and Path(str(raw)).name == self._name:
+                self._wake()
+                return
+
+
+class FileWatcher:
+    """Wakes the daemon when one file (ROADMAP.md) changes, however it is saved.
+
+    Editors save by writing a temporary file and renaming it over the original, which replaces the
+    inode a watch on the file itself would follow; so the folder is watched (not recursively) and events
+    are filtered by name, the destination of a rename included.
+    """
+
+    def __init__(self, path: Path, wake: Callable[[], None]) -> None:
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._observer.schedule(_WakeOnName(path.name, wake), str(path.parent), recursive=False)
+
+    def start(self) -> None:
+        self._observer.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)

@@ -1,0 +1,72 @@
+"""`conveyor roadmap`: ROADMAP.md as the daemon reads it: every item's state, what starts next, and why
+the rest waits. Read-only; works on any file (`--file`), inside a repository or not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from conveyor import board
+from conveyor.board import BoardLayout
+from conveyor.cli.common import load, repo_option
+from conveyor.config import Config
+from conveyor.config.models import RoadmapSettings
+from conveyor.errors import ConveyorError
+from conveyor.roadmap import Selection, count_in_flight, explain, next_runnable, to_json
+from conveyor.roadmap_file import read_roadmap
+from conveyor.roadmap_sync import roadmap_task_id
+
+
+@click.command("roadmap")
+@repo_option
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The roadmap to read (default: roadmap.file of config/daemon.yaml, i.e. ROADMAP.md).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def command(repo: Path | None, config_dir: Path | None, file: Path | None, fmt: str) -> None:
+    """Show the roadmap's items with their state, what runs next, and why the rest waits."""
+    config = _config(repo, config_dir, required=file is None)
+    settings = config.daemon.roadmap if config is not None else RoadmapSettings()
+    path = file if file is not None else _default_path(config)
+    read = read_roadmap(path)
+    if read is None:
+        raise ConveyorError(f"{path} does not exist; write one (`conveyor init` makes a template) or pass --file")
+    roadmap = read[1]
+    selection = next_runnable(roadmap, in_flight_limit=settings.max_in_flight, in_flight=count_in_flight(roadmap))
+    if fmt == "json":
+        click.echo(json.dumps(to_json(roadmap, selection), indent=2, ensure_ascii=False))
+        return
+    click.echo(explain(roadmap, selection), nl=False)
+    for note in _already_ran(config, selection):
+        click.echo(note)
+
+
+def _config(repo: Path | None, config_dir: Path | None, *, required: bool) -> Config | None:
+    """The repository's configuration; with --file outside a repository, the defaults do."""
+    try:
+        return load(repo, config_dir)
+    except ConveyorError:
+        if required:
+            raise
+        return None
+
+
+def _default_path(config: Config | None) -> Path:
+    assert config is not None, "without --file the configuration is required"
+    return config.repo / config.daemon.roadmap.file
+
+
+def _already_ran(config: Config | None, selection: Selection) -> list[str]:
+    """Items that would start but whose task is already finished: the daemon leaves them alone."""
+    if config is None:
+        return []
+    layout = BoardLayout(config.board_root)
+    notes = []
+    for item in selection.start:
+        task_id = roadmap_task_id(item)
+        found = board.find_task(layout, task_id)
+        if found is not None and not found.is_relative_to(layout.inbox) and not found.is_relative_to(layout.assigned):
+            notes.append(f"Note: {item.label} is Planned but its task {task_id} already ran ({found}); the daemon "
+                         "will not start it again until that file leaves the board (or mark the item Completed).")
+    return notes

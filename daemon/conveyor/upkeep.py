@@ -1,0 +1,220 @@
+"""Everything the daemon does around tasks rather than with them: ROADMAP.md, hand-offs, archival, the
+board's report files and board commits.
+
+The daemon calls in at fixed points of its loop (`before_intake`, `after_dispatch`) and on each
+transition (`note`, `finished`, `rejected`); scheduled jobs and the ROADMAP.md watcher only set flags and
+wake the loop, so every decision is still made on the loop's thread. A failure here is logged and never
+stops the daemon: tasks matter more than their paperwork.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from conveyor.archive import archive_finished
+from conveyor.board import BoardLayout
+from conveyor.board_commit import BoardCommitter
+from conveyor.board_index import BoardIndex, Known
+from conveyor.board_reports import (
+    AGENT_STATUS,
+    STATUS_MIN_INTERVAL_S,
+    WORKFLOW_LOG,
+    AgentStatusFile,
+    Snapshot,
+    Tally,
+    Transition,
+    WorkflowLog,
+    render_agent_status,
+)
+from conveyor.config import Config
+from conveyor.errors import ConveyorError, Problem
+from conveyor.handoff_tasks import create_handoff, followup_id, next_agent_of
+from conveyor.outcomes import merged_locally
+from conveyor.roadmap_sync import RoadmapSync
+from conveyor.task import Task, task_id_from_path
+from conveyor.telemetry import Telemetry
+from conveyor.timeutil import Clock, utc_iso
+from conveyor.watcher import FileWatcher
+
+log = structlog.get_logger("conveyor.upkeep")
+ARCHIVE_EVERY_S = 3600.0
+MERGE_CHECK_EVERY_S = 60.0
+
+__all__ = ["Snapshot", "Upkeep"]
+
+
+class Upkeep:
+    def __init__(self, config: Config, layout: BoardLayout, index: BoardIndex, telemetry: Telemetry, clock: Clock,
+                 snapshot: Callable[[], Snapshot]) -> None:
+        self.config = config
+        self.layout = layout
+        self.index = index
+        self.telemetry = telemetry
+        self.clock = clock
+        self._snapshot = snapshot
+        self.workflow_log = WorkflowLog(layout.root / WORKFLOW_LOG)
+        self.status_file = AgentStatusFile(layout.root / AGENT_STATUS)
+        self.tally = Tally()
+        self.roadmap = RoadmapSync(config, layout, clock, record=self._record)
+        self.committer = BoardCommitter(config)
+        self._tally_ready = False
+        self._status_dirty = True
+        self._updated_at = clock()
+        self._archive_due = True
+        self._merge_due = True
+        self._next_forced_sync = 0.0
+        self._watcher: FileWatcher | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, scheduler: Any, wake: Callable[[], None], *, watch: bool) -> None:
+        """Register the periodic jobs (they set a flag and wake the loop) and watch ROADMAP.md."""
+        def flag(name: str) -> Callable[[], None]:
+            def job() -> None:
+                setattr(self, name, True)
+                wake()
+            return job
+
+        scheduler.add_job(flag("_archive_due"), "interval", seconds=ARCHIVE_EVERY_S, id="archive")
+        scheduler.add_job(flag("_merge_due"), "interval", seconds=MERGE_CHECK_EVERY_S, id="merge-check")
+        def status_files() -> None:   # a change left unwritten by the rate limit gets written soon
+            if self._status_dirty:
+                wake()
+
+        scheduler.add_job(status_files, "interval", seconds=STATUS_MIN_INTERVAL_S, id="status-files")
+        self._ensure_tally()
+        path = self.roadmap.path
+        if watch and self.roadmap.enabled and path.parent.is_dir():
+            self._watcher = FileWatcher(path, wake)
+            self._watcher.start()
+
+    def stop(self) -> None:
+        """Last words: the final AGENT_STATUS.md, the buffered log lines, and one last board commit."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._guard("reports", lambda: self._write_reports(force=True))
+        self._guard("workflow_log", self.workflow_log.flush)
+        self._guard("board_commit", self.committer.commit)
+
+    def reload(self, config: Config) -> None:
+        self.config = config
+        self.roadmap.config = config
+        self.committer.config = config
+
+    # ------------------------------------------------------------------ transitions
+    def note(self, event: str, task: Task, detail: str = "") -> None:
+        self._record(event, task.id, task.agent, detail)
+
+    def rejected(self, path: Path, problems: list[Problem]) -> None:
+        task_id = task_id_from_path(path)
+        reason = problems[0].message if problems else "unreadable"
+        agent = path.parent.name if path.parent.parent == self.layout.assigned else ""
+        self._record("rejected", task_id, agent, reason)
+        self._guard("roadmap", lambda: self.roadmap.task_rejected(task_id, agent, reason))
+
+    def finished(self, task: Task, status: str, detail: str = "") -> None:
+        """A task reached done/ (status done or error): log it, hand it off, write its roadmap status."""
+        if self._tally_ready:
+            self.tally.finished(task, status)
+        self._record(status, task.id, task.agent, detail or _result_detail(task))
+        if status == "done":
+            self._guard("handoff", lambda: self._handoff(task))
+        self._guard("roadmap", lambda: self.roadmap.task_finished(task, status))
+
+    def _handoff(self, task: Task) -> None:
+        if create_handoff(self.layout, task, utc_iso(self.clock())) is not None:
+            agent = next_agent_of(task) or ""
+            self._record("handoff", followup_id(task.id, agent), agent, f"from {task.id}")
+
+    def _record(self, event: str, task_id: str, agent: str, detail: str) -> None:
+        now = self.clock()
+        self.workflow_log.add(Transition(now, event, task_id, agent, detail))
+        self.committer.note(event, task_id)
+        self._updated_at = now
+        self._status_dirty = True
+
+    # ------------------------------------------------------------------ loop hooks
+    def before_intake(self) -> None:
+        """Archive and detect merges when due, then turn the roadmap's next items into inbox tasks."""
+        if self._archive_due:
+            self._archive_due = False
+            self._guard("archive", self._archive)
+        if self._merge_due:
+            self._merge_due = False
+            self._guard("merge_check", lambda: self.roadmap.check_merged(self._merged))
+        force = time.monotonic() >= self._next_forced_sync
+        if force:
+            self._next_forced_sync = time.monotonic() + self.config.daemon.rescan_interval_s
+        self._guard("roadmap", lambda: self.roadmap.sync(force=force))
+
+    def after_dispatch(self) -> None:
+        """Write what changed this pass: AGENT_STATUS.md (when due), log lines, one board commit."""
+        self._guard("reports", self._write_reports)
+        self._guard("workflow_log", self.workflow_log.flush)
+        self._guard("board_commit", self.committer.commit)
+
+    # ------------------------------------------------------------------ the work
+    def _write_reports(self, *, force: bool = False) -> None:
+        if not self._status_dirty or not (force or self.status_file.due()):
+            return
+        self._ensure_tally()
+        self._status_dirty = False
+        if self.status_file.write(render_agent_status(self.tally, self._snapshot(), self._updated_at)):
+            self.committer.touch()
+
+    def _ensure_tally(self) -> None:
+        if not self._tally_ready:
+            self.index.refresh()
+            self.tally.reset_from(self.layout, self.index.all())
+            self._tally_ready = True
+
+    def _archive(self) -> None:
+        for moved in archive_finished(self.layout, self.clock(), self.config.daemon.archive_after_days):
+            known = self.index.get(moved.task_id)
+            status = known.status if known is not None else "done"
+            self.index.note(Known(moved.task_id, status, moved.target))
+            if self._tally_ready:
+                self.tally.archived(moved.agent, status)
+            self._record("archived", moved.task_id, moved.agent, f"to archive/{moved.target.parent.name}/")
+
+    def _merged(self, task_id: str, document: Mapping[str, Any]) -> bool:
+        """Whether a finished task's work reached its base: the pull request was recorded merged, or its
+        commit is reachable from the base branch (merged locally, or the branch deleted after merging)."""
+        result = document.get("result") if isinstance(document.get("result"), Mapping) else {}
+        assert isinstance(result, Mapping)
+        branch = str(result.get("branch") or f"conveyor/{task_id}")
+        if self._pull_request_state(branch) == "merged":
+            return True
+        context = document.get("context")
+        base = context.get("branch") if isinstance(context, Mapping) else None
+        base = str(base or self.config.daemon.base_branch)
+        commit = result.get("commit")
+        return merged_locally(self.config, branch, commit if isinstance(commit, str) else None, base)
+
+    def _pull_request_state(self, branch: str) -> str | None:
+        """What merge detection (pull-request outcomes in telemetry) last recorded for the branch."""
+        with self.telemetry.connect() as conn:
+            row = conn.execute("SELECT state FROM pull_requests WHERE branch = ?", (branch,)).fetchone()
+        return str(row[0]) if row else None
+
+    def _guard(self, step: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except (ConveyorError, OSError) as exc:
+            log.error("upkeep.failed", step=step, error=str(exc))
+        except Exception:  # paperwork must never take the daemon down; the traceback goes to the log
+            log.exception("upkeep.internal_error", step=step)
+
+
+def _result_detail(task: Task) -> str:
+    error = task.data.get("error")
+    if isinstance(error, Mapping) and error.get("message"):
+        return str(error["message"])
+    result = task.data.get("result")
+    if isinstance(result, Mapping):
+        return str(result.get("pr_url") or result.get("branch") or result.get("summary") or "")
+    return ""
