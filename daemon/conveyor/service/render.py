@@ -231,16 +231,17 @@ def _fill(node: Any, values: Mapping[str, Any]) -> Any:
 def default_params(repo: Path, env: Mapping[str, str], which: Callable[[str], str | None] | None = None, *,
                    state_dir: Path | None = None, extra_rw_paths: Sequence[Path] = (),
                    drain_grace_s: int = DEFAULT_DRAIN_GRACE_S, watchdog_s: int = DEFAULT_WATCHDOG_S,
-                   python: str = sys.executable) -> ServiceParams:
+                   python: str = sys.executable, agent_binaries: Sequence[str] = AGENT_BINARIES) -> ServiceParams:
     """Parameters for this user: PATH with the agent CLIs' directories, writable agent config directories.
 
     `which` finds a program (default: `shutil.which` over `env["PATH"]`). Pass the loaded configuration's
-    `state_dir`, and its worktrees and telemetry directories in `extra_rw_paths` when they lie elsewhere.
+    `state_dir`, and its worktrees and telemetry directories in `extra_rw_paths` when they lie elsewhere,
+    and the `binary` of each tools.yaml entry the agents use in `agent_binaries` (names or absolute paths).
     """
     repo = repo.expanduser().resolve()
     search = _path_entries(env.get("PATH", ""))
     find = which or (lambda name: shutil.which(name, path=os.pathsep.join(search)))
-    found = {name: find(name) for name in (*AGENT_BINARIES, *HELPER_BINARIES)}
+    found = {name: find(name) for name in (*agent_binaries, *HELPER_BINARIES)}
     tool_dirs = [str(Path(location).parent) for location in found.values() if location]
     path_env = os.pathsep.join(_unique([*search, *tool_dirs, str(Path(python).parent), *STANDARD_PATH]))
     home = Path(env.get("HOME") or Path.home())
@@ -250,7 +251,7 @@ def default_params(repo: Path, env: Mapping[str, str], which: Callable[[str], st
         repo=repo, command=(python, "-m", "conveyor"), state_dir=state, log_dir=state / "logs",
         path_env=path_env, extra_rw_paths=tuple(_unique([*extra_rw_paths, *agent_paths])),
         drain_grace_s=drain_grace_s, watchdog_s=watchdog_s,
-        missing_tools=tuple(name for name in AGENT_BINARIES if not found[name]))
+        missing_tools=tuple(name for name in agent_binaries if not found[name]))
 
 
 def _path_entries(path_value: str) -> list[str]:

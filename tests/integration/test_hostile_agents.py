@@ -1,0 +1,138 @@
+"""Agents that misbehave, run by a real daemon process: one that hangs without a word, one that leaves
+grandchildren behind, one that prints a gigabyte. The daemon stays up, nothing is lost, no process stays."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.integration.conftest import DAEMON_YAML, Repo
+from tests.integration.daemon_process import DaemonProcess, running_daemon, wait_for
+
+HOSTILE_AGENT = textwrap.dedent("""\
+    import os, subprocess, sys, time
+    task, prompt = sys.argv[sys.argv.index("--task") + 1], sys.argv[-1]
+    marker = "conveyor-grandchild-" + task
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)", marker]
+    for line in prompt.splitlines():
+        words = line.split()
+        if words[:1] != ["HOSTILE"]:
+            continue
+        action, args = words[1], words[2:]
+        if action == "hang":
+            time.sleep(300)
+        elif action == "fork":
+            subprocess.Popen(sleeper, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if os.fork() == 0:                       # a double fork: reparented, still in our group
+                if os.fork() == 0:
+                    os.execv(sys.executable, sleeper)
+                os._exit(0)
+            os.wait()
+        elif action == "print":
+            left, chunk = int(args[0]), (b"x" * 1023 + b"\\n") * 1024
+            out = sys.stdout.buffer
+            while left > 0:
+                out.write(chunk[:left])
+                left -= len(chunk)
+            out.flush()
+        elif action == "write":
+            with open(args[0], "w") as handle:
+                handle.write(task + "\\n")
+    print("hostile agent: done")
+    """)
+
+
+@pytest.fixture
+def hostile(repo: Repo, tmp_path: Path) -> Repo:
+    agent = tmp_path / "bin" / "hostile-agent"
+    agent.write_text(f"#!{sys.executable}\n" + HOSTILE_AGENT)
+    agent.chmod(0o755)
+    repo.write_config("tools.yaml", textwrap.dedent(f"""\
+        tools:
+          hostile:
+            binary: {agent}
+            argv: [--task, "{{task_id}}", "{{prompt}}"]
+            parser: text
+        """))
+    repo.write_config("agents.yaml", "agents:\n  default:\n    tool: hostile\n")
+    repo.write_config("daemon.yaml", DAEMON_YAML.replace("idle_timeout_s: 60", "idle_timeout_s: 1.5")
+                      + "privacy: full\nlog_cap_bytes: 1048576\n")
+    return repo
+
+
+@pytest.fixture
+def daemon(hostile: Repo) -> Iterator[DaemonProcess]:
+    with running_daemon(hostile.path) as process:
+        process.wait_event("daemon.ready")
+        yield process
+
+
+def processes_with(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if marker in " ".join(proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+def test_an_agent_that_hangs_silently_is_stopped_by_the_idle_timeout(hostile: Repo, daemon: DaemonProcess) -> None:
+    hostile.submit("hangs", description="HOSTILE hang")
+    hostile.submit("after-the-hang", description="HOSTILE write a.txt")
+    wait_for(lambda: hostile.done_path("hangs").exists() and hostile.done_path("after-the-hang").exists(),
+             what="both tasks to finish")
+    document = hostile.done_doc("hangs")
+    assert document["status"] == "error" and document["error"]["kind"] == "timeout"
+    assert "printed nothing" in document["error"]["message"]
+    assert processes_with("--task hangs") == []
+    assert hostile.done_doc("after-the-hang")["status"] == "done"
+    assert daemon.alive()
+
+
+def test_grandchildren_left_behind_by_an_agent_are_stopped(hostile: Repo, daemon: DaemonProcess) -> None:
+    hostile.submit("forks", description="HOSTILE fork\nHOSTILE write a.txt")
+    wait_for(lambda: hostile.done_path("forks").exists(), what="the task to finish")
+    document = hostile.done_doc("forks")
+    assert document["status"] == "done" and document["result"]["artefacts"] == ["a.txt"]
+    wait_for(lambda: processes_with("conveyor-grandchild-forks") == [], timeout=10, what="no grandchild left")
+    assert daemon.alive()
+    assert any(e.get("task_id") == "forks" for e in daemon.events("process_group_survivors"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_an_agent_printing_a_gigabyte_keeps_the_log_capped_and_the_daemon_flat(hostile: Repo,
+                                                                              daemon: DaemonProcess) -> None:
+    hostile.submit("loud", description=f"HOSTILE print {1 << 30}\nHOSTILE write a.txt")
+    me = psutil.Process(daemon.pid)
+    baseline = me.memory_info().rss
+    peak = [baseline]
+    biggest_log = [0]
+    finished = threading.Event()
+
+    def sample() -> None:
+        while not finished.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            logs = list((hostile.git_dir / "conveyor" / "logs" / "loud").glob("*.log"))
+            biggest_log[0] = max([biggest_log[0], *(p.stat().st_size for p in logs if p.exists())])
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        wait_for(lambda: hostile.done_path("loud").exists(), timeout=500, what="the loud task to finish")
+    finally:
+        finished.set()
+        sampler.join()
+    assert hostile.done_doc("loud")["status"] == "done"
+    exited = daemon.wait_event("process_exited", lambda e: e.get("task_id") == "loud")
+    assert exited["output_bytes"] >= 1 << 30                          # the whole gigabyte went through
+    assert biggest_log[0] <= (1 << 20) + 4096                       # the cap, plus its one closing line
+    assert peak[0] - baseline < 100 * (1 << 20), (baseline, peak[0])   # a gigabyte went through, not into RAM
+    assert daemon.alive()
