@@ -22,22 +22,36 @@ from typing import Any
 
 import structlog
 
-from conveyor import board, git, recovery, yamlio
+from conveyor import board, budgets, disk_trouble, git, openfiles, outcomes, recovery, yamlio
 from conveyor.board import BoardLayout
 from conveyor.board_index import BoardIndex, Known
+from conveyor.budgets import BudgetGuard
 from conveyor.config import Config, load_config
 from conveyor.errors import ConfigError, ConveyorError, Problem, TaskFileError
 from conveyor.lock import DaemonLock
-from conveyor.pipeline import Collaborators, Disposition, Report, run_task
+from conveyor.pipeline import Collaborators, Disposition, Report, RunPlan, route_check, run_task
 from conveyor.queue import Waiting, order_key, plan
-from conveyor.task import Task, parse_task
+from conveyor.router import Check, plan_routes
+from conveyor.service.notify import Heartbeat, Notifier, status_line, watchdog_interval_s
+from conveyor.task import Task, parse_task, task_id_from_path
 from conveyor.telemetry import Telemetry
 from conveyor.timeutil import Clock, utc_iso
+from conveyor.tool_gate import ToolGate
+from conveyor.tool_health import PAUSES_FILE, ToolHealth
+from conveyor.upkeep import Snapshot, Upkeep
 from conveyor.watcher import InboxWatcher
 
 log = structlog.get_logger("conveyor.daemon")
 SETTLE_S = 2.0          # an unreadable file this recent may still be being written: look again later
 STATUS_FILE = "status.json"
+OUTCOMES_EVERY_MIN = 5   # how often merged or closed task changes are looked for (cost per merged change)
+EXTEND_EVERY_S = 5.0    # during a drain, ask the service manager for more time this often
+STOP_MARGIN_S = 15.0    # ... enough for what is left of the grace, the kill grace and this margin
+# Settings read once at start-up (paths the lock, watcher and database are bound to): a reload that
+# changes one of them is refused, with a line saying to restart instead.
+RESTART_ONLY = ("board_dir", "state_dir", "worktrees_dir", "telemetry_db")
+LOOP_FAILURES = 10            # unexpected errors in the main loop within ...
+LOOP_FAILURE_WINDOW_S = 60.0  # ... this long end the daemon (the service manager restarts it)
 
 
 @dataclass(order=True)
@@ -61,6 +75,7 @@ class _Seen:
     signature: tuple[int, int, int]
     task: Task | None
     first_seen: float
+    writing: bool = False      # another process holds it open for writing: neither parsed nor claimed yet
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -86,13 +101,25 @@ class Daemon:
         self.telemetry = Telemetry(config.telemetry_db, privacy=config.daemon.privacy)
         self._wake = threading.Event()
         self._stop_requested = threading.Event()
+        self._force_requested = threading.Event()
         self._reload_requested = threading.Event()
+        self.notifier = Notifier.from_env(self.env)
+        self.heartbeat = Heartbeat(self.notifier, watchdog_interval_s(self.env))
+        self._last_status_line = ""
         self._ready: list[_Ready] = []
         self._running: dict[str, _Running] = {}
         self._seen: dict[Path, _Seen] = {}
         self._waiting: list[Waiting] = []
-        self._paused: dict[str, float] = {}
+        self.health = ToolHealth(config.state_dir / PAUSES_FILE, lambda: self.config.policies.backoff, clock)
+        self.gate = ToolGate(lambda: self.config.policies.tools, clock)
+        self.budgets = BudgetGuard(self.telemetry.spend, clock)
+        self._held: dict[str, str] = {}        # task id → why it is held back (logged once per reason)
+        self.publisher_factory: outcomes.PublisherFactory | None = outcomes.github_factory(self.env)
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="task")
+        # roadmap, hand-offs, archival, AGENT_STATUS.md / WORKFLOW_LOG.md, board commits (loop thread only)
+        self.upkeep = Upkeep(config, self.layout, self.index, self.telemetry, clock, snapshot=lambda: Snapshot(
+            [r.task for r in sorted(self._ready)], [r.task for r in self._running.values()],
+            [w.task for w in self._waiting]))
         self.started_at = clock()
         self.completed = 0
         self._reap_worktrees_due = False
@@ -104,6 +131,11 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop_requested.set()
         self._wake.set()
+
+    def request_force_stop(self) -> None:
+        """Cold shutdown: stop the running agents now instead of waiting for the drain grace."""
+        self._force_requested.set()
+        self.request_stop()
 
     def request_reload(self) -> None:
         self._reload_requested.set()
@@ -118,27 +150,59 @@ class Daemon:
             self._install_signal_handlers()
             self._recover()
             watcher, scheduler = self._start_background()
+            self.notifier.ready(self._status_line())   # READY=1 only once recovery is done
+            self.heartbeat.start()
             log.info("daemon.ready", repo=str(self.config.repo), board=str(self.layout.root),
                      max_parallel=self.config.daemon.max_parallel, once=self.once)
             try:
-                self._loop()
+                self._serve()
             finally:
-                self._shutdown(watcher, scheduler)
+                self.notifier.stopping()
+                try:
+                    self._shutdown(watcher, scheduler)
+                finally:
+                    self.heartbeat.stop()
         return 0
+
+    def _serve(self) -> None:
+        """The main loop, resumed after an unexpected error (logged with its traceback) so one bad turn does
+        not stop the service; errors that keep coming (LOOP_FAILURES within LOOP_FAILURE_WINDOW_S) end it
+        with a non-zero exit, for the service manager to restart it."""
+        failures, last = 0, 0.0
+        while True:
+            try:
+                self._loop()
+                return
+            except Exception:
+                now = time.monotonic()
+                failures = failures + 1 if now - last < LOOP_FAILURE_WINDOW_S else 1
+                last = now
+                log.exception("daemon.loop_error", consecutive=failures, limit=LOOP_FAILURES)
+                if failures >= LOOP_FAILURES:
+                    raise
+                self._wake.wait(1.0)
 
     def _loop(self) -> None:
         while not self._stop_requested.is_set():
             self._wake.clear()
+            self.heartbeat.beat()
             if self._reload_requested.is_set():
                 self._reload()
             self._reap()
             if self._reap_worktrees_due:
                 self._reap_worktrees_due = False
                 recovery.reap_worktrees(self.config, keep=set(self._running))
+            if not self._stop_requested.is_set():
+                self.upkeep.before_intake()        # roadmap tasks made here (and hand-offs made while
+                                                   # reaping) are claimed below, in the same pass
             claimed = self._intake()
             started = self._dispatch()
+            self.upkeep.after_dispatch()
             self._write_status()
-            if self.once and not self._running and not claimed and not started and not self._due_ready():
+            self._notify_status()
+            settling = any(seen.task is None for seen in self._seen.values())  # rejected once settled
+            if self.once and not self._running and not claimed and not started and not self._due_ready() \
+                    and not settling:
                 log.info("daemon.idle_exit", completed=self.completed, waiting=len(self._waiting))
                 return
             self._wake.wait(self._sleep_time())
@@ -151,6 +215,8 @@ class Daemon:
             timeout = min(timeout, max(min(future), 0.01))
         if any(seen.task is None for seen in self._seen.values()):
             timeout = min(timeout, SETTLE_S / 2)
+        if self.heartbeat.interval_s:
+            timeout = min(timeout, self.heartbeat.interval_s / 4)   # beat well within the watchdog interval
         return timeout
 
     def _start_background(self) -> tuple[InboxWatcher | None, Any]:
@@ -163,8 +229,22 @@ class Daemon:
         scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
         scheduler.add_job(self.wake, "interval", seconds=self.config.daemon.rescan_interval_s, id="rescan")
         scheduler.add_job(self._reap_worktrees_soon, "interval", minutes=10, id="worktree-reaper")
+        scheduler.add_job(self._detect_outcomes, "interval", minutes=OUTCOMES_EVERY_MIN, id="outcomes")
+        self.upkeep.start(scheduler, self.wake, watch=self.watch)
         scheduler.start()
         return watcher, scheduler
+
+    def _detect_outcomes(self) -> None:
+        """Scheduler thread: record merged or closed task changes (git and the API, never the board)."""
+        try:
+            outcomes.detect_outcomes(self.config, self.telemetry, self.publisher_factory, clock=self.clock)
+        except Exception:  # a failing lookup must not stop the scheduler; it runs again later
+            log.exception("outcome.detection_failed")
+
+    @property
+    def _paused(self) -> dict[str, float]:
+        """Tool → resume time of the tools paused now by a provider limit."""
+        return {pause.tool: pause.until for pause in self.health.active()}
 
     def _reap_worktrees_soon(self) -> None:
         self._reap_worktrees_due = True
@@ -188,15 +268,24 @@ class Daemon:
         waiting = list(result.waiting)
         claimed = 0
         not_ready: dict[str, str | None] = {}
+        states = self.budgets.states(self.config.policies.budgets) if result.runnable else []
         for task in result.runnable:
             base = task.base_branch or self.config.daemon.base_branch
             if base not in not_ready:
                 not_ready[base] = git.base_not_ready(self.config.repo, base, self.config.git_dir)
             if not_ready[base]:
                 waiting.append(Waiting(task, str(not_ready[base])))
+                self._hold(task, str(not_ready[base]))   # logged once, with what to do
+                continue
+            spent = budgets.task_block(states, task.agent)
+            if spent is not None:   # a hard budget: leave the file in inbox/ untouched until it lifts
+                waiting.append(Waiting(task, f"budget: {spent.describe()}"))
+                self._hold(task, f"budget: {spent.describe()}")
                 continue
             claimed += self._claim(task)
         self._waiting = waiting
+        live = {w.task.id for w in waiting} | {item.task.id for item in self._ready}
+        self._held = {task_id: why for task_id, why in self._held.items() if task_id in live}
         return claimed
 
     def _read_inbox(self) -> list[Task]:
@@ -246,10 +335,14 @@ class Daemon:
             self._reject(path, [Problem(str(path), f"is a {kind}, not a regular file",
                                         "put the task file itself into inbox/")])
             return None
+        if openfiles.open_for_writing(path):
+            self._still_being_written(path, signature, first_seen)
+            return None
         try:
             task = parse_task(path)
         except TaskFileError as exc:
-            if time.time() - info.st_mtime_ns / 1e9 < SETTLE_S:
+            # abs(): a far-future mtime must not keep a file unsettled (and `--once` running) for ever
+            if abs(time.time() - info.st_mtime_ns / 1e9) < SETTLE_S:
                 self._seen[path] = _Seen(signature, None, first_seen)  # may still be being written
                 return None
             self._reject(path, exc.problems)
@@ -260,20 +353,40 @@ class Daemon:
         return task
 
     def _reject(self, path: Path, problems: list[Problem]) -> None:
-        target = board.reject(self.layout, path, problems, utc_iso(self.clock()))
+        try:
+            target = board.reject(self.layout, path, problems, utc_iso(self.clock()))
+        except OSError as exc:   # a full or read-only board: say so, keep serving, try again next scan
+            log.error("task.reject_failed", task_id=task_id_from_path(path), file=path.name, error=str(exc),
+                      problems=[p.render() for p in problems], note=disk_trouble.NOTE)
+            return
         self._seen.pop(path, None)
         if target is not None:
-            log.error("task.rejected", file=path.name, moved_to=str(target),
+            log.error("task.rejected", task_id=task_id_from_path(path), file=path.name, moved_to=str(target),
                       problems=[p.render() for p in problems])
+            self.upkeep.rejected(path, problems)
+
+    def _still_being_written(self, path: Path, signature: tuple[int, int, int], first_seen: float) -> None:
+        """Leave a file that is still open for writing alone (no parse, no claim, no rejection) until it closes."""
+        seen = self._seen.get(path)
+        if seen is None or not seen.writing:
+            log.info("task.still_being_written", task_id=task_id_from_path(path), file=path.name,
+                     note="another process has it open for writing; it is read once closed")
+        self._seen[path] = _Seen(signature, None, first_seen, writing=True)
 
     def _claim(self, task: Task) -> int:
         source = task.path
         signature = self._seen[source].signature if source in self._seen else None
+        if openfiles.open_for_writing(source):   # reopened since it was read: read it again once closed
+            self._still_being_written(source, signature or (0, 0, 0), self.clock())
+            return 0
         try:
             target = board.claim(self.layout, source, task.agent)
         except FileExistsError:
             self._reject(source, [Problem(str(source), f"{task.id!r} is already assigned",
                                           "a task runs once: give the new task a new id", field="id")])
+            return 0
+        except OSError as exc:   # e.g. no room for assigned/<agent>/: it stays in inbox/ for the next scan
+            log.error("task.claim_failed", task_id=task.id, error=str(exc), note=disk_trouble.NOTE)
             return 0
         self._seen.pop(source, None)
         if target is None:
@@ -284,6 +397,7 @@ class Daemon:
         self.index.note(Known(task.id, "assigned", target))
         heapq.heappush(self._ready, _Ready(order_key(task, self.clock()), task, 0.0, signature))
         log.info("task.claimed", task_id=task.id, agent=task.agent, priority=task.priority)
+        self.upkeep.note("claimed", task)
         return 1
 
     # ------------------------------------------------------------------ dispatch and reaping
@@ -292,28 +406,77 @@ class Daemon:
         return any(item.not_before <= now for item in self._ready)
 
     def _dispatch(self) -> int:
+        """Start ready tasks, best first, while slots are free; a task whose tool is at capacity, paused or
+        over budget is passed over (not waited behind) so a task for another tool can start."""
         if self._stop_requested.is_set():
             return 0
         started = 0
         now = self.clock()
         deferred: list[_Ready] = []
+        deps = self._collaborators()
+        check = route_check(deps)                  # one availability answer per tool for this pass
+        states = self.budgets.states(self.config.policies.budgets)
+        full: set[str] = set()                     # tools found at capacity in this pass
         while self._ready and len(self._running) < self.config.daemon.max_parallel:
             item = heapq.heappop(self._ready)
-            if item.not_before > now:
-                deferred.append(item)
-                continue
-            task = self._recheck(item)
+            task = self._recheck(item) if item.not_before <= now else item.task
             if task is None:
                 continue
+            if task is not item.task:             # re-read once; remember the bytes it was read from
+                item.task, item.signature = task, _signature(task.path)
+            run_plan = self._plan(item, check, states, full, now)
+            if run_plan is None:
+                deferred.append(item)
+                continue
+            self._held.pop(task.id, None)
             cancel = threading.Event()
-            deps = self._collaborators()
-            future = self._executor.submit(run_task, task, deps, cancel)
+            future = self._executor.submit(run_task, task, deps, cancel, run_plan)
             self._running[task.id] = _Running(task, future, cancel, now)
             future.add_done_callback(lambda _f: self.wake())
+            self.upkeep.note("started", task)
             started += 1
         for item in deferred:
             heapq.heappush(self._ready, item)
         return started
+
+    def _plan(self, item: _Ready, check: Check, states: list[budgets.BudgetState], full: set[str],
+              now: float) -> RunPlan | None:
+        """The route a ready task takes now, with its tool slot taken; None (and why, once) if it must wait."""
+        if item.not_before > now:
+            return None
+        task = item.task
+        spent = budgets.task_block(states, task.agent)
+        if spent is not None:
+            item.not_before = spent.resets_at     # a reload that raises the budget clears this (see _reload)
+            self._hold(task, f"budget: {spent.describe()}")
+            return None
+        try:
+            routing = plan_routes(task, self.config, check)
+        except ConveyorError:
+            return RunPlan(None)                  # no route at all: the pipeline fails the task, saying why
+        route = routing.route
+        if route is None:
+            retry_at = routing.retry_at()
+            if retry_at is None:
+                return RunPlan(routing)           # nothing will ever run it: the pipeline fails it, saying why
+            item.not_before = retry_at
+            self._hold(task, "; ".join(f"{skip.tool}: {skip.reason}" for skip in routing.skipped))
+            return None
+        if route.tool_name in full:
+            return None
+        wait = self.gate.try_start(route.tool_name)
+        if wait is not None:
+            full.add(route.tool_name)
+            opening = self.gate.next_opening(route.tool_name)
+            if opening is not None:               # a start-rate limit: look again when it allows a start
+                item.not_before = opening
+            return None
+        return RunPlan(routing, slot_held=True)
+
+    def _hold(self, task: Task, reason: str) -> None:
+        if self._held.get(task.id) != reason:
+            self._held[task.id] = reason
+            log.info("task.held", task_id=task.id, agent=task.agent, reason=reason)
 
     def _recheck(self, item: _Ready) -> Task | None:
         """Re-read a claimed file whose bytes changed since it was parsed (it was still being written)."""
@@ -331,11 +494,8 @@ class Daemon:
 
     def _collaborators(self) -> Collaborators:
         return Collaborators(config=self.config, layout=self.layout, telemetry=self.telemetry, clock=self.clock,
-                             env=self.env, is_paused=self._paused_until)
-
-    def _paused_until(self, tool: str) -> float | None:
-        until = self._paused.get(tool)
-        return until if until is not None and until > self.clock() else None
+                             env=self.env, is_paused=self.health.paused_until, health=self.health, gate=self.gate,
+                             budgets=self.budgets)
 
     def _reap(self) -> None:
         for task_id, running in list(self._running.items()):
@@ -357,18 +517,19 @@ class Daemon:
 
     def _apply(self, report: Report) -> None:
         task = report.task
-        for tool, until in report.paused_tools.items():
-            self._paused[tool] = max(until, self._paused.get(tool, 0.0))
+        self.budgets.invalidate()                 # this run's cost counts from now on
         if report.disposition is Disposition.REQUEUED:
             heapq.heappush(self._ready, _Ready(order_key(task, self.clock()), task, report.not_before,
                                                _signature(task.path)))
             log.info("task.requeued", task_id=task.id, reason=report.reason,
                      not_before=utc_iso(report.not_before) if report.not_before else None)
+            self.upkeep.note("requeued", task, report.reason)
             return
         status = "done" if report.disposition is Disposition.DONE else "error"
         self.index.note(Known(task.id, status, task.path))
         self.completed += 1
         log.info("task.finished", task_id=task.id, status=status, path=str(task.path))
+        self.upkeep.finished(task, status)      # hand-off, roadmap status line, status files
 
     # ------------------------------------------------------------------ recovery, reload, shutdown
     def _recover(self) -> None:
@@ -381,23 +542,43 @@ class Daemon:
         self.index.refresh()
 
     def _reload(self) -> None:
+        """SIGHUP: load the configuration again; a bad one is refused and the running one kept."""
         self._reload_requested.clear()
+        self.notifier.reloading()
         try:
-            fresh = load_config(self.config.repo, self.config.git_dir, self.config.config_dir)
+            fresh = load_config(self.config.repo, self.config.git_dir, self.config.config_dir,
+                                env=self.config.env)
         except ConfigError as exc:
             log.error("config.reload_refused", problems=[p.render() for p in exc.problems],
-                      note="the previous configuration stays in force")
-            return
-        self.config = fresh
-        log.info("config.reloaded")
+                      note="the previous configuration stays in force; fix the files and send SIGHUP again")
+        else:
+            changed = [key for key in RESTART_ONLY if getattr(fresh.daemon, key) != getattr(self.config.daemon, key)]
+            if changed:
+                log.error("config.reload_refused", changed=changed,
+                          note="these settings apply only at start-up; the previous configuration stays in "
+                               "force: restart the daemon to apply them")
+            else:
+                self.config = fresh
+                self.upkeep.reload(fresh)
+                self._release_budget_holds()
+                log.info("config.reloaded", max_parallel=fresh.daemon.max_parallel)
+        self.notifier.ready(self._status_line())
+
+    def _release_budget_holds(self) -> None:
+        """A reload may have raised a budget: claimed tasks held by one are looked at again now."""
+        self.budgets.invalidate()
+        for item in self._ready:
+            if self._held.get(item.task.id, "").startswith("budget:"):
+                item.not_before = 0.0
+                self._held.pop(item.task.id, None)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
 
-        def on_stop(signum: int, _frame: FrameType | None) -> None:
+        def on_stop(signum: int, _frame: FrameType | None) -> None:   # flags only: the loop acts on them
             if self._stop_requested.is_set():
-                self._force_stop()
+                self._force_requested.set()
             self.request_stop()
 
         signal.signal(signal.SIGTERM, on_stop)
@@ -412,13 +593,7 @@ class Daemon:
         if watcher is not None:
             watcher.stop()
         scheduler.shutdown(wait=False)
-        deadline = time.monotonic() + self.config.daemon.drain_grace_s
-        if self._running:
-            log.info("daemon.draining", running=len(self._running), grace_s=self.config.daemon.drain_grace_s)
-        while self._running and time.monotonic() < deadline:
-            self._wake.wait(0.2)
-            self._wake.clear()
-            self._reap()
+        self._drain()
         self._force_stop()
         for running in list(self._running.values()):
             try:
@@ -427,10 +602,45 @@ class Daemon:
                 log.exception("task.shutdown_error", task_id=running.task.id)
         self._reap()
         self._executor.shutdown(wait=True)
+        self.upkeep.stop()                      # final status files and board commit
         self._write_status(stopped=True)
         log.info("daemon.stopped", completed=self.completed)
 
+    def _drain(self) -> None:
+        """Warm shutdown: let running agents finish within the grace (a second SIGTERM cuts it short)."""
+        grace = self.config.daemon.drain_grace_s
+        deadline = time.monotonic() + grace
+        if self._running:
+            log.info("daemon.draining", running=len(self._running), grace_s=grace)
+        extended_at = -EXTEND_EVERY_S
+        while self._running and time.monotonic() < deadline and not self._force_requested.is_set():
+            self.heartbeat.beat()
+            if time.monotonic() - extended_at >= EXTEND_EVERY_S:
+                extended_at = time.monotonic()
+                left = deadline - extended_at
+                self.notifier.extend_timeout(left + self.config.daemon.kill_grace_s + STOP_MARGIN_S)
+            self._wake.wait(0.2)
+            self._wake.clear()
+            self._reap()
+            self._notify_status()
+        if self._running:
+            log.warning("daemon.stopping_agents", running=sorted(self._running),
+                        reason="second stop signal" if self._force_requested.is_set() else "drain grace over",
+                        note="their tasks stay in assigned/ and run again, without spending an attempt")
+
     # ------------------------------------------------------------------ status snapshot
+    def _status_line(self) -> str:
+        now = self.clock()
+        paused = sum(1 for until in self._paused.values() if until > now)
+        return status_line(running=len(self._running), queued=len(self._ready) + len(self._waiting), paused=paused)
+
+    def _notify_status(self) -> None:
+        """STATUS= for `systemctl status`, sent only when it changes."""
+        line = self._status_line()
+        if line != self._last_status_line:
+            self._last_status_line = line
+            self.notifier.status(line)
+
     def _write_status(self, *, stopped: bool = False) -> None:
         """A snapshot for `conveyor status` (another process): running, queued, waiting, paused."""
         now = self.clock()
@@ -446,6 +656,8 @@ class Daemon:
                        for r in sorted(self._ready)],
             "waiting": [{"id": w.task.id, "reason": w.reason} for w in self._waiting],
             "paused_tools": {tool: utc_iso(until) for tool, until in self._paused.items() if until > now},
+            "pauses": [pause.as_status() for pause in self.health.active()],
+            "held": [{"id": task_id, "reason": reason} for task_id, reason in self._held.items()],
         }
         try:
             yamlio.atomic_write(self.config.state_dir / STATUS_FILE, _json(snapshot), durable=False)

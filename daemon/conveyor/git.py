@@ -9,6 +9,7 @@ failures become sentences a user can act on.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 from collections.abc import Iterator
@@ -108,20 +109,35 @@ def base_not_ready(repo: Path, base: str, git_dir: Path) -> str | None:
     if rev_parse(repo, f"refs/heads/{base}") is None:
         return (f"the base branch '{base}' does not exist; create it (git branch {base}) or set "
                 f"base_branch in config/daemon.yaml")
+    admin_dirs = [git_dir, *(git_dir / "worktrees").glob("*")]   # a rebase in a linked worktree counts too
     for marker in ("rebase-merge", "rebase-apply"):
-        head_name = git_dir / marker / "head-name"
-        with contextlib.suppress(OSError):
-            if head_name.read_text().strip() == f"refs/heads/{base}":
-                return f"'{base}' is being rebased; finish or abort the rebase (git rebase --continue/--abort)"
+        for admin in admin_dirs:
+            with contextlib.suppress(OSError):
+                if (admin / marker / "head-name").read_text().strip() == f"refs/heads/{base}":
+                    return (f"'{base}' is being rebased; finish or abort the rebase "
+                            "(git rebase --continue/--abort)")
     return None
+
+
+@contextlib.contextmanager
+def _worktree_lock(repo: Path) -> Iterator[None]:
+    """Worker threads take turns at `git worktree add/remove/prune`: run at once, git reads or prunes the
+    half-written admin folder of another worktree ("failed to read .git/worktrees/<x>/commondir")."""
+    fd = os.open(common_git_dir(repo) / "conveyor-worktrees.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def add_worktree(repo: Path, path: Path, branch: str, base: str) -> None:
     """A fresh worktree at `path` on `branch`, (re)created from `base`; leftovers are cleared first."""
-    if path.exists() or _worktree_registered(repo, path):
-        remove_worktree(repo, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    run(repo, "worktree", "add", "--force", "-B", branch, str(path), f"refs/heads/{base}")
+    with _worktree_lock(repo):
+        if path.exists() or _worktree_registered(repo, path):
+            _remove_worktree(repo, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run(repo, "worktree", "add", "--force", "-B", branch, str(path), f"refs/heads/{base}")
 
 
 def _worktree_registered(repo: Path, path: Path) -> bool:
@@ -151,6 +167,11 @@ def list_worktrees(repo: Path) -> list[WorktreeEntry]:
 
 def remove_worktree(repo: Path, path: Path) -> None:
     """Remove a worktree even if it is dirty or already half gone; never fails on a missing one."""
+    with _worktree_lock(repo):
+        _remove_worktree(repo, path)
+
+
+def _remove_worktree(repo: Path, path: Path) -> None:
     with contextlib.suppress(GitError):
         run(repo, "worktree", "remove", "--force", "--force", str(path))
     if path.exists():
@@ -171,6 +192,48 @@ def stage_all(worktree: Path) -> list[str]:
 def staged_diff(worktree: Path) -> str:
     """The staged change as a unified diff without context, for the secret scan."""
     return run(worktree, "diff", "--cached", "-U0", "--no-color", "--no-ext-diff", "--no-renames")
+
+
+def staged_diff_bytes(worktree: Path) -> bytes:
+    """The staged change as raw bytes for the secret scan: added lines exactly as written.
+
+    Prefixes are explicit (`a/`, `b/`) so a user's `diff.noprefix` or `diff.mnemonicPrefix` cannot change
+    how the scanner reads file names; `--text` shows files git would call binary (a `-diff` attribute the
+    agent wrote into .gitattributes must not hide a key); `--no-textconv` and `--no-ext-diff` keep
+    configured programs out of it.
+    """
+    args = ["diff", "--cached", "-U0", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", "--text",
+            "--src-prefix=a/", "--dst-prefix=b/"]
+    with open_repo(worktree) as repo:
+        repo.git.update_environment(**_SCRUBBED_ENV)
+        try:
+            out = repo.git.execute(["git", *_SAFE_CONFIG, *args], stdout_as_string=False,
+                                   strip_newline_in_stdout=False)
+        except gitpython.GitCommandError as exc:
+            raise GitError(f"git diff failed in {worktree}: {exc.stderr or exc}") from exc
+    return bytes(out)
+
+
+def has_changes(worktree: Path) -> bool:
+    """Whether the worktree differs from its HEAD in any file git would stage (ignored files do not count)."""
+    return bool(run(worktree, "status", "--porcelain", "--untracked-files=all").strip())
+
+
+def changed_files(repo: Path, base: str, ref: str) -> list[str]:
+    """Paths `ref` changes relative to where it left `base` (`base...ref`), for a pull request's file list."""
+    out = run(repo, "diff", "--name-only", "-z", "--no-renames", f"{base}...{ref}")
+    return [name for name in out.split("\0") if name]
+
+
+def message_of(repo: Path, sha: str) -> str:
+    """The full message of commit `sha`."""
+    return run(repo, "log", "-1", "--format=%B", sha)
+
+
+def trailer(repo: Path, sha: str, key: str) -> str | None:
+    """The value of trailer `key` in commit `sha`'s message, if it has one."""
+    out = run(repo, "log", "-1", f"--format=%(trailers:key={key},valueonly)", sha).strip()
+    return out.splitlines()[0].strip() if out else None
 
 
 def commit(worktree: Path, message: str, author_name: str, author_email: str) -> str:
@@ -212,6 +275,62 @@ def is_merged(repo: Path, branch: str, base: str) -> bool:
     return True
 
 
+def head_ref(repo: Path) -> str | None:
+    """The ref the working tree's HEAD points to (`refs/heads/main`), or None when HEAD is detached."""
+    try:
+        return run(repo, "symbolic-ref", "-q", "HEAD").strip() or None
+    except GitError:
+        return None
+
+
+@dataclass(frozen=True)
+class PathsCommit:
+    """What `commit_paths` did: the new commit (None when the paths were unchanged) and the branch tip."""
+
+    commit: str | None
+    tip: str
+
+
+def _run_with_env(repo: Path, env: dict[str, str], *args: str) -> str:
+    with open_repo(repo) as handle:
+        handle.git.update_environment(**_SCRUBBED_ENV, GIT_LITERAL_PATHSPECS="1", **env)
+        return _execute(handle, list(args))
+
+
+def commit_paths(repo: Path, branch: str, paths: list[str], message: str, *, author_name: str,
+                 author_email: str, index_file: Path, index_tip: str | None = None) -> PathsCommit:
+    """Commit the working tree's state of `paths` (only those) on top of `branch`, without a checkout.
+
+    The commit is built in a private index (`index_file`), so the user's index, staged changes and other
+    files are never read or written; `index_tip` says which tip that index already holds (its stat cache
+    then makes `add` cheap). The branch moves with a compare-and-swap `update-ref`: if anyone moved it
+    meanwhile, GitError, and the caller tries again from the new tip.
+    """
+    old = rev_parse(repo, f"refs/heads/{branch}")
+    if old is None:
+        raise GitError(f"cannot commit the board: branch '{branch}' does not exist")
+    env = {"GIT_INDEX_FILE": str(index_file), "GIT_AUTHOR_NAME": author_name, "GIT_AUTHOR_EMAIL": author_email,
+           "GIT_COMMITTER_NAME": author_name, "GIT_COMMITTER_EMAIL": author_email}
+    if index_tip != old or not index_file.exists():
+        _run_with_env(repo, env, "read-tree", old)
+    present = [p for p in paths if os.path.lexists(repo / p)
+               or _run_with_env(repo, env, "ls-files", "--", p).strip()]
+    if present:
+        _run_with_env(repo, env, "add", "--all", "--", *present)
+    tree = _run_with_env(repo, env, "write-tree").strip()
+    if tree == run(repo, "rev-parse", f"{old}^{{tree}}").strip():
+        return PathsCommit(None, old)
+    sha = _run_with_env(repo, env, "commit-tree", tree, "-p", old, "-m", message).strip()
+    _run_with_env(repo, env, "update-ref", "-m", "conveyor: board", f"refs/heads/{branch}", sha, old)
+    return PathsCommit(sha, sha)
+
+
+def reset_index_paths(repo: Path, paths: list[str]) -> None:
+    """Make the user's index match HEAD for `paths` only (after HEAD's branch moved under it); their other
+    staged changes stay staged and no file in the working tree changes."""
+    _run_with_env(repo, {}, "reset", "-q", "--", *paths)
+
+
 def remote_url(repo: Path, remote: str) -> str | None:
     try:
         return run(repo, "remote", "get-url", remote).strip() or None
@@ -225,6 +344,25 @@ def push(repo: Path, remote: str, branch: str) -> None:
         raise GitError(f"refusing to push '{branch}': only conveyor/* task branches are pushed")
     refspec = f"refs/heads/{branch}:refs/heads/{branch}"
     run(repo, "push", "--force-with-lease", "--no-verify", "--quiet", remote, refspec)
+
+
+def clear_task_ref_locks(git_dir: Path, namespace: str = "conveyor") -> tuple[list[Path], list[Path]]:
+    """Remove the ref locks a killed git command left on task branches (`refs/heads/<namespace>/...lock`).
+
+    Only Conveyor writes those refs and the caller holds the daemon lock, so such a lock is stale; left in
+    place it would fail every later run of that task ("cannot lock ref"). Returns (removed, other stale-
+    looking locks): locks elsewhere (`packed-refs.lock`, the user's branches) may belong to a git command
+    the user is running right now, so they are only reported.
+    """
+    ours = git_dir / "refs" / "heads" / namespace
+    removed = []
+    for lock in (sorted(ours.rglob("*.lock")) if ours.is_dir() else []):
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+            removed.append(lock)
+    others = [lock for lock in (git_dir / "refs").rglob("*.lock") if not lock.is_relative_to(ours)]
+    others += [lock for lock in (git_dir / "packed-refs.lock", git_dir / "index.lock") if lock.exists()]
+    return removed, sorted(others)
 
 
 def scrub_environment(environ: dict[str, str] | os._Environ[str]) -> None:

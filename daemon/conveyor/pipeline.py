@@ -6,6 +6,8 @@ only place that knows about queues, pauses and shutdown.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 import threading
@@ -17,21 +19,26 @@ from typing import Any
 
 import structlog
 
-from conveyor import board, git
+from conveyor import agent_pids, board, completion, disk_trouble, git
 from conveyor.agent_run import Invocation, InvocationRequest, invoke
+from conveyor.availability import RouteCheck
 from conveyor.board import BoardLayout
+from conveyor.budgets import BudgetGuard, soft_warnings
 from conveyor.config import Config
+from conveyor.disk_trouble import disk_problem
 from conveyor.errors import ConveyorError, GitError, ToolUnavailable
 from conveyor.pricing import invocation_cost
 from conveyor.prompt import build_prompt
-from conveyor.router import Route, agent_settings, routes_for
-from conveyor.runner.types import Outcome, Tokens
+from conveyor.router import Route, Routing, agent_settings, plan_routes
+from conveyor.runner.types import Outcome
 from conveyor.task import Task
 from conveyor.telemetry import InvocationEnd, InvocationStart, Telemetry
 from conveyor.timeutil import Clock, utc_iso
+from conveyor.tool_gate import ToolGate
+from conveyor.tool_health import ToolHealth
 
 log = structlog.get_logger("conveyor.pipeline")
-SUMMARY_LIMIT = 4000
+AGENT_PIDS_DIR = "agents"   # <state_dir>/agents/<task_id>.pid while an agent runs (see agent_pids)
 
 
 class Disposition(StrEnum):
@@ -59,6 +66,49 @@ class Collaborators:
     clock: Clock
     env: Mapping[str, str]
     is_paused: Callable[[str], float | None] = lambda tool: None   # tool → resume time if paused
+    health: ToolHealth | None = None      # provider-limit pauses (shared with the daemon, thread-safe)
+    gate: ToolGate | None = None          # per-tool concurrency and start rate
+    budgets: BudgetGuard | None = None    # spend against policies.yaml budgets
+
+
+@dataclass
+class RunPlan:
+    """What the daemon decided at dispatch: the routing, and whether it already holds the chosen tool's slot."""
+
+    routing: Routing | None                # None: routing failed; the run fails with the reason
+    slot_held: bool = False
+
+
+CAPACITY_RETRY_S = 5.0     # a fallback whose tool is at capacity: try the task again this much later
+
+
+class _Slots:
+    """The per-tool slots this run holds; a slot is given back when its route is left, or at the end."""
+
+    def __init__(self, gate: ToolGate | None) -> None:
+        self._gate = gate
+        self._held: list[str] = []
+
+    def adopt(self, tool: str) -> None:
+        self._held.append(tool)
+
+    def take(self, tool: str) -> str | None:
+        if tool in self._held:
+            return None
+        reason = self._gate.try_start(tool) if self._gate is not None else None
+        if reason is None:
+            self._held.append(tool)
+        return reason
+
+    def release(self, tool: str) -> None:
+        if tool in self._held:
+            self._held.remove(tool)
+            if self._gate is not None:
+                self._gate.finish(tool)
+
+    def release_all(self) -> None:
+        for tool in list(self._held):
+            self.release(tool)
 
 
 @dataclass
@@ -75,17 +125,50 @@ def claimer_id() -> str:
     return f"conveyor@{socket.gethostname()}:{os.getpid()}"
 
 
-def run_task(task: Task, deps: Collaborators, cancel: threading.Event) -> Report:
-    """Run a task that sits in `assigned/<agent>/`; never raises for the task's own failures."""
+def run_task(task: Task, deps: Collaborators, cancel: threading.Event, plan: RunPlan | None = None) -> Report:
+    """Run a task that sits in `assigned/<agent>/`; never raises for the task's own failures.
+
+    `plan` is the daemon's routing decision (and the tool slot it took); without one the route is chosen here.
+    """
     bound = log.bind(task_id=task.id, agent=task.agent)
+    slots = _Slots(deps.gate)
+    if plan is not None and plan.slot_held and plan.routing is not None and plan.routing.route is not None:
+        slots.adopt(plan.routing.route.tool_name)
     try:
-        return _run(task, deps, cancel, bound)
-    except ConveyorError as exc:
+        # every line logged on this thread names the task, the runner's and git's included
+        with structlog.contextvars.bound_contextvars(task_id=task.id, agent=task.agent):
+            return _run(task, deps, cancel, bound, plan, slots)
+    except (ConveyorError, OSError) as exc:
+        problem = disk_problem(exc)
+        if problem is not None:   # the machine's trouble, not the task's: wait, keep the attempt
+            return _wait_for_disk(task, deps, bound, problem)
+        if not isinstance(exc, ConveyorError):
+            raise
         bound.error("task.failed", error=str(exc))
         return _fail(task, deps, str(exc), kind=type(exc).__name__, log_path=None)
+    finally:
+        slots.release_all()
 
 
-def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any) -> Report:
+def _wait_for_disk(task: Task, deps: Collaborators, bound: Any, problem: str) -> Report:
+    bound.error("task.environment_error", error=problem, note=disk_trouble.NOTE)
+    with contextlib.suppress(ConveyorError):   # best effort: the database may be the full disk
+        deps.telemetry.mark_interrupted(deps.clock(), [task.id])
+    not_before = deps.clock() + deps.config.daemon.rescan_interval_s
+    try:
+        return _requeue(task, deps, problem, spent=False, not_before=not_before)
+    except OSError:   # the board is on that disk: its file keeps the last state written, which is as good
+        return Report(Disposition.REQUEUED, task, not_before=not_before, reason=problem)
+
+
+def route_check(deps: Collaborators) -> RouteCheck:
+    """Availability of routes as of now: installed, logged in, not paused, tool not over a hard budget."""
+    states = deps.budgets.states(deps.config.policies.budgets) if deps.budgets is not None else []
+    return RouteCheck(deps.env, deps.health, states)
+
+
+def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, plan: RunPlan | None,
+         slots: _Slots) -> Report:
     config, now = deps.config, deps.clock()
     attempt = task.attempt + 1
     started = {"status": "in_progress", "assigned_at": task.data.get("assigned_at") or utc_iso(now),
@@ -97,53 +180,100 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any) -
     worktree = config.worktrees_dir / task.id
     git.add_worktree(config.repo, worktree, branch, base)
     try:
-        return _run_in_worktree(task, deps, cancel, bound, worktree, branch, attempt)
+        routing = plan.routing if plan is not None and plan.routing is not None else \
+            plan_routes(task, config, route_check(deps))
+        return _run_in_worktree(task, deps, cancel, bound, worktree, branch, attempt, routing, slots)
     finally:
         git.remove_worktree(config.repo, worktree)
         bound.debug("worktree.removed", path=str(worktree))
 
 
 def _run_in_worktree(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any,
-                     worktree: Path, branch: str, attempt: int) -> Report:
+                     worktree: Path, branch: str, attempt: int, routing: Routing, slots: _Slots) -> Report:
     config = deps.config
     settings = agent_settings(task, config)
     instructions = _read_instructions(config.repo, settings.instructions)
     prompt = build_prompt(task, instructions=instructions, board_dir=config.daemon.board_dir,
                           roadmap_file=config.daemon.roadmap.file)
-    skipped: list[str] = []
-    paused: dict[str, float] = {}
-    last: _Attempt | None = None
-    for route in routes_for(task, config):
-        resume_at = deps.is_paused(route.tool_name)
-        if resume_at is not None:
-            skipped.append(f"{route.tool_name}: paused until {utc_iso(resume_at)}")
-            continue
-        try:
-            last = _invoke(task, deps, cancel, route, prompt, worktree, branch, attempt)
-        except ToolUnavailable as exc:
-            skipped.append(f"{route.tool_name}: {exc}")
-            bound.warning("tool.unavailable", tool=route.tool_name, error=str(exc))
-            continue
-        parsed = last.invocation.parsed
-        if cancel.is_set():
-            return _requeue(task, deps, "stopped by daemon shutdown", spent=False)
-        if not parsed.outcome.is_provider_limit:
-            break
-        until = parsed.reset_at or (deps.clock() + config.policies.backoff.initial_s)
-        paused[route.tool_name] = until
-        skipped.append(f"{route.tool_name}: {parsed.outcome.value} ({parsed.error_message or 'no detail'})")
-        bound.warning("tool.limited", tool=route.tool_name, outcome=parsed.outcome.value, until=utc_iso(until))
-        last = None
+    last, stopped = _try_routes(task, deps, cancel, bound, routing, slots, (prompt, worktree, branch, attempt))
+    if stopped:
+        return _requeue(task, deps, "stopped by daemon shutdown", spent=False)
+    skipped = [f"{skip.tool}: {skip.reason}" for skip in routing.skipped]
+    paused = {skip.tool: skip.retry_at for skip in routing.skipped if skip.retry_at is not None}
     if last is None:
-        if paused:
-            report = _requeue(task, deps, "; ".join(skipped), spent=False, not_before=min(paused.values()))
+        retry_at = routing.retry_at()
+        if retry_at is not None:   # paused, at capacity or over a tool budget: none of it spends an attempt
+            report = _requeue(task, deps, "; ".join(skipped), spent=False, not_before=retry_at)
             report.paused_tools = paused
             return report
         return _fail(task, deps, "no tool could run this task: " + "; ".join(skipped), kind="no_tool",
-                     log_path=None)
-    report = _conclude(task, deps, bound, last, worktree, branch, attempt, skipped)
+                     log_path=None, extra={"routing": routing.record()})
+    extra: dict[str, Any] = {"routing": routing.record()}
+    warning = _budget_warning(task, deps, last.route.tool_name, bound)
+    if warning:
+        extra["budget_warning"] = warning
+    report = _conclude(task, deps, bound, last, worktree, branch, attempt, skipped, cancel=cancel, prompt=prompt,
+                       result_extra=extra)
     report.paused_tools = paused
     return report
+
+
+def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, routing: Routing,
+                slots: _Slots, where: tuple[str, Path, str, int]) -> tuple[_Attempt | None, bool]:
+    """Run the chosen route, falling back past provider limits; returns (last run or None, stopped)."""
+    prompt, worktree, branch, attempt = where
+    route = routing.route
+    while route is not None:
+        wait = slots.take(route.tool_name)
+        if wait is not None:
+            routing.skip_current(f"at capacity: {wait}", retry_at=deps.clock() + CAPACITY_RETRY_S)
+            route = routing.advance_past(route_check(deps))
+            continue
+        try:
+            last = _invoke(task, deps, cancel, route, prompt, worktree, branch, attempt, routing=routing)
+        except ToolUnavailable as exc:
+            slots.release(route.tool_name)
+            routing.skip_current(f"not installed: {exc}")
+            bound.warning("tool.unavailable", tool=route.tool_name)
+            route = routing.advance_past(route_check(deps))
+            continue
+        if cancel.is_set():
+            return last, True
+        parsed = last.invocation.parsed
+        if not parsed.outcome.is_provider_limit:
+            if deps.health is not None and parsed.outcome in (Outcome.OK, Outcome.AGENT_ERROR):
+                deps.health.record_success(route.tool_name)
+            return last, False
+        until = _pause_tool(deps, route.tool_name, parsed.outcome, parsed.reset_at, parsed.api_error_status)
+        status = f" (HTTP {parsed.api_error_status})" if parsed.api_error_status else ""
+        routing.skip_current(f"{parsed.outcome.value}{status}; paused until {utc_iso(until)}", retry_at=until)
+        slots.release(route.tool_name)
+        bound.warning("tool.limited", tool=route.tool_name, outcome=parsed.outcome.value, until=utc_iso(until))
+        if git.has_changes(worktree):   # keep the work done so far: completion publishes it as partial
+            return last, False
+        route = routing.advance_past(route_check(deps))
+    return None, False
+
+
+def _pause_tool(deps: Collaborators, tool: str, outcome: Outcome, reset_at: float | None,
+                status: int | None) -> float:
+    """Pause the tool after a provider limit; returns when it may run again."""
+    if deps.health is not None:
+        return deps.health.record_limit(tool, outcome, reset_at, status).until
+    return reset_at or (deps.clock() + deps.config.policies.backoff.initial_s)
+
+
+def _budget_warning(task: Task, deps: Collaborators, tool: str, bound: Any) -> str | None:
+    """Soft budgets this task's scope has spent (counting this run): a warning, never a stop."""
+    if deps.budgets is None or not deps.config.policies.budgets:
+        return None
+    states = soft_warnings(deps.budgets.states(deps.config.policies.budgets, fresh=True), task.agent, tool)
+    if not states:
+        return None
+    for state in states:
+        bound.warning("budget.soft_exceeded", scope=state.budget.scope, period=state.budget.period,
+                      usd=state.budget.usd, spent=round(state.spent, 4))
+    return "; ".join(state.describe() for state in states)
 
 
 def _read_instructions(repo: Path, relative: str | None) -> str | None:
@@ -158,10 +288,12 @@ def _read_instructions(repo: Path, relative: str | None) -> str | None:
 
 
 def _invoke(task: Task, deps: Collaborators, cancel: threading.Event, route: Route, prompt: str,
-            worktree: Path, branch: str, attempt: int) -> _Attempt:
+            worktree: Path, branch: str, attempt: int, *, session_id: str | None = None,
+            round_no: int = 0, routing: Routing | None = None) -> _Attempt:
+    """One run of the agent; with `session_id` it resumes that session (a fix round after a failing verify)."""
     config = deps.config
     settings = agent_settings(task, config)
-    log_path = config.logs_dir / task.id / f"attempt-{attempt}-{route.tool_name}.log"
+    log_path = completion.agent_log_path(config.logs_dir, task.id, attempt, route.tool_name, round_no)
     request = InvocationRequest(
         tool_name=route.tool_name, tool=route.tool, model=route.model, prompt=prompt, workdir=worktree,
         task_id=task.id, log_path=log_path,
@@ -169,19 +301,28 @@ def _invoke(task: Task, deps: Collaborators, cancel: threading.Event, route: Rou
         idle_timeout_s=settings.idle_timeout_s or config.daemon.idle_timeout_s,
         kill_grace_s=config.daemon.kill_grace_s, log_cap_bytes=config.daemon.log_cap_bytes,
         max_turns=int(task.get_number("max_turns") or 0) or settings.max_turns,
-        max_cost_usd=task.get_number("max_cost_usd") or settings.max_cost_usd)
+        max_cost_usd=task.get_number("max_cost_usd") or settings.max_cost_usd, session_id=session_id)
     started = deps.clock()
+    decision = json.dumps(routing.record()) if routing is not None else None
     row_id = deps.telemetry.start(InvocationStart(task.id, task.agent, route.tool_name, route.model, attempt,
-                                                  started, branch, prompt))
+                                                  started, branch, prompt, round=round_no, routing=decision))
+    full = config.daemon.privacy == "full"
+    records = agent_pids.AgentRecords(config.state_dir / AGENT_PIDS_DIR)   # what recovery stops after a crash
     try:
-        invocation = invoke(request, deps.env, cancel=cancel, now=deps.clock)
+        invocation = invoke(request, deps.env, cancel=cancel, now=deps.clock,
+                            on_start=lambda pid: records.add(task.id, pid))
     except ToolUnavailable as exc:
-        deps.telemetry.finish(row_id, InvocationEnd(deps.clock(), 0.0, "skipped", error=str(exc)))
+        deps.telemetry.finish(row_id, InvocationEnd(deps.clock(), 0.0, "skipped",
+                                                    error=str(exc) if full else "skipped: tool not installed"))
         raise
     except ConveyorError as exc:
         deps.telemetry.finish(row_id, InvocationEnd(deps.clock(), deps.clock() - started, Outcome.CRASHED.value,
-                                                    error=str(exc)))
+                                                    error=str(exc) if full else f"crashed: {type(exc).__name__}"))
         raise
+    finally:
+        records.remove(task.id)
+        if not full:
+            discard_transcript(log_path)
     parsed = invocation.parsed
     model = parsed.model or route.model
     cost, source = invocation_cost(parsed.cost_usd, model, parsed.tokens, config.models)
@@ -189,92 +330,57 @@ def _invoke(task: Task, deps: Collaborators, cancel: threading.Event, route: Rou
     deps.telemetry.finish(row_id, InvocationEnd(
         finished_at=started + duration, duration_s=duration, outcome=parsed.outcome.value,
         exit_code=invocation.process.exit_code, tokens=parsed.tokens, cost_usd=cost, cost_source=source,
-        session_id=parsed.session_id, turns=parsed.turns, model=model, error=_metadata_error(parsed.outcome,
-                                                                                              parsed.error_message),
+        session_id=parsed.session_id, turns=parsed.turns, model=model,
+        error=error_column(parsed.outcome, parsed.api_error_status, parsed.error_message, full=full),
         final_text=parsed.final_text))
     return _Attempt(route, invocation, cost, source, row_id, duration)
 
 
-def _metadata_error(outcome: Outcome, message: str | None) -> str | None:
-    """The error sentence for telemetry; our own classification only, never the agent's own text."""
+def error_column(outcome: Outcome, status: int | None, message: str | None, *, full: bool) -> str | None:
+    """Telemetry's `error`: in metadata mode only our classification (outcome and HTTP status), never the
+    CLI's words (they may quote the prompt or the code); in full mode the CLI's message as well."""
     if outcome is Outcome.OK:
         return None
-    return (message or outcome.value)[:500]
+    classification = outcome.value + (f" (HTTP {status})" if status else "")
+    if full and message:
+        return f"{classification}: {message}"[:500]
+    return classification
+
+
+def discard_transcript(log_path: Path) -> None:
+    """Metadata privacy mode keeps no transcript: delete the agent's log (and its folder once empty)."""
+    with contextlib.suppress(FileNotFoundError):
+        log_path.unlink()
+    with contextlib.suppress(OSError):
+        log_path.parent.rmdir()
 
 
 def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, worktree: Path, branch: str,
-              attempt: int, skipped: list[str]) -> Report:
-    parsed, config = last.invocation.parsed, deps.config
-    log_path = str(config.logs_dir / task.id / f"attempt-{attempt}-{last.route.tool_name}.log")
-    if parsed.outcome in (Outcome.TIMEOUT, Outcome.CRASHED):
-        message = parsed.error_message or parsed.outcome.value
-        if attempt < config.daemon.attempts:
-            bound.warning("task.retry", outcome=parsed.outcome.value, error=message)
-            return _requeue(task, deps, f"attempt {attempt} {parsed.outcome.value}: {message}", spent=True)
-        return _fail(task, deps, message, kind=parsed.outcome.value, log_path=log_path)
-    if parsed.outcome is not Outcome.OK:
-        return _fail(task, deps, parsed.error_message or parsed.outcome.value, kind=parsed.outcome.value,
-                     log_path=log_path)
-    changed = git.stage_all(worktree)
-    result = _result_block(task, last, branch, changed, skipped)
-    if not changed:
-        git.remove_worktree(config.repo, worktree)
-        git.delete_branch(config.repo, branch)
-        result.update({"summary": "no changes", "branch": None, "commit": None})
-        if parsed.final_text:
-            result["agent_summary"] = parsed.final_text.strip()[:SUMMARY_LIMIT]
-        bound.info("task.no_changes")
-        return _finish(task, deps, result)
-    sha = git.commit(worktree, commit_message(task, last, settings_type(task, deps)),
-                     config.daemon.commit.author_name, config.daemon.commit.author_email)
-    result["commit"] = sha
-    deps.telemetry.record_result(last.row_id, commit_sha=sha, pr_url=None, branch=branch)
-    bound.info("task.committed", commit=sha, files=len(changed))
-    return _finish(task, deps, result)
+              attempt: int, skipped: list[str], *, cancel: threading.Event, prompt: str,
+              result_extra: Mapping[str, Any] | None = None) -> Report:
+    """Gate, verify (resuming the agent), commit and publish, in `completion`; here the board is written."""
+
+    def follow_up(text: str, session_id: str | None, round_no: int) -> _Attempt:
+        return _invoke(task, deps, cancel, last.route, text, worktree, branch, attempt,
+                       session_id=session_id, round_no=round_no)
+
+    job = completion.Job(task=task, config=deps.config, env=deps.env, telemetry=deps.telemetry, worktree=worktree,
+                         branch=branch, attempt=attempt, commit_type=settings_type(task, deps), prompt=prompt,
+                         cancel=cancel, follow_up=follow_up, skipped=tuple(skipped))
+    verdict = completion.conclude(job, last)
+    bound.debug("task.verdict", action=verdict.action, kind=verdict.kind or None)
+    if verdict.action == "finish":
+        return _finish(task, deps, {**verdict.result, **(result_extra or {})})
+    if verdict.action == "retry":
+        return _requeue(task, deps, verdict.message, spent=True)
+    if verdict.action == "stopped":
+        return _requeue(task, deps, verdict.message, spent=False)
+    return _fail(task, deps, verdict.message, kind=verdict.kind, log_path=verdict.log_path, extra=verdict.extra)
 
 
 def settings_type(task: Task, deps: Collaborators) -> str:
     value = task.get_str("type")
     return value if value else agent_settings(task, deps.config).commit_type
-
-
-def _result_block(task: Task, last: _Attempt, branch: str, changed: list[str], skipped: list[str]) -> dict[str, Any]:
-    parsed = last.invocation.parsed
-    tokens: Tokens = parsed.tokens
-    result: dict[str, Any] = {
-        "summary": (parsed.final_text or "").strip()[:SUMMARY_LIMIT] or "(the agent gave no summary)",
-        "artefacts": changed,
-        "branch": branch,
-        "commit": None,
-        "pr_url": None,
-        "tool": last.route.tool_name,
-        "model": parsed.model or last.route.model,
-        "tokens": tokens.as_dict(),
-        "cost_usd": last.cost,
-        "cost_source": last.cost_source,
-        "duration_s": round(last.duration_s, 3),
-        "session_id": parsed.session_id,
-        "turns": parsed.turns,
-    }
-    if skipped:
-        result["skipped_tools"] = skipped
-    if parsed.permission_denials:
-        result["permission_denials"] = parsed.permission_denials
-    return result
-
-
-def commit_message(task: Task, last: _Attempt, kind: str) -> str:
-    """`<type>(<agent>): <title>` then the agent's summary, then Conveyor's trailers."""
-    title = " ".join(task.title.split())
-    subject = f"{kind}({task.agent}): {title}"
-    if len(subject) > 100:
-        subject = subject[:97] + "..."
-    summary = (last.invocation.parsed.final_text or "").strip()[:1500]
-    model = last.invocation.parsed.model or last.route.model or "default"
-    trailers = "\n".join([f"Conveyor-Task: {task.id}", f"Agent: {task.agent}", f"Tool: {last.route.tool_name}",
-                          f"Model: {model}", f"Cost-USD: {last.cost:.4f}"])
-    body = f"{summary}\n\n" if summary else ""
-    return f"{subject}\n\n{body}{trailers}\n"
 
 
 def _finish(task: Task, deps: Collaborators, result: dict[str, Any]) -> Report:
@@ -283,10 +389,12 @@ def _finish(task: Task, deps: Collaborators, result: dict[str, Any]) -> Report:
     return Report(Disposition.DONE, task)
 
 
-def _fail(task: Task, deps: Collaborators, message: str, *, kind: str, log_path: str | None) -> Report:
+def _fail(task: Task, deps: Collaborators, message: str, *, kind: str, log_path: str | None,
+          extra: Mapping[str, Any] | None = None) -> Report:
     error: dict[str, Any] = {"message": message, "kind": kind, "timestamp": utc_iso(deps.clock())}
-    if log_path:
+    if log_path and deps.config.daemon.privacy == "full":   # metadata mode keeps no transcript to point at
         error["log"] = log_path
+    error.update(extra or {})
     try:
         board.rewrite(task, {"status": "error", "completed_at": utc_iso(deps.clock()), "error": error})
         board.move(task, deps.layout.done_dir(task.agent))

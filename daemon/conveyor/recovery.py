@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,14 @@ from typing import Any
 import structlog
 
 from conveyor import board, git
+from conveyor.agent_pids import AgentRecords
 from conveyor.board import BoardLayout
 from conveyor.config import Config
 from conveyor.errors import GitError, TaskFileError
-from conveyor.pipeline import Disposition, Report
-from conveyor.task import Task, parse_task
+from conveyor.pipeline import AGENT_PIDS_DIR, Disposition, Report
+from conveyor.publish.task_branch import PARTIAL_TRAILER, commit_summary, publish_commit
+from conveyor.runs import Totals
+from conveyor.task import Task, parse_task, task_id_from_path
 from conveyor.telemetry import Telemetry
 from conveyor.timeutil import Clock, utc_iso
 
@@ -36,20 +41,28 @@ class RecoveryOutcome:
     finished: list[Report] = field(default_factory=list)
 
 
-def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock) -> RecoveryOutcome:
+def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
+            env: Mapping[str, str] | None = None) -> RecoveryOutcome:
+    """`env` is the daemon's environment (the GitHub token for publishing); None means this process's."""
+    env = os.environ if env is None else env
     outcome = RecoveryOutcome()
     interrupted = telemetry.mark_interrupted(clock())
     if interrupted:
         log.warning("recovery.telemetry_interrupted", rows=interrupted)
+    # agents a killed daemon left running go first: they would write into the worktrees recreated below
+    AgentRecords(config.state_dir / AGENT_PIDS_DIR).stop_orphans(config.daemon.kill_grace_s)
     reap_worktrees(config, keep=set())
+    remove_stale_temp_files(layout)
+    _clear_ref_locks(config)
     for path in list(board.task_files(layout.assigned)):
         try:
             task = parse_task(path)
         except TaskFileError as exc:
             board.reject(layout, path, exc.problems, utc_iso(clock()))
-            log.error("recovery.rejected", file=str(path), problems=[p.render() for p in exc.problems])
+            log.error("recovery.rejected", task_id=task_id_from_path(path), file=str(path),
+                      problems=[p.render() for p in exc.problems])
             continue
-        report = _recover_one(task, config, layout, telemetry, clock)
+        report = _recover_one(task, config, layout, telemetry, clock, env)
         if report is None:
             outcome.ready.append(task)
         else:
@@ -60,16 +73,22 @@ def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Cl
 
 
 def _recover_one(task: Task, config: Config, layout: BoardLayout, telemetry: Telemetry,
-                 clock: Clock) -> Report | None:
+                 clock: Clock, env: Mapping[str, str]) -> Report | None:
     bound = log.bind(task_id=task.id)
     branch = f"conveyor/{task.id}"
+    if task.data.get("status") in ("done", "error") and telemetry.rows_for_task(task.id):
+        # finished, then stopped between writing the file and moving it: only the move is left (a status
+        # the author wrote, on a task that never ran here, has no telemetry and runs as usual)
+        board.move(task, layout.done_dir(task.agent))
+        bound.info("recovery.moved_finished", status=task.data["status"])
+        return Report(Disposition.DONE if task.data["status"] == "done" else Disposition.FAILED, task)
     try:
         sha = git.find_task_commit(config.repo, branch, task.id)
     except GitError:
         sha = None
     if sha is not None:
         bound.info("recovery.resume_from_commit", commit=sha)
-        return _finish_from_commit(task, config, layout, telemetry, clock, branch, sha)
+        return _finish_from_commit(task, config, layout, telemetry, clock, branch, sha, env)
     status = str(task.data.get("status") or "")
     if status != "in_progress":
         return None
@@ -88,22 +107,82 @@ def _recover_one(task: Task, config: Config, layout: BoardLayout, telemetry: Tel
 
 
 def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
-                        branch: str, sha: str) -> Report:
-    rows = [row for row in telemetry.rows_for_task(task.id) if row["outcome"] == "ok"]
+                        branch: str, sha: str, env: Mapping[str, str]) -> Report:
+    """The gate passed before the commit, so only publishing is left (idempotent: an existing pull request
+    is found, not duplicated)."""
+    rows = _rows_of_attempt(telemetry, task)
     last: dict[str, Any] = rows[-1] if rows else {}
+    totals = Totals.of_rows(rows)
+    base = task.base_branch or config.daemon.base_branch
+    files = _files(config, base, sha)
+    partial = git.trailer(config.repo, sha, PARTIAL_TRAILER)
+    summary = commit_summary(git.message_of(config.repo, sha))
+    checks: list[dict[str, Any]] = [{"check": "completion gate", "result": "passed",
+                                     "detail": "passed before the commit (details not kept over a restart)"}]
+    if partial:
+        checks.append({"check": "verify", "result": "skipped", "detail": "not run: partial work"})
+    published = publish_commit(
+        config, env, task, branch, sha=sha, summary=summary, files=files, checks=checks, totals=totals,
+        tool=last.get("tool"), model=last.get("model"), partial_reason=partial,
+        notes=["_Committed before a restart; published by start-up recovery._"])
     result: dict[str, Any] = {
-        "summary": "committed before a restart; finished by start-up recovery",
-        "branch": branch, "commit": sha, "pr_url": None,
-        "tool": last.get("tool"), "model": last.get("model"),
-        "tokens": {"input": last.get("input_tokens", 0), "output": last.get("output_tokens", 0),
-                   "cache_read": last.get("cache_read_tokens", 0), "cache_write": last.get("cache_write_tokens", 0)},
-        "cost_usd": last.get("cost_usd", 0.0),
+        "summary": summary or "committed before a restart; finished by start-up recovery",
+        "artefacts": files, "branch": branch, "commit": sha, "pr_url": published.pr_url,
+        "publish": published.message, "tool": last.get("tool"), "model": last.get("model"),
+        "tokens": totals.tokens.as_dict(), "cost_usd": totals.cost,
+        "recovered": "committed before a restart; published by start-up recovery",
     }
+    if partial:
+        result.update({"partial": True, "partial_reason": partial})
     if last:
-        telemetry.record_result(int(last["id"]), commit_sha=sha, pr_url=None, branch=branch)
+        telemetry.record_result(int(last["id"]), commit_sha=sha, pr_url=published.pr_url, branch=branch)
     board.rewrite(task, {"status": "done", "completed_at": utc_iso(clock()), "result": result})
     board.move(task, layout.done_dir(task.agent))
     return Report(Disposition.DONE, task)
+
+
+def _rows_of_attempt(telemetry: Telemetry, task: Task) -> list[dict[str, Any]]:
+    """Finished invocations of the attempt that made the commit (the agent's run and its fix rounds)."""
+    rows = [row for row in telemetry.rows_for_task(task.id) if row["outcome"] not in ("running", "skipped")]
+    mine = [row for row in rows if row.get("attempt") == task.attempt]
+    return mine or [row for row in rows if row["outcome"] == "ok"][-1:]
+
+
+def _files(config: Config, base: str, sha: str) -> list[str]:
+    try:
+        return git.changed_files(config.repo, f"refs/heads/{base}", sha)
+    except GitError:
+        return []
+
+
+def _clear_ref_locks(config: Config) -> None:
+    removed, others = git.clear_task_ref_locks(config.git_dir)
+    if removed:
+        log.warning("recovery.ref_locks_removed", locks=[str(p) for p in removed],
+                    note="left by a git command killed with the previous daemon")
+    if others:
+        log.warning("recovery.git_locks_present", locks=[str(p) for p in others],
+                    note="if no git command is running in this repository, a crash left them: delete them")
+
+
+def remove_stale_temp_files(layout: BoardLayout) -> int:
+    """Delete the temporary files of rewrites a crash interrupted (`.<name>.*.tmp`, see yamlio.atomic_write).
+
+    Only in `assigned/` and `done/`, which only the daemon writes (and it holds the lock): a dotted file
+    in `inbox/` may be an author's file still being written.
+    """
+    removed = 0
+    for parent in (layout.assigned, layout.done):
+        folders = [parent, *(p for p in parent.iterdir() if p.is_dir() and not p.is_symlink())] \
+            if parent.is_dir() else []
+        for folder in folders:
+            for leftover in folder.glob(".*.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+                    removed += 1
+    if removed:
+        log.info("recovery.temp_files_removed", removed=removed)
+    return removed
 
 
 def reap_worktrees(config: Config, keep: set[str]) -> int:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conveyor.disk_trouble import disk_state
 from conveyor.errors import ConveyorError
 from conveyor.runner.types import Tokens
+from conveyor.stats_schema import rollup_statements
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 RUNNING = "running"
 INTERRUPTED = "interrupted"
 
@@ -64,6 +66,15 @@ CREATE TABLE IF NOT EXISTS pull_requests (
 );
 """
 
+# Schema migrations: MIGRATIONS[n] takes a database from version n to n + 1, in place (one transaction).
+MIGRATIONS: dict[int, Callable[[], list[str]]] = {
+    1: lambda: ["ALTER TABLE invocations ADD COLUMN routing TEXT",   # JSON: chosen route, why, skipped ones
+                "CREATE INDEX IF NOT EXISTS pull_requests_decided ON pull_requests (decided_at)",
+                *rollup_statements()],
+    # round: 0 for an agent's run, n for its n-th resume to fix a failing verify command (same attempt)
+    2: lambda: ["ALTER TABLE invocations ADD COLUMN round INTEGER NOT NULL DEFAULT 0"],
+}
+
 
 class TelemetryError(ConveyorError):
     """The telemetry database cannot be used; the message says why and what to do."""
@@ -79,6 +90,8 @@ class InvocationStart:
     started_at: float
     branch: str | None = None
     prompt: str | None = None
+    routing: str | None = None       # JSON of the routing decision (our own words only, never CLI text)
+    round: int = 0                   # 0 = the agent's run; n = its n-th resume after a failing verify
 
 
 @dataclass(frozen=True)
@@ -112,14 +125,15 @@ class Telemetry:
         try:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
-            raise TelemetryError(f"cannot open the telemetry database {self.path}: {exc}; check that the "
-                                 "folder exists and is writable") from exc
+            raise TelemetryError(f"cannot open the telemetry database {self.path}: {exc}"
+                                 f"{disk_state(self.path.parent)}; check that the folder exists and is "
+                                 "writable") from exc
         try:
             conn.execute("PRAGMA busy_timeout = 30000")
             conn.execute("PRAGMA synchronous = NORMAL")
             yield conn
-        except sqlite3.Error as exc:
-            raise TelemetryError(f"telemetry database {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:   # SQLite's words ("unable to open database file") hide a full disk
+            raise TelemetryError(f"telemetry database {self.path}: {exc}{disk_state(self.path.parent)}") from exc
         finally:
             conn.close()
 
@@ -146,17 +160,17 @@ class Telemetry:
                                      f"knows {SCHEMA_VERSION}); upgrade Conveyor or point telemetry_db elsewhere")
             conn.execute("PRAGMA journal_mode = WAL")
             if version < SCHEMA_VERSION:
-                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+                _migrate(conn)
 
     def start(self, start: InvocationStart) -> int:
         """Record that an invocation began; returns its row id."""
         prompt = start.prompt if self.privacy == "full" else None
         with self._write() as conn:
             cursor = conn.execute(
-                "INSERT INTO invocations (task_id, agent, tool, model, attempt, started_at, branch, prompt, outcome)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO invocations (task_id, agent, tool, model, attempt, started_at, branch, prompt, outcome,"
+                " routing, round) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (start.task_id, start.agent, start.tool, start.model, start.attempt, start.started_at,
-                 start.branch, prompt, RUNNING))
+                 start.branch, prompt, RUNNING, start.routing, start.round))
             return int(cursor.lastrowid or 0)
 
     def finish(self, row_id: int, end: InvocationEnd) -> None:
@@ -192,8 +206,9 @@ class Telemetry:
                                       (INTERRUPTED, now, now, RUNNING, *task_ids))
             return cursor.rowcount
 
-    def spend(self, since: float, until: float | None = None, agent: str | None = None) -> float:
-        """Total cost in USD of invocations started in [since, until), optionally for one agent."""
+    def spend(self, since: float, until: float | None = None, agent: str | None = None,
+              tool: str | None = None) -> float:
+        """Total cost in USD of invocations started in [since, until), optionally for one agent or tool."""
         sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM invocations WHERE started_at >= ?"
         args: list[Any] = [since]
         if until is not None:
@@ -202,8 +217,32 @@ class Telemetry:
         if agent is not None:
             sql += " AND agent = ?"
             args.append(agent)
+        if tool is not None:
+            sql += " AND tool = ?"
+            args.append(tool)
         with self.connect() as conn:
             return float(conn.execute(sql, args).fetchone()[0])
+
+    def awaiting_outcome(self) -> list[dict[str, Any]]:
+        """Committed task branches whose pull-request outcome (merged or closed) is not yet recorded."""
+        sql = ("SELECT i.branch, i.task_id, i.agent, i.tool, i.commit_sha, i.pr_url FROM invocations i"
+               " LEFT JOIN pull_requests p ON p.branch = i.branch"
+               " WHERE i.commit_sha IS NOT NULL AND i.branch IS NOT NULL"
+               " AND (p.state IS NULL OR p.state NOT IN ('merged', 'closed'))"
+               " AND i.id = (SELECT MAX(id) FROM invocations j WHERE j.branch = i.branch"
+               " AND j.commit_sha IS NOT NULL)")
+        with self.connect() as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(row) for row in conn.execute(sql)]
+
+    def record_outcome(self, row: Mapping[str, Any], state: str, decided_at: float | None) -> None:
+        """Remember a task branch's pull-request state (`open`, `merged`, `closed`)."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO pull_requests (branch, task_id, agent, tool, pr_url, state, decided_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(branch) DO UPDATE SET state=excluded.state,"
+                         " decided_at=excluded.decided_at, pr_url=COALESCE(excluded.pr_url, pr_url)",
+                         (row["branch"], row["task_id"], row.get("agent"), row.get("tool"), row.get("pr_url"),
+                          state, decided_at))
 
     def rows_for_task(self, task_id: str) -> list[dict[str, Any]]:
         with self.connect() as conn:
@@ -222,3 +261,25 @@ class Telemetry:
         with self.connect() as conn:
             conn.row_factory = sqlite3.Row
             return [dict(row) for row in conn.execute(sql)]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION in place, one step per transaction (re-read under the lock, so
+    two processes opening an old database at once migrate it once)."""
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version >= SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
+            statements = _SCHEMA.split(";") if version == 0 else MIGRATIONS[version]()
+            for statement in statements:
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+

@@ -13,7 +13,9 @@ from conveyor.cli import (
     doctor_cmd,
     init_cmd,
     logs_cmd,
+    roadmap_cmd,
     run_cmd,
+    service_cmd,
     stats_cmd,
     status_cmd,
     submit_cmd,
@@ -21,6 +23,7 @@ from conveyor.cli import (
 )
 from conveyor.errors import ConveyorError, ProblemsError
 from conveyor.git import scrub_environment
+from conveyor.logs import configure_logging
 
 EXIT_PROBLEMS = 2
 EXIT_ERROR = 1
@@ -32,15 +35,20 @@ def cli() -> None:
     """Conveyor: task files and ROADMAP.md items in, reviewed pull requests out."""
 
 
-for module in (init_cmd, run_cmd, submit_cmd, status_cmd, task_cmd, stats_cmd, config_cmd, doctor_cmd, logs_cmd):
+for module in (init_cmd, run_cmd, submit_cmd, status_cmd, task_cmd, stats_cmd, config_cmd, doctor_cmd, logs_cmd,
+               service_cmd, roadmap_cmd):
     cli.add_command(module.command)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; ConveyorError becomes a message on stderr and a non-zero exit, never a traceback."""
     scrub_environment(os.environ)
+    # Until a command says otherwise (`run` configures its own), log warnings and worse to stderr only:
+    # stdout belongs to the command's output (`status --format json` must stay parseable).
+    configure_logging(level="warning")
     try:
-        cli.main(args=argv, prog_name="conveyor", standalone_mode=False)
+        # without standalone mode, click returns (not raises) the code of a `raise Exit(n)` in a command
+        code = cli.main(args=argv, prog_name="conveyor", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -56,4 +64,4 @@ def main(argv: list[str] | None = None) -> None:
     except ConveyorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

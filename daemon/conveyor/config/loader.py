@@ -2,12 +2,14 @@
 
 Each file in `<repo>/config/` is optional: built-in defaults (shipped in the package) are used for a
 missing file, and the named entries of a present file (tools, models, agents) are merged over the
-built-in ones, so adding a third CLI means writing only that tool's entry.
+built-in ones, one level deep: adding a third CLI means writing only that tool's entry, and pointing
+claude-code at another binary means writing only `claude-code: {binary: ...}`.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,6 +34,10 @@ from conveyor.errors import ConfigError, Problem
 
 CONFIG_FILES = ("daemon.yaml", "agents.yaml", "tools.yaml", "models.yaml", "policies.yaml")
 _MERGED_SECTIONS = {"agents.yaml": "agents", "tools.yaml": "tools", "models.yaml": "models"}
+# Tool and model entries merge one level deep (`claude-code: {binary: ...}` overrides only the binary);
+# an agent entry the user writes replaces the built-in one whole: half of a built-in agent (its tier
+# models for another CLI, say) silently mixed into the user's definition would route tasks by surprise.
+_DEEP_MERGED = frozenset({"tools.yaml", "models.yaml"})
 ARGV_PLACEHOLDERS = frozenset({"prompt", "model", "workdir", "max_turns", "max_cost_usd", "session_id", "task_id"})
 DEFAULT_AGENT = "default"
 
@@ -49,6 +55,7 @@ class Config:
     policies: PoliciesFile
     git_dir: Path
     warnings: list[Problem] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
 
     @property
     def board_root(self) -> Path:
@@ -60,8 +67,16 @@ class Config:
 
     @property
     def worktrees_dir(self) -> Path:
+        """Where task worktrees go: outside the working tree and outside `.git`.
+
+        Not under the git dir: Claude Code refuses to edit any file whose path runs through `.git/`
+        ("a sensitive file"), so a worktree there would make every claude task a no-op. The default is
+        the user's XDG state folder, one subfolder per repository.
+        """
         chosen = self.daemon.worktrees_dir
-        return _resolve(self.repo, chosen) if chosen else self.state_dir / "worktrees"
+        if chosen:
+            return _resolve(self.repo, chosen)
+        return default_state_home(self.env) / "conveyor" / "worktrees" / repo_slug(self.repo)
 
     @property
     def telemetry_db(self) -> Path:
@@ -77,6 +92,23 @@ class Config:
         return self.agents.get(name) or self.agents.get(DEFAULT_AGENT)
 
 
+def default_state_home(env: dict[str, str]) -> Path:
+    """`$XDG_STATE_HOME`, else `~/.local/state` (HOME from `env`)."""
+    state = env.get("XDG_STATE_HOME")
+    if state:
+        return Path(state)
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / ".local" / "state"
+
+
+def repo_slug(repo: Path) -> str:
+    """`<name>-<8 hex of the path>`: readable, and distinct for two checkouts with the same name."""
+    import hashlib
+
+    digest = hashlib.sha256(str(repo.resolve()).encode()).hexdigest()[:8]
+    return f"{repo.resolve().name or 'repo'}-{digest}"
+
+
 def _resolve(repo: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else repo / path
@@ -87,8 +119,12 @@ def builtin_text(name: str) -> str:
     return resources.files("conveyor").joinpath("defaults", name).read_text(encoding="utf-8")
 
 
-def load_config(repo: Path, git_dir: Path, config_dir: Path | None = None) -> Config:
-    """Load, merge and validate; raise ConfigError listing every problem at once."""
+def load_config(repo: Path, git_dir: Path, config_dir: Path | None = None,
+                env: dict[str, str] | None = None) -> Config:
+    """Load, merge and validate; raise ConfigError listing every problem at once.
+
+    `env` (default: the process environment) decides default locations such as the worktrees folder.
+    """
     config_dir = config_dir or repo / "config"
     problems: list[Problem] = []
     docs: dict[str, dict[str, Any]] = {}
@@ -100,7 +136,8 @@ def load_config(repo: Path, git_dir: Path, config_dir: Path | None = None) -> Co
         raise ConfigError(problems)
     config = Config(repo=repo, config_dir=config_dir, git_dir=git_dir, daemon=parsed["daemon.yaml"],
                     agents=parsed["agents.yaml"].agents, tools=parsed["tools.yaml"].tools,
-                    models=parsed["models.yaml"].models, policies=parsed["policies.yaml"])
+                    models=parsed["models.yaml"].models, policies=parsed["policies.yaml"],
+                    env=dict(os.environ if env is None else env))
     errors, warnings = cross_check(config, texts)
     if errors:
         raise ConfigError(errors)
@@ -129,9 +166,19 @@ def _load_one(config_dir: Path, name: str, problems: list[Problem]) -> tuple[dic
     section = _MERGED_SECTIONS.get(name)
     if section and isinstance(user_doc.get(section), dict) and isinstance(default_doc.get(section), dict):
         merged = dict(user_doc)
-        merged[section] = {**default_doc[section], **user_doc[section]}
+        merged[section] = (_merge_entries(default_doc[section], user_doc[section]) if name in _DEEP_MERGED
+                           else {**default_doc[section], **user_doc[section]})
         return merged, (label, text)
     return user_doc, (label, text)
+
+
+def _merge_entries(defaults: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    """Named entries merged one level deep: `claude-code: {binary: /opt/claude}` overrides only `binary`."""
+    merged = dict(defaults)
+    for key, value in user.items():
+        base = defaults.get(key)
+        merged[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+    return merged
 
 
 _FILE_MODELS: dict[str, type[BaseModel]] = {
@@ -305,9 +352,16 @@ def _safe_placeholders(template: list[str | list[str]]) -> set[str]:
 
 def _check_policies(config: Config, source: tuple[str, str]) -> list[Problem]:
     label, text = source
-    return [Problem(label, f"limits for unknown tool '{name}'", f"known tools: {', '.join(sorted(config.tools))}",
-                    field=f"tools.{name}", line=line_of_path(text, ["tools", name]))
-            for name in config.policies.tools if name not in config.tools]
+    known = f"known tools: {', '.join(sorted(config.tools))}"
+    problems = [Problem(label, f"limits for unknown tool '{name}'", known,
+                        field=f"tools.{name}", line=line_of_path(text, ["tools", name]))
+                for name in config.policies.tools if name not in config.tools]
+    for index, budget in enumerate(config.policies.budgets):   # scope: global, an agent, or tool:<name>
+        tool = budget.scope.removeprefix("tool:") if budget.scope.startswith("tool:") else None
+        if tool is not None and tool not in config.tools:
+            problems.append(Problem(label, f"budget for unknown tool '{tool}'", known, field=f"budgets.{index}.scope",
+                                    line=line_of_path(text, ["budgets", str(index), "scope"])))
+    return problems
 
 
 def _check_paths(config: Config, source: tuple[str, str]) -> list[Problem]:

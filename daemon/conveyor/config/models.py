@@ -6,6 +6,7 @@ closest known one, never a silently ignored setting.
 
 from __future__ import annotations
 
+import shlex
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -70,6 +71,19 @@ class DaemonSettings(Frozen):
     remote: RemoteSettings = Field(default_factory=RemoteSettings)
     pull_requests: PullRequestSettings = Field(default_factory=PullRequestSettings)
     roadmap: RoadmapSettings = Field(default_factory=RoadmapSettings)
+
+    @field_validator("verify")
+    @classmethod
+    def _verify_splits(cls, value: list[str]) -> list[str]:
+        """Verify commands are split with shlex and never run by a shell: refuse what cannot be split."""
+        for text in value:
+            try:
+                argv = shlex.split(text)
+            except ValueError as exc:
+                raise ValueError(f"cannot split {text!r} into arguments ({exc}); close the quotes") from exc
+            if not argv:
+                raise ValueError("an empty verify command; remove it or write the command")
+        return value
 
 
 # ---------------------------------------------------------------- agents.yaml
