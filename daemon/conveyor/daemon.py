@@ -33,6 +33,7 @@ from conveyor.pipeline import Collaborators, Disposition, Report, RunPlan, route
 from conveyor.queue import Waiting, order_key, plan
 from conveyor.router import Check, plan_routes
 from conveyor.service.notify import Heartbeat, Notifier, status_line, watchdog_interval_s
+from conveyor.state_files import STATUS_FILE
 from conveyor.task import Task, parse_task, task_id_from_path
 from conveyor.telemetry import Telemetry
 from conveyor.timeutil import Clock, utc_iso
@@ -43,7 +44,6 @@ from conveyor.watcher import InboxWatcher
 
 log = structlog.get_logger("conveyor.daemon")
 SETTLE_S = 2.0          # an unreadable file this recent may still be being written: look again later
-STATUS_FILE = "status.json"
 OUTCOMES_EVERY_MIN = 5   # how often merged or closed task changes are looked for (cost per merged change)
 EXTEND_EVERY_S = 5.0    # during a drain, ask the service manager for more time this often
 STOP_MARGIN_S = 15.0    # ... enough for what is left of the grace, the kill grace and this margin

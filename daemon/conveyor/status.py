@@ -15,10 +15,10 @@ from conveyor import board, budgets, yamlio
 from conveyor.board import BoardLayout
 from conveyor.board_index import BoardIndex
 from conveyor.config import Config
-from conveyor.daemon import STATUS_FILE
 from conveyor.errors import TaskFileError
 from conveyor.lock import holder_pid
 from conveyor.queue import plan
+from conveyor.state_files import STATUS_FILE
 from conveyor.task import Task, parse_task
 from conveyor.telemetry import Telemetry
 from conveyor.timeutil import parse_iso, utc_iso

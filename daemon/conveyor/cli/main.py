@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 
 from conveyor import __version__
-from conveyor.cli import (
-    config_cmd,
-    doctor_cmd,
-    init_cmd,
-    logs_cmd,
-    roadmap_cmd,
-    run_cmd,
-    service_cmd,
-    stats_cmd,
-    status_cmd,
-    submit_cmd,
-    task_cmd,
-)
 from conveyor.errors import ConveyorError, ProblemsError
 from conveyor.git import scrub_environment
 from conveyor.logs import configure_logging
@@ -29,15 +17,33 @@ EXIT_PROBLEMS = 2
 EXIT_ERROR = 1
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Subcommand → module holding its `command`. Imported only when that subcommand runs: `conveyor stats`
+# must not pay for importing the daemon, GitPython's publisher and PyGithub.
+SUBCOMMANDS = {
+    "init": "conveyor.cli.init_cmd", "run": "conveyor.cli.run_cmd", "submit": "conveyor.cli.submit_cmd",
+    "status": "conveyor.cli.status_cmd", "task": "conveyor.cli.task_cmd", "stats": "conveyor.cli.stats_cmd",
+    "config": "conveyor.cli.config_cmd", "doctor": "conveyor.cli.doctor_cmd", "logs": "conveyor.cli.logs_cmd",
+    "service": "conveyor.cli.service_cmd", "roadmap": "conveyor.cli.roadmap_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module the first time the subcommand is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SUBCOMMANDS and cmd_name not in self.commands:
+            command = importlib.import_module(SUBCOMMANDS[cmd_name]).command
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="conveyor")
 def cli() -> None:
     """Conveyor: task files and ROADMAP.md items in, reviewed pull requests out."""
-
-
-for module in (init_cmd, run_cmd, submit_cmd, status_cmd, task_cmd, stats_cmd, config_cmd, doctor_cmd, logs_cmd,
-               service_cmd, roadmap_cmd):
-    cli.add_command(module.command)
 
 
 def main(argv: list[str] | None = None) -> None:
