@@ -123,10 +123,11 @@ def _complete(job: Job, runs: list[Run]) -> Verdict:
     rounds = job.config.daemon.verify_rounds
     round_no = 0
     while True:
-        changed = git.stage_all(job.worktree)
+        staged = git.stage_change(job.worktree)
+        changed = staged.paths
         if not changed:
             return _no_changes(job, runs)
-        gate = _gate(job, changed)
+        gate = _gate(job, changed, staged.diff)
         if gate.failure is not None:
             return _discard(job, runs, gate.failure)
         verified = _verify(job, runs[-1], commands, round_no)
@@ -144,11 +145,11 @@ def _complete(job: Job, runs: list[Run]) -> Verdict:
             return verdict
 
 
-def _gate(job: Job, changed: list[str]) -> GateResult:
+def _gate(job: Job, changed: list[str], diff: bytes) -> GateResult:
     allowed = job.task.data.get("allowed_paths")
     globs = [str(item) for item in allowed] if isinstance(allowed, list) else None
     return check_change(job.worktree, changed, board_dir=job.config.daemon.board_dir,
-                        roadmap_file=job.config.daemon.roadmap.file, allowed_globs=globs)
+                        roadmap_file=job.config.daemon.roadmap.file, allowed_globs=globs, diff=diff)
 
 
 def _verify(job: Job, last: Run, commands: Sequence[VerifyCommand], round_no: int) -> list[VerifyRun]:
@@ -240,12 +241,13 @@ def _drop_branch(job: Job) -> None:
 def _partial(job: Job, runs: list[Run], reason: str) -> Verdict:
     """Commit and publish what a stopped agent had done, as a draft marked partial (paths and secrets still
     checked: a stopped agent's half-written file can hold a key as well as a finished one)."""
-    changed = git.stage_all(job.worktree)
+    staged = git.stage_change(job.worktree)
+    changed = staged.paths
     if not changed:
         return Verdict("fail", message=f"the agent was stopped ({reason}) before changing any file",
                        kind=runs[-1].invocation.parsed.outcome.value,
                        log_path=str(_log_of(job, runs[-1], len(runs) - 1)))
-    gate = _gate(job, changed)
+    gate = _gate(job, changed, staged.diff)
     if gate.failure is not None:
         return _discard(job, runs, gate.failure)
     log.warning("task.partial", task_id=job.task.id, reason=reason, files=len(changed))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -39,19 +40,34 @@ def open_repo(path: Path) -> Iterator[gitpython.Repo]:
 
 
 def run(path: Path, *args: str) -> str:
-    """Run one git command in `path` via GitPython, hooks off; raise GitError with git's own words."""
-    with open_repo(path) as repo:
-        return _execute(repo, list(args))
+    """Run one git command in `path` via GitPython, hooks off; raise GitError with git's own words.
+
+    A bare `Git` command object is enough to run a command; building a whole `Repo` (which reads the
+    configuration and discovers the git dir) for each of a task's dozen commands cost more than some of
+    the commands themselves.
+    """
+    return str(_execute(_command(path), list(args)))
 
 
-def _execute(repo: gitpython.Repo, args: list[str]) -> str:
-    repo.git.update_environment(**_SCRUBBED_ENV)
+def _command(path: Path) -> gitpython.Git:
+    command = gitpython.Git(str(path))
+    command.update_environment(**_SCRUBBED_ENV)
+    return command
+
+
+def _execute(command: gitpython.Git, args: list[str], *, raw: bool = False) -> str | bytes:
     try:
-        out = repo.git.execute(["git", *_SAFE_CONFIG, *args])
+        out = command.execute(["git", *_SAFE_CONFIG, *args], stdout_as_string=not raw,
+                              strip_newline_in_stdout=not raw)
     except gitpython.GitCommandError as exc:
         stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
-        raise GitError(f"git {args[0]} failed in {repo.working_dir}: {stderr or exc}") from exc
-    return str(out)
+        if "not a git repository" in stderr:
+            raise GitError(f"{command.working_dir} is not a git repository; run `git init` there or pass "
+                           "--repo") from exc
+        raise GitError(f"git {args[0]} failed in {command.working_dir}: {stderr or exc}") from exc
+    except OSError as exc:   # the folder vanished or is not reachable
+        raise GitError(f"git {args[0]} cannot run in {command.working_dir}: {exc.strerror or exc}") from exc
+    return out if isinstance(out, bytes | str) else str(out)
 
 
 def version() -> tuple[int, ...]:
@@ -84,7 +100,13 @@ def open_repo_search(start: Path) -> Iterator[gitpython.Repo]:
 
 def common_git_dir(repo: Path) -> Path:
     """The shared .git directory (the same for every worktree): home of the lock and the state."""
-    out = run(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    return _common_git_dir(str(repo))
+
+
+@functools.lru_cache(maxsize=256)
+def _common_git_dir(repo: str) -> Path:
+    """Memoised: a checkout's git dir does not move while we run, and each task asked twice per worktree."""
+    out = run(Path(repo), "rev-parse", "--path-format=absolute", "--git-common-dir")
     return Path(out.strip())
 
 
@@ -134,14 +156,15 @@ def _worktree_lock(repo: Path) -> Iterator[None]:
 def add_worktree(repo: Path, path: Path, branch: str, base: str) -> None:
     """A fresh worktree at `path` on `branch`, (re)created from `base`; leftovers are cleared first."""
     with _worktree_lock(repo):
-        if path.exists() or _worktree_registered(repo, path):
+        if path.exists():
             _remove_worktree(repo, path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        run(repo, "worktree", "add", "--force", "-B", branch, str(path), f"refs/heads/{base}")
-
-
-def _worktree_registered(repo: Path, path: Path) -> bool:
-    return any(entry.path == path for entry in list_worktrees(repo))
+        add = ["worktree", "add", "--force", "-B", branch, str(path), f"refs/heads/{base}"]
+        try:
+            run(repo, *add)   # --force also takes over a path still registered but missing
+        except GitError:
+            _remove_worktree(repo, path)   # a stale registration or half-made folder: clear it, try once more
+            run(repo, *add)
 
 
 @dataclass(frozen=True)
@@ -172,8 +195,12 @@ def remove_worktree(repo: Path, path: Path) -> None:
 
 
 def _remove_worktree(repo: Path, path: Path) -> None:
-    with contextlib.suppress(GitError):
+    try:
         run(repo, "worktree", "remove", "--force", "--force", str(path))
+        if not path.exists():
+            return   # git removed the folder and its registration: nothing left to prune
+    except GitError:
+        pass
     if path.exists():
         import shutil
 
@@ -182,11 +209,48 @@ def _remove_worktree(repo: Path, path: Path) -> None:
         run(repo, "worktree", "prune")
 
 
-def stage_all(worktree: Path) -> list[str]:
-    """Stage every change the agent made (respecting .gitignore); return the changed paths."""
+@dataclass(frozen=True)
+class StagedChange:
+    """What the agent changed, staged: the paths, and the diff the secret scan reads (see staged_diff_bytes)."""
+
+    paths: list[str]
+    diff: bytes
+
+
+def stage_change(worktree: Path) -> StagedChange:
+    """Stage every change the agent made (respecting .gitignore); return its paths and its diff.
+
+    One `git diff` serves both: the paths come from its `diff --git a/X b/X` headers (with --no-renames
+    both sides name the same path). Only a name git had to quote (a quote, backslash or control
+    character in it) sends us to a second, `--name-only -z` call.
+    """
     run(worktree, "add", "--all")
-    out = run(worktree, "diff", "--cached", "--name-only", "-z", "--no-renames")
-    return [name for name in out.split("\0") if name]
+    diff = staged_diff_bytes(worktree)
+    paths = _paths_of(diff)
+    if paths is None:
+        out = run(worktree, "diff", "--cached", "--name-only", "-z", "--no-renames")
+        paths = [name for name in out.split("\0") if name]
+    return StagedChange(paths, diff)
+
+
+def stage_all(worktree: Path) -> list[str]:
+    """Stage every change the agent made; return the changed paths."""
+    return stage_change(worktree).paths
+
+
+def _paths_of(diff: bytes) -> list[str] | None:
+    """Paths named by the headers of a `--no-renames` diff with a/ b/ prefixes; None if any was quoted."""
+    paths: list[str] = []
+    for line in diff.split(b"\n"):
+        if not line.startswith(b"diff --git "):
+            continue
+        rest = line[len(b"diff --git "):].decode("utf-8", "surrogateescape")
+        half, odd = divmod(len(rest) - len("a/ b/"), 2)
+        name = rest[2:2 + half]
+        if odd or not rest.startswith("a/") or rest[2 + half:] != f" b/{name}":
+            return None
+        paths.append(name)
+    return paths
 
 
 def staged_diff(worktree: Path) -> str:
@@ -204,14 +268,8 @@ def staged_diff_bytes(worktree: Path) -> bytes:
     """
     args = ["diff", "--cached", "-U0", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", "--text",
             "--src-prefix=a/", "--dst-prefix=b/"]
-    with open_repo(worktree) as repo:
-        repo.git.update_environment(**_SCRUBBED_ENV)
-        try:
-            out = repo.git.execute(["git", *_SAFE_CONFIG, *args], stdout_as_string=False,
-                                   strip_newline_in_stdout=False)
-        except gitpython.GitCommandError as exc:
-            raise GitError(f"git diff failed in {worktree}: {exc.stderr or exc}") from exc
-    return bytes(out)
+    out = _execute(_command(worktree), args, raw=True)
+    return out if isinstance(out, bytes) else out.encode()
 
 
 def has_changes(worktree: Path) -> bool:
@@ -238,11 +296,13 @@ def trailer(repo: Path, sha: str, key: str) -> str | None:
 
 def commit(worktree: Path, message: str, author_name: str, author_email: str) -> str:
     """Commit what is staged with the given identity (hooks off); return the new commit's sha."""
+    command = _command(worktree)
+    command.update_environment(GIT_AUTHOR_NAME=author_name, GIT_AUTHOR_EMAIL=author_email,
+                               GIT_COMMITTER_NAME=author_name, GIT_COMMITTER_EMAIL=author_email)
+    _execute(command, ["commit", "--quiet", "--no-verify", "--cleanup=verbatim", "-m", message])
     with open_repo(worktree) as repo:
-        repo.git.update_environment(GIT_AUTHOR_NAME=author_name, GIT_AUTHOR_EMAIL=author_email,
-                                    GIT_COMMITTER_NAME=author_name, GIT_COMMITTER_EMAIL=author_email)
-        _execute(repo, ["commit", "--quiet", "--no-verify", "--cleanup=verbatim", "-m", message])
-        return str(repo.head.commit.hexsha)
+        # Read the new sha from the refs (files), not via `head.commit`, which starts a `git cat-file`.
+        return str(gitpython.SymbolicReference.dereference_recursive(repo, "HEAD"))
 
 
 def delete_branch(repo: Path, branch: str) -> None:
@@ -292,9 +352,9 @@ class PathsCommit:
 
 
 def _run_with_env(repo: Path, env: dict[str, str], *args: str) -> str:
-    with open_repo(repo) as handle:
-        handle.git.update_environment(**_SCRUBBED_ENV, GIT_LITERAL_PATHSPECS="1", **env)
-        return _execute(handle, list(args))
+    command = _command(repo)
+    command.update_environment(GIT_LITERAL_PATHSPECS="1", **env)
+    return str(_execute(command, list(args)))
 
 
 def commit_paths(repo: Path, branch: str, paths: list[str], message: str, *, author_name: str,

@@ -68,8 +68,11 @@ def no_changes_failure() -> GateFailure:
 
 
 def check_change(worktree: Path, changed: Sequence[str], *, board_dir: str, roadmap_file: str,
-                 allowed_globs: Sequence[str] | None) -> GateResult:
-    """Paths first (cheap, and a refused path is the clearer message), then the secret scan."""
+                 allowed_globs: Sequence[str] | None, diff: bytes | None = None) -> GateResult:
+    """Paths first (cheap, and a refused path is the clearer message), then the secret scan.
+
+    `diff` is the staged diff when the caller already has it (git.stage_change), saving a `git diff`.
+    """
     checks = [CheckResult("changes", True, f"{len(changed)} file(s) changed")]
     named = (path for path in changed if posixpath.basename(path).casefold() == ROADMAP_NAME)
     roadmaps = [roadmap_file, *named]
@@ -80,11 +83,11 @@ def check_change(worktree: Path, changed: Sequence[str], *, board_dir: str, road
         return GateResult(checks, GateFailure("paths", render_violations(violations)))
     scope = "the task's allowed_paths" if allowed_globs is not None else "no protected path touched"
     checks.append(CheckResult("allowed paths", True, scope))
-    return _secret_scan(worktree, checks)
+    return _secret_scan(worktree, checks, diff)
 
 
-def _secret_scan(worktree: Path, checks: list[CheckResult]) -> GateResult:
-    diff = git.staged_diff_bytes(worktree).decode("utf-8", errors="replace")
+def _secret_scan(worktree: Path, checks: list[CheckResult], staged: bytes | None) -> GateResult:
+    diff = (staged if staged is not None else git.staged_diff_bytes(worktree)).decode("utf-8", errors="replace")
     findings = scan_unified_diff(diff)
     if findings:
         checks.append(CheckResult("secret scan", False, f"{len(findings)} possible secret(s) in added lines"))
