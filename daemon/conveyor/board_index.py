@@ -7,12 +7,13 @@ daemon with a thousand finished tasks does one `stat` per folder per rescan, not
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from conveyor import yamlio
-from conveyor.board import BoardLayout, task_files
-from conveyor.task import task_id_from_path
+from conveyor.board import BoardLayout
+from conveyor.task import is_task_name, task_id_from_path
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,21 @@ class Known:
     path: Path
 
 
+Signature = tuple[int, int]   # (mtime_ns, size) of one task file
+
+
 @dataclass
 class BoardIndex:
     layout: BoardLayout
     _folders: dict[Path, tuple[float, dict[str, Known]]] = field(default_factory=dict)
+    _files: dict[Path, dict[Path, tuple[Signature, list[Known]]]] = field(default_factory=dict)  # per folder
 
     def refresh(self) -> None:
-        """Re-read the folders that changed since the last refresh."""
+        """Re-read the folders that changed since the last refresh, and in them only the changed files.
+
+        A busy `done/<agent>/` changes after every task; parsing only new or rewritten files keeps a
+        1,000-task flood linear instead of re-reading the whole folder each time.
+        """
         seen: set[Path] = set()
         for parent in (self.layout.done, self.layout.archive, self.layout.assigned):
             for folder in _subfolders(parent):
@@ -41,9 +50,23 @@ class BoardIndex:
                     continue
                 cached = self._folders.get(folder)
                 if cached is None or cached[0] != mtime:
-                    self._folders[folder] = (mtime, _read_folder(folder, parent == self.layout.assigned))
+                    self._folders[folder] = (mtime, self._read_folder(folder, parent == self.layout.assigned))
         for gone in set(self._folders) - seen:
             del self._folders[gone]
+            self._files.pop(gone, None)
+
+    def _read_folder(self, folder: Path, claimed: bool) -> dict[str, Known]:
+        tasks: dict[str, Known] = {}
+        previous = self._files.get(folder, {})
+        current: dict[Path, tuple[Signature, list[Known]]] = {}
+        for path, signature in _task_files_with_signatures(folder):
+            cached = previous.get(path)
+            entries = cached[1] if cached is not None and cached[0] == signature else _read_entries(path, claimed)
+            current[path] = (signature, entries)
+            for known in entries:
+                tasks.setdefault(known.task_id, known)
+        self._files[folder] = current   # files that left the folder are forgotten with the old map
+        return tasks
 
     def note(self, known: Known) -> None:
         """Record a transition the daemon made itself, without waiting for the next refresh."""
@@ -74,17 +97,29 @@ def _subfolders(parent: Path) -> list[Path]:
     return folders
 
 
-def _read_folder(folder: Path, claimed: bool) -> dict[str, Known]:
-    tasks: dict[str, Known] = {}
-    for path in task_files(folder):
-        if path.parent != folder:
-            continue
-        stem = task_id_from_path(path)
-        status, doc_id = ("assigned", None) if claimed else _status_and_id(path)
-        tasks[stem] = Known(stem, status, path)
-        if doc_id and doc_id != stem:
-            tasks.setdefault(doc_id, Known(doc_id, status, path))
-    return tasks
+def _task_files_with_signatures(folder: Path) -> list[tuple[Path, Signature]]:
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not is_task_name(entry.name):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                found.append((Path(entry.path), (info.st_mtime_ns, info.st_size)))
+    return sorted(found)
+
+
+def _read_entries(path: Path, claimed: bool) -> list[Known]:
+    """The ids one file answers to: its file name, and its declared `id` when that differs (seed quirk)."""
+    stem = task_id_from_path(path)
+    status, doc_id = ("assigned", None) if claimed else _status_and_id(path)
+    entries = [Known(stem, status, path)]
+    if doc_id and doc_id != stem:
+        entries.append(Known(doc_id, status, path))
+    return entries
 
 
 def _status_and_id(path: Path) -> tuple[str, str | None]:
