@@ -205,6 +205,8 @@ class Daemon:
                     and not settling:
                 log.info("daemon.idle_exit", completed=self.completed, waiting=len(self._waiting))
                 return
+            if not self._running:
+                self.telemetry.close()   # idle: hold no open file on the database (and let SQLite checkpoint)
             self._wake.wait(self._sleep_time())
 
     def _sleep_time(self) -> float:
@@ -224,7 +226,7 @@ class Daemon:
 
         watcher = None
         if self.watch:
-            watcher = InboxWatcher(self.layout.inbox, self.wake)
+            watcher = InboxWatcher(self.layout.root, self.layout.inbox, self.wake)
             watcher.start()
         scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
         scheduler.add_job(self.wake, "interval", seconds=self.config.daemon.rescan_interval_s, id="rescan")
@@ -604,6 +606,7 @@ class Daemon:
         self._executor.shutdown(wait=True)
         self.upkeep.stop()                      # final status files and board commit
         self._write_status(stopped=True)
+        self.telemetry.close()
         log.info("daemon.stopped", completed=self.completed)
 
     def _drain(self) -> None:

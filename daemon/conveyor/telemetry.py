@@ -1,8 +1,10 @@
 """Telemetry in SQLite: one row per agent invocation, written when it starts and completed when it ends.
 
 WAL mode with `synchronous=NORMAL` and a busy timeout lets `conveyor stats` read while the daemon writes;
-every write is one short `BEGIN IMMEDIATE` transaction on a connection opened for it, so no connection
-outlives an operation or crosses threads. The schema is versioned with `PRAGMA user_version`; a database
+every write is one short `BEGIN IMMEDIATE` transaction. Each `Telemetry` keeps one connection, used by one
+thread at a time under a lock and reopened after any error: opening a connection per operation cost more
+than the writes (two PRAGMAs each time, and closing the last connection to a WAL database checkpoints
+and deletes the WAL). The schema is versioned with `PRAGMA user_version`; a database
 written by a newer Conveyor is refused rather than misread.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,25 +120,44 @@ class Telemetry:
     def __init__(self, path: Path, *, privacy: str = "metadata") -> None:
         self.path = path
         self.privacy = privacy
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
         self._initialise()
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection for one operation; closed afterwards."""
+        """The connection, for one operation at a time; an error closes it so the next use reopens it."""
+        with self._lock:
+            conn = self._conn if self._conn is not None else self._open()
+            try:
+                yield conn
+            except sqlite3.Error as exc:   # SQLite's words ("unable to open database file") hide a full disk
+                self.close()
+                raise TelemetryError(f"telemetry database {self.path}: {exc}"
+                                     f"{disk_state(self.path.parent)}") from exc
+            finally:
+                if self._conn is not None:
+                    self._conn.row_factory = None   # a reader's row factory must not leak to the next user
+
+    def _open(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise TelemetryError(f"cannot open the telemetry database {self.path}: {exc}"
                                  f"{disk_state(self.path.parent)}; check that the folder exists and is "
                                  "writable") from exc
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            yield conn
-        except sqlite3.Error as exc:   # SQLite's words ("unable to open database file") hide a full disk
-            raise TelemetryError(f"telemetry database {self.path}: {exc}{disk_state(self.path.parent)}") from exc
-        finally:
-            conn.close()
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close the connection (the next operation opens a new one)."""
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -55,7 +55,13 @@ class SmallDisk:
 
     def read_only(self) -> None:
         if self.mounted:
-            subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True)
+            # The kernel refuses (EBUSY, exit 32) while a file on the disk is open for writing; the daemon
+            # releases the database when it goes idle, a moment after the last task finished.
+            deadline = time.monotonic() + 10
+            while subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=False).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{self.path} could not be remounted read-only within 10 s")
+                time.sleep(0.1)
         elif os.geteuid() == 0:
             pytest.skip("root ignores permissions and no tmpfs can be mounted here")
         else:
