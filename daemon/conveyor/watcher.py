@@ -9,36 +9,58 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from conveyor.task import is_task_name
 
 
-class _WakeOnTaskFiles(FileSystemEventHandler):
-    def __init__(self, wake: Callable[[], None]) -> None:
+class _WakeOnInboxFiles(FileSystemEventHandler):
+    """Wake for task-like names created, moved or closed after writing directly in `inbox/`."""
+
+    def __init__(self, inbox: Path, wake: Callable[[], None]) -> None:
+        self._inbox = str(inbox)
         self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write", "deleted"):
-            return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
-            name = Path(str(raw)).name if raw else ""
-            if name and is_task_name(name):
-                self._wake()
+            if not raw:
+                continue
+            path = Path(str(raw))
+            if str(path.parent) != self._inbox:
+                continue
+            if is_task_name(path.name) or (event.is_directory and event.event_type in ("created", "moved")):
+                self._wake()   # a directory dropped into inbox is rejected by the next scan
                 return
-        if event.event_type == "created" and event.is_directory:
-            self._wake()  # a directory dropped into inbox is rejected by the next scan
+
+
+# Only what can announce a new task: no IN_MODIFY stream while a large file is written, no opens.
+_INBOX_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent]
 
 
 class InboxWatcher:
-    """Wakes the daemon when something that may be a task appears in `inbox/`."""
+    """Wakes the daemon when something that may be a task appears in `inbox/`.
 
-    def __init__(self, inbox: Path, wake: Callable[[], None]) -> None:
-        self._inbox = inbox
+    The whole board is watched, not `inbox/` alone: watchdog holds every unmatched IN_MOVED_FROM for half
+    a second to pair it with its IN_MOVED_TO, in a queue that delivers in order, so each claim (a rename
+    out of inbox/ into assigned/) held the next drop's event back by up to 0.5 s. With assigned/ watched
+    too, a claim is a matched move, delivered at once.
+    """
+
+    def __init__(self, board: Path, inbox: Path, wake: Callable[[], None],
+                 handler: FileSystemEventHandler | None = None) -> None:
         self._observer = Observer()
         self._observer.daemon = True
-        self._observer.schedule(_WakeOnTaskFiles(wake), str(inbox), recursive=False)
+        self._observer.schedule(handler or _WakeOnInboxFiles(inbox, wake), str(board), recursive=True,
+                                event_filter=_INBOX_EVENTS)
 
     def start(self) -> None:
         self._observer.start()
