@@ -13,39 +13,13 @@ A finding carries the file, the new line number and the kind of secret, never th
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
-from detect_secrets.filters.heuristic import (
-    is_prefixed_with_dollar_sign,
-    is_sequential_string,
-    is_templated_secret,
-)
-from detect_secrets.plugins.aws import AWSKeyDetector
-from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
-from detect_secrets.plugins.basic_auth import BasicAuthDetector
-from detect_secrets.plugins.cloudant import CloudantDetector
-from detect_secrets.plugins.discord import DiscordBotTokenDetector
-from detect_secrets.plugins.github_token import GitHubTokenDetector
-from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
-from detect_secrets.plugins.ibm_cloud_iam import IbmCloudIamDetector
-from detect_secrets.plugins.ibm_cos_hmac import IbmCosHmacDetector
-from detect_secrets.plugins.jwt import JwtTokenDetector
-from detect_secrets.plugins.mailchimp import MailchimpDetector
-from detect_secrets.plugins.npm import NpmDetector
-from detect_secrets.plugins.openai import OpenAIDetector
-from detect_secrets.plugins.private_key import PrivateKeyDetector
-from detect_secrets.plugins.pypi_token import PypiTokenDetector
-from detect_secrets.plugins.sendgrid import SendGridDetector
-from detect_secrets.plugins.slack import SlackDetector
-from detect_secrets.plugins.softlayer import SoftlayerDetector
-from detect_secrets.plugins.square_oauth import SquareOAuthDetector
-from detect_secrets.plugins.stripe import StripeDetector
-from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
-from detect_secrets.plugins.twilio import TwilioKeyDetector
 
 log = structlog.get_logger()
 
@@ -53,12 +27,31 @@ UNKNOWN_FILE = "(unknown file)"
 
 # Left out deliberately: ArtifactoryDetector (matches ordinary upper-case words such as "APB1234567"),
 # KeywordDetector, Base64/HexHighEntropyString (hashes, lock files, fixtures) and IPPublicDetector.
+# detect-secrets plugins as "module.Class" under detect_secrets.plugins, imported on first use: the library
+# costs ~6 MB, which an idle daemon that has gated nothing yet need not carry.
 _LIBRARY_DETECTORS = (
-    AWSKeyDetector, AzureStorageKeyDetector, BasicAuthDetector, CloudantDetector,
-    DiscordBotTokenDetector, GitHubTokenDetector, GitLabTokenDetector, IbmCloudIamDetector,
-    IbmCosHmacDetector, JwtTokenDetector, MailchimpDetector, NpmDetector, OpenAIDetector,
-    PrivateKeyDetector, PypiTokenDetector, SendGridDetector, SlackDetector, SoftlayerDetector,
-    SquareOAuthDetector, StripeDetector, TelegramBotTokenDetector, TwilioKeyDetector,
+    "aws.AWSKeyDetector",
+    "azure_storage_key.AzureStorageKeyDetector",
+    "basic_auth.BasicAuthDetector",
+    "cloudant.CloudantDetector",
+    "discord.DiscordBotTokenDetector",
+    "github_token.GitHubTokenDetector",
+    "gitlab_token.GitLabTokenDetector",
+    "ibm_cloud_iam.IbmCloudIamDetector",
+    "ibm_cos_hmac.IbmCosHmacDetector",
+    "jwt.JwtTokenDetector",
+    "mailchimp.MailchimpDetector",
+    "npm.NpmDetector",
+    "openai.OpenAIDetector",
+    "private_key.PrivateKeyDetector",
+    "pypi_token.PypiTokenDetector",
+    "sendgrid.SendGridDetector",
+    "slack.SlackDetector",
+    "softlayer.SoftlayerDetector",
+    "square_oauth.SquareOAuthDetector",
+    "stripe.StripeDetector",
+    "telegram_token.TelegramBotTokenDetector",
+    "twilio.TwilioKeyDetector",
 )
 
 # Formats detect-secrets 1.5 misses: fine-grained GitHub tokens, and an AWS secret access key assigned
@@ -120,8 +113,14 @@ class _PatternDetector:
 @functools.cache
 def _detectors() -> tuple[_Detector, ...]:
     """Build the detectors once per process: they are stateless, so sharing them is safe."""
-    library: list[_Detector] = [cls() for cls in _LIBRARY_DETECTORS]
+    library: list[_Detector] = [_plugin(name)() for name in _LIBRARY_DETECTORS]
     return (*library, *(_PatternDetector(kind, pattern) for kind, pattern in _EXTRA_PATTERNS))
+
+
+def _plugin(dotted: str) -> type[_Detector]:
+    module, _, name = dotted.rpartition(".")
+    found: type[_Detector] = getattr(importlib.import_module(f"detect_secrets.plugins.{module}"), name)
+    return found
 
 
 def scan_unified_diff(diff_text: str) -> list[SecretFinding]:
@@ -145,6 +144,12 @@ def _kinds_in(text: str) -> list[str]:
 
 
 def _is_placeholder(value: str) -> bool:
+    from detect_secrets.filters.heuristic import (
+        is_prefixed_with_dollar_sign,
+        is_sequential_string,
+        is_templated_secret,
+    )
+
     return (
         not value
         or value.casefold() in _PLACEHOLDERS

@@ -19,7 +19,7 @@ import structlog
 from conveyor import git
 from conveyor.config.models import DaemonSettings
 from conveyor.errors import GitError
-from conveyor.publish.github import GitHubError, GitHubPublisher, PullRequestRef, repo_from_remote_url
+from conveyor.publish.github_types import GitHubError, PullRequestRef, repo_from_remote_url
 
 log = structlog.get_logger()
 
@@ -109,6 +109,8 @@ def _open(settings: DaemonSettings, token: str, github_repo: str, request: Publi
           pushed: str) -> Published:
     prs = settings.pull_requests
     try:
+        from conveyor.publish.github import GitHubPublisher  # PyGithub only when a PR is opened
+
         with GitHubPublisher(prs.api_url, token, github_repo, token_source=f"${prs.token_env}") as client:
             ref = client.ensure_pull_request(head=request.branch, base=request.base, title=request.title,
                                              body=request.body, labels=request.labels, draft=request.draft)

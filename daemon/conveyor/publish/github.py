@@ -13,9 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests.exceptions
@@ -26,11 +25,22 @@ from github.PullRequest import PullRequest
 from urllib3.util.retry import Retry
 
 from conveyor import __version__
-from conveyor.errors import ConveyorError
+from conveyor.publish.github_types import (
+    _REPO_NAME,
+    GitHubAuthError,
+    GitHubError,
+    GitHubNotFoundError,
+    GitHubUnavailableError,
+    GitHubValidationError,
+    PullRequestRef,
+    PullState,
+    repo_from_remote_url,
+)
+
+__all__ = ["GitHubAuthError", "GitHubError", "GitHubNotFoundError", "GitHubPublisher", "GitHubUnavailableError",
+           "GitHubValidationError", "PullRequestRef", "PullState", "repo_from_remote_url", "retry_policy"]
 
 log = structlog.get_logger()
-
-PullState = Literal["open", "merged", "closed"]
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_TIMEOUT_S = 30
@@ -38,47 +48,7 @@ DEFAULT_TOKEN_SOURCE = "$GITHUB_TOKEN"
 # GitHub asks integrators to space content-creating requests by about a second (secondary rate limits).
 DEFAULT_SECONDS_BETWEEN_WRITES = 1.0
 
-_NAME = r"[A-Za-z0-9_.-]+"
-_REPO_NAME = re.compile(rf"(?!\.\.?/){_NAME}/(?!\.\.?$){_NAME}")
-_SCP_REMOTE = re.compile(r"^(?:[^@/\s]+@)?(?P<host>[^:/\s]+):(?P<path>[^/\s].*)$")
-_REMOTE_SCHEMES = frozenset({"https", "http", "ssh", "git", "git+ssh", "ssh+git"})
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
-
-
-class GitHubError(ConveyorError):
-    """Publishing through the GitHub API failed; `transient` says whether trying later may help."""
-
-    def __init__(self, message: str, *, status: int | None = None, transient: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.transient = transient
-
-
-class GitHubAuthError(GitHubError):
-    """The token is missing, rejected, or lacks a permission."""
-
-
-class GitHubNotFoundError(GitHubError):
-    """The repository (or pull request) does not exist, or the token cannot see it."""
-
-
-class GitHubValidationError(GitHubError):
-    """GitHub refused the request as invalid (422): unpushed branch, no commits, bad base..."""
-
-
-class GitHubUnavailableError(GitHubError):
-    """GitHub could not be reached, timed out, failed (5xx) or rate-limited us: try again later."""
-
-
-@dataclass(frozen=True)
-class PullRequestRef:
-    """The pull request for a task's branch; `created` is False when an existing one was found."""
-
-    number: int
-    url: str
-    created: bool
-    state: PullState = "open"
-    draft: bool = False
 
 
 def retry_policy() -> Retry:
@@ -280,29 +250,6 @@ class GitHubPublisher:
     def _scrub(self, text: str) -> str:
         """Belt and braces: a server or proxy that echoes the token must not get it into our messages."""
         return text.replace(self._token, "***") if self._token else text
-
-
-def repo_from_remote_url(url: str) -> str | None:
-    """"owner/name" from a GitHub or GitHub Enterprise remote URL; None for local paths and other shapes.
-
-    Accepts scp-like (`git@host:o/r.git`) and URL forms (`https://host/o/r(.git)`, `ssh://git@host/o/r`),
-    ignoring any credentials embedded in the URL.
-    """
-    text = url.strip()
-    scp = _SCP_REMOTE.match(text) if "://" not in text else None
-    if scp is not None:
-        path = scp["path"]
-    else:
-        try:
-            parts = urlsplit(text)
-        except ValueError:
-            return None
-        if parts.scheme.lower() not in _REMOTE_SCHEMES or not parts.hostname:
-            return None
-        path = parts.path
-    path = path.strip("/")
-    path = path.removesuffix(".git").rstrip("/")
-    return path if _REPO_NAME.fullmatch(path) else None
 
 
 def _checked_api_url(api_url: str) -> str:
