@@ -90,10 +90,15 @@ def claim(layout: BoardLayout, path: Path, agent: str) -> Path | None:
     the caller rejects the newcomer rather than overwrite the original.
     """
     target_dir = layout.assigned_dir(agent)
-    target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / path.name
     try:
-        rename_noreplace(path, target)
+        try:
+            rename_noreplace(path, target)
+        except FileNotFoundError:
+            if target_dir.is_dir():
+                raise
+            target_dir.mkdir(parents=True, exist_ok=True)   # first task for this agent: make its folder
+            rename_noreplace(path, target)
     except FileNotFoundError:
         return None
     except FileExistsError:

@@ -123,6 +123,7 @@ class Daemon:
         self.started_at = clock()
         self.completed = 0
         self._reap_worktrees_due = False
+        self._claim_stamp: tuple[int, str] = (-1, "")
 
     # ------------------------------------------------------------------ public control
     def wake(self) -> None:
@@ -395,12 +396,19 @@ class Daemon:
             return 0
         task.path = target
         if "assigned_at" not in task.data:
-            task.data["assigned_at"] = utc_iso(self.clock())
+            task.data["assigned_at"] = self._claim_time()
         self.index.note(Known(task.id, "assigned", target))
         heapq.heappush(self._ready, _Ready(order_key(task, self.clock()), task, 0.0, signature))
         log.info("task.claimed", task_id=task.id, agent=task.agent, priority=task.priority)
         self.upkeep.note("claimed", task)
         return 1
+
+    def _claim_time(self) -> str:
+        """The claim timestamp, formatted once per second rather than once per task in a flood."""
+        now = int(self.clock())
+        if self._claim_stamp[0] != now:
+            self._claim_stamp = (now, utc_iso(now))
+        return self._claim_stamp[1]
 
     # ------------------------------------------------------------------ dispatch and reaping
     def _due_ready(self) -> bool:
