@@ -44,6 +44,8 @@ from conveyor.watcher import InboxWatcher
 
 log = structlog.get_logger("conveyor.daemon")
 SETTLE_S = 2.0          # an unreadable file this recent may still be being written: look again later
+STATUS_INTERVAL_S = 0.5      # the status snapshot is rewritten at most this often while busy
+STATUS_QUEUED_LIMIT = 200    # queued tasks listed in the snapshot (the count covers all)
 OUTCOMES_EVERY_MIN = 5   # how often merged or closed task changes are looked for (cost per merged change)
 EXTEND_EVERY_S = 5.0    # during a drain, ask the service manager for more time this often
 STOP_MARGIN_S = 15.0    # ... enough for what is left of the grace, the kill grace and this margin
@@ -124,6 +126,8 @@ class Daemon:
         self.completed = 0
         self._reap_worktrees_due = False
         self._claim_stamp: tuple[int, str] = (-1, "")
+        self._status_written = -STATUS_INTERVAL_S
+        self._rescan_due = True   # re-list the board's folders on the first pass and on each rescan tick
 
     # ------------------------------------------------------------------ public control
     def wake(self) -> None:
@@ -230,7 +234,8 @@ class Daemon:
             watcher = InboxWatcher(self.layout.root, self.layout.inbox, self.wake)
             watcher.start()
         scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
-        scheduler.add_job(self.wake, "interval", seconds=self.config.daemon.rescan_interval_s, id="rescan")
+        scheduler.add_job(self._request_rescan, "interval", seconds=self.config.daemon.rescan_interval_s,
+                          id="rescan")
         scheduler.add_job(self._reap_worktrees_soon, "interval", minutes=10, id="worktree-reaper")
         scheduler.add_job(self._detect_outcomes, "interval", minutes=OUTCOMES_EVERY_MIN, id="outcomes")
         self.upkeep.start(scheduler, self.wake, watch=self.watch)
@@ -254,11 +259,23 @@ class Daemon:
         self.wake()
 
     # ------------------------------------------------------------------ intake
+    def _request_rescan(self) -> None:
+        """The periodic rescan (APScheduler): re-list the board's folders on the next pass, and wake."""
+        self._rescan_due = True
+        self.wake()
+
     def _intake(self) -> int:
-        """Scan inbox, reject what cannot run, plan the rest, claim what may run now; returns claims."""
+        """Scan inbox, reject what cannot run, plan the rest, claim what may run now; returns claims.
+
+        inbox/ is listed on every pass. The finished and claimed folders are re-listed only on the periodic
+        rescan: between rescans the index learns the daemon's own transitions from `note()`, and a pass per
+        finished task no longer re-lists a done/ folder of a thousand files.
+        """
         if self._stop_requested.is_set():
             return 0
-        self.index.refresh()
+        if self._rescan_due:
+            self._rescan_due = False
+            self.index.refresh()
         tasks = self._read_inbox()
         first_seen = {seen.task.id: seen.first_seen for seen in self._seen.values() if seen.task}
         result = plan(tasks, self.index.get, first_seen)
@@ -653,8 +670,18 @@ class Daemon:
             self.notifier.status(line)
 
     def _write_status(self, *, stopped: bool = False) -> None:
-        """A snapshot for `conveyor status` (another process): running, queued, waiting, paused."""
+        """A snapshot for `conveyor status` (another process): running, queued, waiting, paused.
+
+        At most every STATUS_INTERVAL_S while busy (a flood makes a loop pass per finished task, and
+        serialising a thousand queued tasks each time was a real share of the daemon's time); the queued
+        list is cut at STATUS_QUEUED_LIMIT entries, with the full count beside it.
+        """
         now = self.clock()
+        moment = time.monotonic()
+        if not stopped and moment - self._status_written < STATUS_INTERVAL_S:
+            return
+        self._status_written = moment
+        ready = heapq.nsmallest(STATUS_QUEUED_LIMIT, self._ready)
         snapshot = {
             "pid": os.getpid(),
             "stopped": stopped,
@@ -664,7 +691,8 @@ class Daemon:
                         for r in self._running.values()],
             "queued": [{"id": r.task.id, "agent": r.task.agent,
                         "not_before": utc_iso(r.not_before) if r.not_before > now else None}
-                       for r in sorted(self._ready)],
+                       for r in ready],
+            "queued_count": len(self._ready),
             "waiting": [{"id": w.task.id, "reason": w.reason} for w in self._waiting],
             "paused_tools": {tool: utc_iso(until) for tool, until in self._paused.items() if until > now},
             "pauses": [pause.as_status() for pause in self.health.active()],

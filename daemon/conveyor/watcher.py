@@ -11,6 +11,7 @@ from pathlib import Path
 
 from watchdog.events import (
     DirCreatedEvent,
+    DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
@@ -35,6 +36,9 @@ class _WakeOnInboxFiles(FileSystemEventHandler):
             if not raw:
                 continue
             path = Path(str(raw))
+            if str(path) == self._inbox:
+                self._wake()   # inbox/ itself moved, replaced or recreated: look at once
+                return
             if str(path.parent) != self._inbox:
                 continue
             if is_task_name(path.name) or (event.is_directory and event.event_type in ("created", "moved")):
@@ -42,8 +46,10 @@ class _WakeOnInboxFiles(FileSystemEventHandler):
                 return
 
 
-# Only what can announce a new task: no IN_MODIFY stream while a large file is written, no opens.
-_INBOX_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent]
+# Only what can announce a new task (or a changed inbox/): no IN_MODIFY stream while a large file is
+# written, no opens.
+_INBOX_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent,
+                 DirDeletedEvent]
 
 
 class InboxWatcher:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from watchdog.events import (
     DirCreatedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileMovedEvent,
@@ -39,6 +40,7 @@ def test_only_task_files_arriving_in_inbox_wake(tmp_path: Path) -> None:
         FileMovedEvent(str(tmp_path / "elsewhere.yaml"), str(inbox / "t.yml")),
         FileClosedEvent(str(inbox / "t.yaml")),                 # written in place, writer done
         DirCreatedEvent(str(inbox / "oops.yaml")),              # rejected by the next scan
+        DirMovedEvent(str(inbox), str(tmp_path / "aside")),       # inbox/ itself moved away or replaced
     ]
     quiet = [
         FileCreatedEvent(str(inbox / ".t.yaml.tmp")),           # an editor's or writer's temp file
