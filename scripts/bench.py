@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""The daemon's own cost, measured side by side with its floor in one run; one JSON document on stdout.
+
+Scenarios (design section 13, issue 6):
+  drop_to_spawn_ms  a task renamed into inbox/ → the agent process starts, next to a bare watchdog observer
+  overhead          full pipeline per task with a no-op agent, next to a bare-git shell loop (small, 20k files)
+  flood             1,000 tasks dropped at once, max_parallel 1/2/4: time to claim all, tasks/s, lost, doubled
+  idle              CPU and peak RSS of `conveyor run` for 60 s with an empty inbox and 1,000 tasks in done/
+  stats_1m_s        `conveyor stats --by model --format json` over 1,000,000 telemetry rows
+  cycle_vs_30s      time to claim 1,000 tasks over the seed orchestrator's 30 s cycle budget
+  soak              1,000 tasks through one daemon process: open fds and RSS at start and end
+
+`--quick` runs a subset sized to about a minute. Progress goes to stderr; the JSON goes to stdout (and to
+`--out FILE` when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from conveyor import git as conveyor_git
+from conveyor.config import load_config
+from conveyor.daemon import Daemon
+from conveyor.init_repo import init_repository
+from conveyor.logs import configure_logging
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost", "GIT_COMMITTER_NAME": "bench",
+           "GIT_COMMITTER_EMAIL": "bench@localhost"}
+NOOP_AGENT = """#!/bin/sh
+# No-op agent: note when it started (for drop→spawn), then change one file.
+[ -n "$BENCH_MARKS" ] && date +%s.%N > "$BENCH_MARKS/$1"
+printf 'touched by %s\\n' "$1" >> touched.txt
+"""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+# ---------------------------------------------------------------- fixtures
+def make_repo(root: Path, files: int, marks: Path | None = None, max_parallel: int = 1) -> Path:
+    """A git repo with `files` tracked files, Conveyor initialised, and the no-op agent as the only tool."""
+    repo = root / f"repo-{files}-{random.randrange(1 << 30):x}"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    for index in range(files):
+        folder = repo / "src" / f"pkg{index // 500}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"mod{index}.py").write_text(f"VALUE = {index}\n")
+    (repo / "README.md").write_text("bench\n")
+    init_repository(repo)
+    agent = root / "noop-agent.sh"
+    agent.write_text(NOOP_AGENT)
+    agent.chmod(0o755)
+    config = repo / "config"
+    tool: dict[str, Any] = {"binary": str(agent), "argv": ["{task_id}"], "parser": "text", "prompt_via": "stdin",
+                            "env_allowlist": ["PATH", "HOME", "LANG"]}
+    if marks is not None:
+        tool["env"] = {"BENCH_MARKS": str(marks)}
+    (config / "tools.yaml").write_text(yaml.safe_dump({"tools": {"noop": tool}}))
+    (config / "agents.yaml").write_text(yaml.safe_dump({"agents": {"default": {"tool": "noop", "fallback": []}}}))
+    (config / "daemon.yaml").write_text(yaml.safe_dump({
+        "max_parallel": max_parallel, "rescan_interval_s": 5, "attempts": 1, "remote": {"name": None},
+        "roadmap": {"enabled": False}}))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "bench fixture")
+    return repo
+
+
+def task_doc(task_id: str) -> str:
+    return yaml.safe_dump({"id": task_id, "agent": "bench", "status": "new", "title": f"Bench {task_id}",
+                           "description": "Touch one file.", "artefacts": ["touched.txt"]}, sort_keys=False)
+
+
+def drop(inbox: Path, task_id: str) -> float:
+    """Write the task beside inbox/ and rename it in (as authors should); returns the rename time."""
+    staging = inbox.parent / ".staging"
+    staging.mkdir(exist_ok=True)
+    tmp = staging / f"{task_id}.yaml"
+    tmp.write_text(task_doc(task_id))
+    moment = time.time()
+    os.rename(tmp, inbox / f"{task_id}.yaml")
+    return moment
+
+
+def load(repo: Path) -> Any:
+    return load_config(repo, conveyor_git.common_git_dir(repo))
+
+
+@contextlib.contextmanager
+def daemon_thread(repo: Path, *, watch: bool = True) -> Iterator[Daemon]:
+    daemon = Daemon(load(repo), env={**os.environ, **GIT_ENV}, watch=watch)
+    thread = threading.Thread(target=daemon.run, name="bench-daemon", daemon=True)
+    thread.start()
+    while not (daemon.config.state_dir / "status.json").exists():
+        time.sleep(0.01)
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=120)
+
+
+def done_count(repo: Path) -> int:
+    """Finished bench tasks (all use agent `bench`): one listdir, cheap enough to poll beside the daemon
+    (which runs in this process and shares its GIL)."""
+    try:
+        return sum(1 for name in os.listdir(repo / "work" / "collaboration" / "done" / "bench")
+                   if name.endswith(".yaml"))
+    except FileNotFoundError:
+        return 0
+
+
+def wait_until(predicate: Any, timeout_s: float, poll_s: float = 0.005) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+# ---------------------------------------------------------------- 1. drop → spawn
+class _Stamp(FileSystemEventHandler):
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        path = str(getattr(event, "dest_path", "") or event.src_path)
+        if path.endswith(".yaml"):
+            self.seen.setdefault(Path(path).stem, time.time())
+
+
+def bench_drop_to_spawn(root: Path, drops: int) -> dict[str, float]:
+    log(f"drop→spawn: {drops} drops, next to a bare watchdog observer")
+    marks = root / "marks"
+    marks.mkdir()
+    repo = make_repo(root, 10, marks=marks, max_parallel=4)
+    inbox = repo / "work" / "collaboration" / "inbox"
+    floor_dir = root / "floor-inbox"
+    floor_dir.mkdir()
+    stamp = _Stamp()
+    observer = Observer()
+    observer.schedule(stamp, str(floor_dir), recursive=False)
+    observer.start()
+    conveyor_ms: list[float] = []
+    floor_ms: list[float] = []
+    try:
+        with daemon_thread(repo):
+            for index in range(drops):
+                floor_id, task_id = f"floor-{index:04d}", f"drop-{index:04d}"
+                start = drop(floor_dir, floor_id)
+                if wait_until(lambda f=floor_id: f in stamp.seen, 5):  # type: ignore[misc]
+                    floor_ms.append((stamp.seen[floor_id] - start) * 1000)
+                start = drop(inbox, task_id)
+                mark = marks / task_id
+                if wait_until(lambda m=mark: m.exists() and m.stat().st_size > 0, 10):  # type: ignore[misc]
+                    conveyor_ms.append((float(mark.read_text()) - start) * 1000)
+                time.sleep(0.02)
+            wait_until(lambda: done_count(repo) >= drops, 120, 0.05)
+    finally:
+        observer.stop()
+        observer.join()
+    return {"p50": round(statistics.median(conveyor_ms), 2), "p95": round(percentile(conveyor_ms, 0.95), 2),
+            "floor_p50": round(statistics.median(floor_ms), 2), "floor_p95": round(percentile(floor_ms, 0.95), 2),
+            "n": len(conveyor_ms)}
+
+
+# ---------------------------------------------------------------- 2. per-task overhead
+FLOOR_LOOP = r"""
+set -e
+cd "$1"
+for i in $(seq 1 "$2"); do
+  git worktree add -q -b "floor/$i" "$3/w$i" main
+  printf 'touched by %s\n' "$i" >> "$3/w$i/touched.txt"
+  git -C "$3/w$i" add -A
+  git -C "$3/w$i" commit -q --no-verify -m "floor $i"
+  git worktree remove --force "$3/w$i"
+done
+"""
+
+
+def bench_overhead(root: Path, files: int, tasks: int) -> dict[str, float]:
+    log(f"overhead: {tasks} tasks on a {files}-file repository, next to a bare-git shell loop")
+    repo = make_repo(root, files)
+    scratch = root / f"floor-worktrees-{files}"
+    scratch.mkdir()
+    started = time.perf_counter()
+    subprocess.run(["bash", "-c", FLOOR_LOOP, "floor", str(repo), str(tasks), str(scratch)], check=True,
+                   env={**os.environ, **GIT_ENV})
+    floor_s = (time.perf_counter() - started) / tasks
+    inbox = repo / "work" / "collaboration" / "inbox"
+    staging = inbox.parent / ".staging"
+    staging.mkdir()
+    for index in range(tasks):
+        (staging / f"overhead-{index:04d}.yaml").write_text(task_doc(f"overhead-{index:04d}"))
+    # Steady state, like the shell loop: the daemon is already up (start-up and shutdown are not per-task
+    # costs); the clock runs from the tasks' arrival to the last one done.
+    with daemon_thread(repo):
+        started = time.perf_counter()
+        for index in range(tasks):
+            os.rename(staging / f"overhead-{index:04d}.yaml", inbox / f"overhead-{index:04d}.yaml")
+        wait_until(lambda: done_count(repo) >= tasks, 3600, 0.005)
+        conveyor_s = (time.perf_counter() - started) / tasks
+    assert done_count(repo) == tasks, f"only {done_count(repo)} of {tasks} tasks finished"
+    return {"conveyor_s": round(conveyor_s, 4), "floor_s": round(floor_s, 4), "ratio": round(conveyor_s / floor_s, 3),
+            "files": files, "tasks": tasks}
+
+
+# ---------------------------------------------------------------- 3. flood (+ 6. cycle, 7. soak)
+def process_fds() -> int:
+    return len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").exists() else psutil.Process().num_fds()
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 1e6
+
+
+def flood_once(root: Path, tasks: int, parallel: int) -> dict[str, Any]:
+    repo = make_repo(root, 10, max_parallel=parallel)
+    inbox = repo / "work" / "collaboration" / "inbox"
+    staging = repo / "work" / "collaboration" / ".staging"
+    staging.mkdir()
+    for index in range(tasks):
+        (staging / f"flood-{index:04d}.yaml").write_text(task_doc(f"flood-{index:04d}"))
+    fd_start, rss_start = process_fds(), rss_mb()
+    with daemon_thread(repo) as daemon:
+        started = time.perf_counter()
+        for index in range(tasks):
+            os.rename(staging / f"flood-{index:04d}.yaml", inbox / f"flood-{index:04d}.yaml")
+        dropped = time.perf_counter()
+        wait_until(lambda: not any(p.suffix == ".yaml" for p in inbox.iterdir()), 120, 0.002)
+        claimed = time.perf_counter()
+        finished = wait_until(lambda: done_count(repo) >= tasks, 1800, 0.05)
+        ended = time.perf_counter()
+        _ = daemon
+    fd_end, rss_end = process_fds(), rss_mb()
+    names = [p.name for p in (repo / "work" / "collaboration" / "done").rglob("*.yaml")]
+    branches = git(repo, "branch", "--list", "conveyor/*").split()
+    return {"claim_all_s": round(claimed - dropped, 4), "drop_s": round(dropped - started, 4),
+            "total_s": round(ended - started, 3), "tasks_per_s": round(tasks / (ended - started), 2),
+            "finished": finished, "lost": tasks - len(set(names)), "doubled": len(names) - len(set(names)),
+            "branches": len(branches), "fd_start": fd_start, "fd_end": fd_end,
+            "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1)}
+
+
+def bench_flood(root: Path, tasks: int, parallels: list[int]) -> dict[str, Any]:
+    result: dict[str, Any] = {"n": tasks, "tasks_per_s": {}, "claim_all_s_by_parallel": {}, "lost": 0, "doubled": 0}
+    for parallel in parallels:
+        log(f"flood: {tasks} tasks at once, max_parallel {parallel}")
+        run = flood_once(root, tasks, parallel)
+        result["tasks_per_s"][str(parallel)] = run["tasks_per_s"]
+        result["claim_all_s_by_parallel"][str(parallel)] = run["claim_all_s"]
+        result["lost"] += run["lost"]
+        result["doubled"] += run["doubled"]
+        result.setdefault("runs", {})[str(parallel)] = run
+    result["claim_all_s"] = max(result["claim_all_s_by_parallel"].values())
+    return result
+
+
+# ---------------------------------------------------------------- 4. idle
+def bench_idle(root: Path, seconds: float, done_tasks: int) -> dict[str, float]:
+    log(f"idle: `conveyor run` for {seconds:.0f} s, empty inbox, {done_tasks} tasks in done/")
+    repo = make_repo(root, 10)
+    done_dir = repo / "work" / "collaboration" / "done" / "bench"
+    done_dir.mkdir(parents=True)
+    for index in range(done_tasks):
+        document = yaml.safe_load(task_doc(f"old-{index:04d}"))
+        document.update({"status": "done", "completed_at": "2026-11-01T00:00:00Z",
+                         "result": {"summary": "ok", "artefacts": ["touched.txt"]}})
+        (done_dir / f"old-{index:04d}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    proc = subprocess.Popen([sys.executable, "-m", "conveyor", "run", "--repo", str(repo), "--json-logs"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **GIT_ENV})
+    handle = psutil.Process(proc.pid)
+    state = repo / ".git" / "conveyor" / "status.json"
+    wait_until(state.exists, 30, 0.05)
+    time.sleep(2)  # settle after start-up (imports, recovery, first scan)
+    before = handle.cpu_times()
+    peak = 0.0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        peak = max(peak, handle.memory_info().rss / 1e6)
+        time.sleep(0.5)
+    after = handle.cpu_times()
+    proc.terminate()
+    proc.wait(timeout=60)
+    cpu = (after.user - before.user) + (after.system - before.system)
+    return {"cpu_percent": round(100 * cpu / seconds, 3), "rss_mb": round(peak, 1), "seconds": seconds,
+            "cpu_s": round(cpu, 3)}
+
+
+# ---------------------------------------------------------------- 5. stats
+def telemetry_rows(rows: int) -> Iterator[tuple[Any, ...]]:
+    """Plausible invocation rows over 400 days (seeded, so every run measures the same data)."""
+    rng = random.Random(7)
+    agents = [f"agent-{i}" for i in range(12)]
+    tools = ["claude-code", "codex", "gemini"]
+    models = ["opus", "sonnet", "haiku", "gpt-5.5", "gpt-5", "gpt-5-mini"]
+    outcomes = ["ok"] * 8 + ["agent_error", "timeout", "rate_limited"]
+    start = time.time() - 400 * 86400
+    for index in range(rows):
+        started = start + index * (400 * 86400 / rows)
+        duration = rng.lognormvariate(4, 1)
+        yield (f"task-{index // 2}", rng.choice(agents), rng.choice(tools), rng.choice(models), 1 + index % 2,
+               started, started + duration, duration, 0, rng.choice(outcomes), rng.randrange(10_000),
+               rng.randrange(2_000), rng.randrange(50_000), rng.randrange(5_000), round(rng.random() / 3, 6),
+               "reported")
+
+
+def seed_telemetry(db: Path, rows: int) -> None:
+    """A bulk load: rows in without the per-row rollup trigger, then the rollups rebuilt in one pass by the
+    schema's own backfill (which also recreates the trigger), as a migration of an old database would."""
+    from conveyor.stats_schema import rollup_statements
+    from conveyor.telemetry import Telemetry
+
+    Telemetry(db).close()  # creates the schema at the current version
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("DROP TRIGGER IF EXISTS invocations_stats_insert")
+        generated = telemetry_rows(rows)
+        while batch := list(itertools.islice(generated, 50_000)):
+            conn.executemany(INSERT, batch)
+        conn.execute("DELETE FROM stats_rollup")
+        conn.execute("DELETE FROM stats_histogram")
+        for statement in rollup_statements():
+            conn.execute(statement)
+
+
+INSERT = ("INSERT INTO invocations (task_id, agent, tool, model, attempt, started_at, finished_at, duration_s,"
+          " exit_code, outcome, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd,"
+          " cost_source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+def bench_stats(root: Path, rows: int, repeats: int) -> dict[str, Any]:
+    log(f"stats: seeding {rows:,} telemetry rows")
+    repo = make_repo(root, 10)
+    db = repo / ".git" / "conveyor" / "telemetry.db"
+    seed_telemetry(db, rows)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "conveyor", "stats", "--by", "model", "--format", "json",
+                              "--repo", str(repo)], check=True, capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+        json.loads(out.stdout)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import conveyor.cli.main"], check=True)
+    import_s = time.perf_counter() - started
+    return {"median_s": round(statistics.median(times), 3), "runs": [round(t, 3) for t in times],
+            "python_startup_and_imports_s": round(import_s, 3), "rows": rows}
+
+
+# ---------------------------------------------------------------- machine
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "cpu": cpu, "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+            "git": git(Path.cwd(), "--version").strip(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a subset sized to about a minute")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--only", nargs="*", help="run only these scenarios")
+    args = parser.parse_args()
+    quick = args.quick
+    sizes = {"drops": 40 if quick else 200, "small": 10 if quick else 40, "large_tasks": 3 if quick else 4,
+             "large_files": 20_000, "flood": 200 if quick else 1000, "parallels": [2] if quick else [1, 2, 4],
+             "idle_s": 10.0 if quick else 60.0, "rows": 200_000 if quick else 1_000_000,
+             "repeats": 3 if quick else 5}
+    wanted = set(args.only or ["drop", "overhead", "flood", "idle", "stats", "soak"])
+    report: dict[str, Any] = {"machine": machine(), "quick": quick}
+    root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    os.environ.update(GIT_ENV)
+    os.environ["XDG_STATE_HOME"] = str(root / "state")   # worktrees go here, not into the real home
+    configure_logging(level="warning", stream=sys.stderr)
+    try:
+        if "drop" in wanted:
+            report["drop_to_spawn_ms"] = bench_drop_to_spawn(root, sizes["drops"])
+        if "overhead" in wanted:
+            report["overhead"] = {"small": bench_overhead(root, 10, sizes["small"])}
+            if not quick:
+                report["overhead"]["large"] = bench_overhead(root, sizes["large_files"], sizes["large_tasks"])
+        if "flood" in wanted:
+            report["flood"] = bench_flood(root, sizes["flood"], sizes["parallels"])
+            claim = report["flood"]["claim_all_s"]
+            report["cycle_vs_30s_ratio"] = round(claim / 30.0, 6)
+        if "idle" in wanted:
+            report["idle"] = bench_idle(root, sizes["idle_s"], 1000)
+        if "stats" in wanted:
+            stats = bench_stats(root, sizes["rows"], sizes["repeats"])
+            report["stats_1m_s"] = stats["median_s"]
+            report["stats_detail"] = stats
+        if "soak" in wanted:
+            tasks = 200 if quick else 1000
+            log(f"soak: {tasks} tasks through one daemon process")
+            run = flood_once(root, tasks, 2)
+            report["soak"] = {"tasks": tasks, "fd_start": run["fd_start"], "fd_end": run["fd_end"],
+                              "rss_start_mb": run["rss_start_mb"], "rss_end_mb": run["rss_end_mb"],
+                              "lost": run["lost"], "doubled": run["doubled"]}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
