@@ -19,6 +19,8 @@ from pathlib import Path
 
 import structlog
 
+from conveyor.runner.process import live_members
+
 log = structlog.get_logger("conveyor.agent_pids")
 _POLL_S = 0.05
 
@@ -102,29 +104,7 @@ def _stop_group(pgid: int, grace_s: float) -> None:
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if not _group_alive(pgid):
+            if not live_members(pgid):
                 return
             time.sleep(_POLL_S)
 
-
-def _group_alive(pgid: int) -> bool:
-    """Whether the group has a member that is not a zombie (a dead daemon never reaps its agent)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not os.path.isdir("/proc/self"):
-        return True
-    wanted = str(pgid).encode()
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                data = Path(f"/proc/{entry.name}/stat").read_bytes()
-                fields = data[data.rfind(b")") + 2:].split()
-                if len(fields) > 2 and fields[2] == wanted and fields[0] not in (b"Z", b"X"):
-                    return True
-    return False

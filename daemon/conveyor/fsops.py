@@ -23,8 +23,8 @@ _RENAME_EXCL = 0x00000004  # macOS renamex_np
 
 
 @cache
-def _native() -> Callable[[bytes, bytes], int] | None:
-    """The platform's atomic no-replace rename, or None when the C library lacks it."""
+def _renamer(linux_flag: int, macos_flag: int) -> Callable[[bytes, bytes], int] | None:
+    """The platform's atomic rename with a flag (renameat2 / renamex_np), or None when libc lacks it."""
     libc_name = ctypes.util.find_library("c")
     if libc_name is None:
         return None
@@ -35,12 +35,17 @@ def _native() -> Callable[[bytes, bytes], int] | None:
     if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
         fn = libc.renameat2
         fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-        return lambda src, dst: int(fn(_AT_FDCWD, src, _AT_FDCWD, dst, _RENAME_NOREPLACE))
+        return lambda src, dst: int(fn(_AT_FDCWD, src, _AT_FDCWD, dst, linux_flag))
     if sys.platform == "darwin" and hasattr(libc, "renamex_np"):
         fnx = libc.renamex_np
         fnx.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
-        return lambda src, dst: int(fnx(src, dst, _RENAME_EXCL))
+        return lambda src, dst: int(fnx(src, dst, macos_flag))
     return None
+
+
+def _native() -> Callable[[bytes, bytes], int] | None:
+    """The platform's atomic no-replace rename, or None when the C library lacks it."""
+    return _renamer(_RENAME_NOREPLACE, _RENAME_EXCL)
 
 
 def rename_noreplace(src: Path, dst: Path) -> None:
@@ -69,25 +74,9 @@ _RENAME_EXCHANGE = 2  # Linux renameat2
 _RENAME_SWAP = 0x00000002  # macOS renamex_np
 
 
-@cache
 def _native_exchange() -> Callable[[bytes, bytes], int] | None:
     """The platform's atomic swap of two names, or None when the C library lacks it."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
-    try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-    except OSError:
-        return None
-    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
-        fn = libc.renameat2
-        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-        return lambda a, b: int(fn(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE))
-    if sys.platform == "darwin" and hasattr(libc, "renamex_np"):
-        fnx = libc.renamex_np
-        fnx.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
-        return lambda a, b: int(fnx(a, b, _RENAME_SWAP))
-    return None
+    return _renamer(_RENAME_EXCHANGE, _RENAME_SWAP)
 
 
 def exchange(a: Path, b: Path) -> bool:

@@ -311,7 +311,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         log.warning("process_group_signal_refused", pgid=pgid, signal=signal.Signals(sig).name)
 
 
-def _live_members(pgid: int) -> bool:
+def live_members(pgid: int) -> bool:
     """Whether the group still has a member that is not a zombie.
 
     `killpg(pgid, 0)` also succeeds for zombies, and under a PID 1 that never reaps (a bare container) an
@@ -342,7 +342,7 @@ def _runs_in_group(pid: str, pgid: bytes) -> bool:
 
 def _group_alive(proc: subprocess.Popen[bytes]) -> bool:
     proc.poll()  # reap the leader first, or its zombie would count as a member
-    return _live_members(proc.pid)
+    return live_members(proc.pid)
 
 
 def _wait_a_little(proc: subprocess.Popen[bytes], pump: _Pump, seconds: float) -> None:
@@ -426,11 +426,11 @@ def run_process(spec: ProcessSpec, *, on_line: Callable[[str], None] | None = No
 
 
 def _kill_now(proc: subprocess.Popen[bytes], clock: Clock) -> None:
-    if proc.poll() is None or _live_members(proc.pid):
+    if proc.poll() is None or live_members(proc.pid):
         _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = clock() + _AFTER_KILL_S
-    while _live_members(proc.pid) and clock() < deadline:
+    while live_members(proc.pid) and clock() < deadline:
         time.sleep(_SLICE_S / 5)
 
 
