@@ -119,7 +119,12 @@ def _count(value: int | None) -> str:
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    """Dollars to the cent, but small sums keep their first digits: an agent run often costs < $0.01."""
+    if value is None:
+        return "-"
+    if value == 0 or abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.4f}" if abs(value) >= 0.0001 else f"{value:.1e}"
 
 
 def _percent(value: float | None) -> str:
