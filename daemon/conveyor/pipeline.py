@@ -179,13 +179,25 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, p
     branch = f"conveyor/{task.id}"
     worktree = config.worktrees_dir / task.id
     git.add_worktree(config.repo, worktree, branch, base)
+    report: Report | None = None
     try:
         routing = plan.routing if plan is not None and plan.routing is not None else \
             plan_routes(task, config, route_check(deps))
-        return _run_in_worktree(task, deps, cancel, bound, worktree, branch, attempt, routing, slots)
+        report = _run_in_worktree(task, deps, cancel, bound, worktree, branch, attempt, routing, slots)
+        return report
     finally:
         git.remove_worktree(config.repo, worktree)
         bound.debug("worktree.removed", path=str(worktree))
+        if report is None or report.disposition is not Disposition.DONE:
+            _drop_branch_without_work(config.repo, branch, task.id)
+
+
+def _drop_branch_without_work(repo: Path, branch: str, task_id: str) -> None:
+    """A failed or requeued run leaves no empty `conveyor/<id>` branch behind; a branch that already holds
+    the task's commit is kept (recovery finishes it from there)."""
+    with contextlib.suppress(GitError):
+        if git.find_task_commit(repo, branch, task_id) is None:
+            git.delete_branch(repo, branch)
 
 
 def _run_in_worktree(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any,

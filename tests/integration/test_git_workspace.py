@@ -51,6 +51,7 @@ def test_failure_and_crash_remove_the_worktree(repo: Repo, directive: str, kind:
     assert document["status"] == "error"
     assert document["error"]["kind"] == kind
     assert_no_worktrees_left(repo)
+    assert "conveyor/t-bad" not in repo.branches(), "a failed task must not leave an empty branch behind"
 
 
 def test_timeout_kills_the_agent_and_removes_the_worktree(repo: Repo) -> None:
