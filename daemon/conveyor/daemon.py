@@ -62,6 +62,7 @@ class _Ready:
     task: Task = field(compare=False)
     not_before: float = field(default=0.0, compare=False)
     signature: tuple[int, int, int] | None = field(default=None, compare=False)
+    base_ok: bool = field(default=False, compare=False)   # intake checked its base branch when it claimed it
 
 
 @dataclass
@@ -415,7 +416,7 @@ class Daemon:
         if "assigned_at" not in task.data:
             task.data["assigned_at"] = self._claim_time()
         self.index.note(Known(task.id, "assigned", target))
-        heapq.heappush(self._ready, _Ready(order_key(task, self.clock()), task, 0.0, signature))
+        heapq.heappush(self._ready, _Ready(order_key(task, self.clock()), task, 0.0, signature, base_ok=True))
         log.info("task.claimed", task_id=task.id, agent=task.agent, priority=task.priority)
         self.upkeep.note("claimed", task)
         return 1
@@ -444,6 +445,7 @@ class Daemon:
         check = route_check(deps)                  # one availability answer per tool for this pass
         states = self.budgets.states(self.config.policies.budgets)
         full: set[str] = set()                     # tools found at capacity in this pass
+        bases: dict[str, str | None] = {}          # base branch → why it is not ready (None: ready), this pass
         while self._ready and len(self._running) < self.config.daemon.max_parallel:
             item = heapq.heappop(self._ready)
             task = self._recheck(item) if item.not_before <= now else item.task
@@ -451,7 +453,7 @@ class Daemon:
                 continue
             if task is not item.task:             # re-read once; remember the bytes it was read from
                 item.task, item.signature = task, _signature(task.path)
-            run_plan = self._plan(item, check, states, full, now)
+            run_plan = self._plan(item, check, states, full, now) if self._base_ready(item, bases, now) else None
             if run_plan is None:
                 deferred.append(item)
                 continue
@@ -499,6 +501,22 @@ class Daemon:
                 item.not_before = opening
             return None
         return RunPlan(routing, slot_held=True)
+
+    def _base_ready(self, item: _Ready, bases: dict[str, str | None], now: float) -> bool:
+        """Recovered and requeued tasks did not pass intake's base-branch check: check it before the
+        worktree is made, so a missing or rebasing base makes the task wait with the fix, not fail."""
+        if item.base_ok or item.not_before > now:
+            return True
+        base = item.task.base_branch or self.config.daemon.base_branch
+        if base not in bases:
+            bases[base] = git.base_not_ready(self.config.repo, base, self.config.git_dir)
+        reason = bases[base]
+        if reason is None:
+            item.base_ok = True
+            return True
+        item.not_before = now + self.config.daemon.rescan_interval_s
+        self._hold(item.task, reason)
+        return False
 
     def _hold(self, task: Task, reason: str) -> None:
         if self._held.get(task.id) != reason:
