@@ -16,7 +16,7 @@ from typing import Any
 
 from conveyor import yamlio
 from conveyor.errors import Problem
-from conveyor.fsops import rename_noreplace
+from conveyor.fsops import claim_move, is_interrupted_claim, rename_noreplace
 from conveyor.task import Task, is_task_name, task_id_from_path
 
 REJECTED = "_rejected"
@@ -84,27 +84,30 @@ def task_files(folder: Path) -> Iterator[Path]:
 
 
 def claim(layout: BoardLayout, path: Path, agent: str) -> Path | None:
-    """Move an inbox file to `assigned/<agent>/` by atomic rename; None if another claimer won.
+    """Move an inbox file to `assigned/<agent>/` (fsops.claim_move); None if another claimer won.
 
-    Raises FileExistsError when a task with the same file name is already assigned (a duplicate id):
-    the caller rejects the newcomer rather than overwrite the original.
+    Exactly one claimer wins: the move never replaces an existing file. Raises FileExistsError when a
+    task with the same file name is already assigned (a duplicate id): the caller rejects the newcomer
+    rather than overwrite the original.
     """
     target_dir = layout.assigned_dir(agent)
     target = target_dir / path.name
     try:
         try:
-            rename_noreplace(path, target)
+            claim_move(path, target)
         except FileNotFoundError:
             if target_dir.is_dir():
                 raise
             target_dir.mkdir(parents=True, exist_ok=True)   # first task for this agent: make its folder
-            rename_noreplace(path, target)
+            claim_move(path, target)
     except FileNotFoundError:
         return None
     except FileExistsError:
-        with contextlib.suppress(OSError):
-            if os.path.samefile(path, target):
-                return None  # a link-based claim by another claimer is half-way through: it wins
+        if is_interrupted_claim(path, target):
+            # Another claimer linked it and is about to unlink (or crashed in between): it won; finish it.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return None
         if not os.path.lexists(path):
             return None
         raise

@@ -7,6 +7,7 @@ and makes the loop drivable in tests (`once=True`, a clock passed in).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import signal
@@ -28,6 +29,7 @@ from conveyor.board_index import BoardIndex, Known
 from conveyor.budgets import BudgetGuard
 from conveyor.config import Config, load_config
 from conveyor.errors import ConfigError, ConveyorError, Problem, TaskFileError
+from conveyor.fsops import is_interrupted_claim
 from conveyor.lock import DaemonLock
 from conveyor.pipeline import Collaborators, Disposition, Report, RunPlan, route_check, run_task
 from conveyor.queue import Waiting, order_key, plan
@@ -44,6 +46,7 @@ from conveyor.watcher import InboxWatcher
 
 log = structlog.get_logger("conveyor.daemon")
 SETTLE_S = 2.0          # an unreadable file this recent may still be being written: look again later
+BURST_CLAIMS = 16            # a pass claiming this many is a flood: claim again before dispatching
 STATUS_INTERVAL_S = 0.5      # the status snapshot is rewritten at most this often while busy
 STATUS_QUEUED_LIMIT = 200    # queued tasks listed in the snapshot (the count covers all)
 OUTCOMES_EVERY_MIN = 5   # how often merged or closed task changes are looked for (cost per merged change)
@@ -129,6 +132,7 @@ class Daemon:
         self._claim_stamp: tuple[int, str] = (-1, "")
         self._status_written = -STATUS_INTERVAL_S
         self._rescan_due = True   # re-list the board's folders on the first pass and on each rescan tick
+        self._watcher: InboxWatcher | None = None
 
     # ------------------------------------------------------------------ public control
     def wake(self) -> None:
@@ -155,7 +159,7 @@ class Daemon:
         with DaemonLock(self.config.state_dir / "daemon.lock"):
             self._install_signal_handlers()
             self._recover()
-            watcher, scheduler = self._start_background()
+            scheduler = self._start_background()
             self.notifier.ready(self._status_line())   # READY=1 only once recovery is done
             self.heartbeat.start()
             log.info("daemon.ready", repo=str(self.config.repo), board=str(self.layout.root),
@@ -165,7 +169,7 @@ class Daemon:
             finally:
                 self.notifier.stopping()
                 try:
-                    self._shutdown(watcher, scheduler)
+                    self._shutdown(scheduler)
                 finally:
                     self.heartbeat.stop()
         return 0
@@ -195,6 +199,7 @@ class Daemon:
             if self._reload_requested.is_set():
                 self._reload()
             self._reap()
+            self._keep_watching()
             if self._reap_worktrees_due:
                 self._reap_worktrees_due = False
                 recovery.reap_worktrees(self.config, keep=set(self._running))
@@ -202,7 +207,14 @@ class Daemon:
                 self.upkeep.before_intake()        # roadmap tasks made here (and hand-offs made while
                                                    # reaping) are claimed below, in the same pass
             claimed = self._intake()
-            started = self._dispatch()
+            if claimed >= BURST_CLAIMS:
+                # A flood: keep claiming before starting anything. Workers starting tasks compete with
+                # this thread for the GIL and made each claim several times slower; the queue is the
+                # same either way, and the first tasks start as soon as the inbox is drained.
+                self._wake.set()
+                started = 0
+            else:
+                started = self._dispatch()
             self.upkeep.after_dispatch()
             self._write_status()
             self._notify_status()
@@ -227,13 +239,10 @@ class Daemon:
             timeout = min(timeout, self.heartbeat.interval_s / 4)   # beat well within the watchdog interval
         return timeout
 
-    def _start_background(self) -> tuple[InboxWatcher | None, Any]:
+    def _start_background(self) -> Any:
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        watcher = None
-        if self.watch:
-            watcher = InboxWatcher(self.layout.root, self.layout.inbox, self.wake)
-            watcher.start()
+        self._keep_watching()
         scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
         scheduler.add_job(self._request_rescan, "interval", seconds=self.config.daemon.rescan_interval_s,
                           id="rescan")
@@ -241,7 +250,24 @@ class Daemon:
         scheduler.add_job(self._detect_outcomes, "interval", minutes=OUTCOMES_EVERY_MIN, id="outcomes")
         self.upkeep.start(scheduler, self.wake, watch=self.watch)
         scheduler.start()
-        return watcher, scheduler
+        return scheduler
+
+    def _keep_watching(self) -> None:
+        """Watch inbox/, and watch it again when the folder was replaced (deleted and made anew, moved
+        away and back): a watch follows the old folder, and its new tasks would wait for the rescan."""
+        if not self.watch:
+            return
+        try:
+            inode = self.layout.inbox.stat().st_ino
+        except OSError:
+            return   # no inbox/ right now: the scan reports it; look again next pass
+        if self._watcher is not None and self._watcher.inode == inode:
+            return
+        if self._watcher is not None:
+            self._watcher.stop()
+            log.info("watcher.rearmed", inbox=str(self.layout.inbox))
+        self._watcher = InboxWatcher(self.layout.inbox, self.wake)
+        self._watcher.start()
 
     def _detect_outcomes(self) -> None:
         """Scheduler thread: record merged or closed task changes (git and the API, never the board)."""
@@ -324,6 +350,11 @@ class Daemon:
                                             "give each task a unique id (and file name)", field="id")])
                 continue
             known = self.index.get(task.id)
+            if known is not None and is_interrupted_claim(path, known.path):
+                with contextlib.suppress(FileNotFoundError):   # a claim cut short by a crash: finish it
+                    os.unlink(path)
+                self._seen.pop(path, None)
+                continue
             if known is not None:
                 self._reject(path, [Problem(str(path), f"{task.id!r} is already on the board at {known.path}",
                                             "a task runs once: give the new task a new id", field="id")])
@@ -634,9 +665,10 @@ class Daemon:
         for running in self._running.values():
             running.cancel.set()
 
-    def _shutdown(self, watcher: InboxWatcher | None, scheduler: Any) -> None:
-        if watcher is not None:
-            watcher.stop()
+    def _shutdown(self, scheduler: Any) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         scheduler.shutdown(wait=False)
         self._drain()
         self._force_stop()

@@ -8,6 +8,7 @@ target exists, and of two racing claimers only one can unlink the source.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -58,6 +59,42 @@ def rename_noreplace(src: Path, dst: Path) -> None:
         if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
             raise OSError(err, os.strerror(err), str(src), None, str(dst))
     _link_then_unlink(src, dst)
+
+
+# link() errors meaning "this filesystem has no hard links here": fall back to the no-replace rename.
+_NO_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS})
+
+
+def claim_move(src: Path, dst: Path) -> None:
+    """Move `src` to `dst` for a claim: `link` then `unlink`, never replacing `dst`.
+
+    As exclusive as a no-replace rename (`link` fails if `dst` exists, so one claimer wins), and the
+    source folder sees only a deletion. A rename would show there as an IN_MOVED_FROM, which watchdog
+    holds for half a second to pair, delaying every later event of the inbox (the next drop) behind it.
+    A crash between the two calls leaves both names on one inode; `is_interrupted_claim` recognises that
+    and the caller completes the claim. FileExistsError / FileNotFoundError as for rename_noreplace.
+    """
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        rename_noreplace(src, dst)
+        return
+    with contextlib.suppress(FileNotFoundError):   # gone already: the claim holds through `dst` anyway
+        os.unlink(src)
+
+
+def is_interrupted_claim(src: Path, dst: Path) -> bool:
+    """Whether `src` and `dst` are one file under two names: a claim interrupted between link and unlink."""
+    try:
+        return os.path.samefile(src, dst)
+    except OSError:
+        return False
 
 
 def _link_then_unlink(src: Path, dst: Path) -> None:

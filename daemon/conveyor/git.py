@@ -131,7 +131,7 @@ def base_not_ready(repo: Path, base: str, git_dir: Path) -> str | None:
     if rev_parse(repo, f"refs/heads/{base}") is None:
         return (f"the base branch '{base}' does not exist; create it (git branch {base}) or set "
                 f"base_branch in config/daemon.yaml")
-    admin_dirs = [git_dir, *(git_dir / "worktrees").glob("*")]   # a rebase in a linked worktree counts too
+    admin_dirs = [git_dir, *_linked_admin_dirs(git_dir)]   # a rebase in a linked worktree counts too
     for marker in ("rebase-merge", "rebase-apply"):
         for admin in admin_dirs:
             with contextlib.suppress(OSError):
@@ -151,6 +151,16 @@ def _worktree_lock(repo: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _linked_admin_dirs(git_dir: Path) -> list[Path]:
+    """The admin folders of linked worktrees; git removes the whole `worktrees/` folder with the last one,
+    possibly while we list it (a task finishing in another thread), so a vanished folder means none."""
+    try:
+        with os.scandir(git_dir / "worktrees") as entries:
+            return [Path(entry.path) for entry in entries]
+    except OSError:
+        return []
 
 
 def add_worktree(repo: Path, path: Path, branch: str, base: str) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from watchdog.events import (
     DirCreatedEvent,
-    DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
@@ -25,47 +24,44 @@ from conveyor.task import is_task_name
 
 
 class _WakeOnInboxFiles(FileSystemEventHandler):
-    """Wake for task-like names created, moved or closed after writing directly in `inbox/`."""
+    """Wake for task-like names created in, moved into, or closed after writing in `inbox/`."""
 
     def __init__(self, inbox: Path, wake: Callable[[], None]) -> None:
         self._inbox = str(inbox)
         self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        for raw in (event.src_path, getattr(event, "dest_path", "")):
-            if not raw:
-                continue
-            path = Path(str(raw))
-            if str(path) == self._inbox:
-                self._wake()   # inbox/ itself moved, replaced or recreated: look at once
-                return
-            if str(path.parent) != self._inbox:
-                continue
-            if is_task_name(path.name) or (event.is_directory and event.event_type in ("created", "moved")):
-                self._wake()   # a directory dropped into inbox is rejected by the next scan
-                return
+        raw = getattr(event, "dest_path", "") if event.event_type == "moved" else event.src_path
+        if not raw:
+            return
+        path = Path(str(raw))
+        if str(path.parent) != self._inbox:
+            return
+        if is_task_name(path.name) or event.is_directory:   # a directory dropped in is rejected by the scan
+            self._wake()
 
 
-# Only what can announce a new task (or a changed inbox/): no IN_MODIFY stream while a large file is
-# written, no opens.
-_INBOX_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent,
-                 DirDeletedEvent]
+# Only what can announce a new task: no IN_MODIFY stream while a large file is written, no opens, no
+# deletions (each claim unlinks one name from inbox/).
+_INBOX_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent]
 
 
 class InboxWatcher:
     """Wakes the daemon when something that may be a task appears in `inbox/`.
 
-    The whole board is watched, not `inbox/` alone: watchdog holds every unmatched IN_MOVED_FROM for half
-    a second to pair it with its IN_MOVED_TO, in a queue that delivers in order, so each claim (a rename
-    out of inbox/ into assigned/) held the next drop's event back by up to 0.5 s. With assigned/ watched
-    too, a claim is a matched move, delivered at once.
+    Only `inbox/` is watched. Claims leave it by link+unlink (fsops.claim_move), which it sees as a plain
+    deletion: a rename out would be an IN_MOVED_FROM, which watchdog holds half a second to pair with an
+    IN_MOVED_TO, in an in-order queue, delaying the next drop's event behind it. (Watching the whole board
+    instead pairs those moves, but watchdog then searches its queue on every event: quadratic in a flood.)
+    `inode` lets the daemon notice that inbox/ was replaced and watch the new folder.
     """
 
-    def __init__(self, board: Path, inbox: Path, wake: Callable[[], None],
+    def __init__(self, inbox: Path, wake: Callable[[], None],
                  handler: FileSystemEventHandler | None = None) -> None:
+        self.inode = inbox.stat().st_ino
         self._observer = Observer()
         self._observer.daemon = True
-        self._observer.schedule(handler or _WakeOnInboxFiles(inbox, wake), str(board), recursive=True,
+        self._observer.schedule(handler or _WakeOnInboxFiles(inbox, wake), str(inbox), recursive=False,
                                 event_filter=_INBOX_EVENTS)
 
     def start(self) -> None:

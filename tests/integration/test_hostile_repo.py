@@ -149,9 +149,6 @@ def test_a_missing_base_branch_makes_tasks_wait_saying_how_to_fix_it(repo: Repo,
     assert repo.git("merge-base", "--is-ancestor", "trunk", "conveyor/needs-trunk") == ""
 
 
-# Moving inbox/ away and back re-adds a watch for the same folder; watchdog (which watches the whole board)
-# says so with a RuntimeWarning from its own thread. That is expected here, not a fault.
-@pytest.mark.filterwarnings("ignore:Callback with id .* already exists for watch:RuntimeWarning")
 def test_an_unexpected_error_in_the_main_loop_is_logged_and_the_loop_goes_on(repo: Repo,
                                                                            start: Callable[[], Daemon]) -> None:
     """Someone replaces inbox/ with a file: every scan fails until it is put back; the daemon survives it."""

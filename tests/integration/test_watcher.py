@@ -6,18 +6,13 @@ import os
 import threading
 from pathlib import Path
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
+import yaml
+from watchdog.events import DirCreatedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent
 
+from conveyor import board
 from conveyor.board import BoardLayout
 from conveyor.watcher import InboxWatcher, _WakeOnInboxFiles
+from tests.integration.conftest import Repo
 
 
 class _Counter:
@@ -37,17 +32,16 @@ def test_only_task_files_arriving_in_inbox_wake(tmp_path: Path) -> None:
     inbox, assigned = layout.inbox, layout.assigned / "dev"
     waking = [
         FileCreatedEvent(str(inbox / "t.yaml")),
-        FileMovedEvent(str(tmp_path / "elsewhere.yaml"), str(inbox / "t.yml")),
-        FileClosedEvent(str(inbox / "t.yaml")),                 # written in place, writer done
-        DirCreatedEvent(str(inbox / "oops.yaml")),              # rejected by the next scan
-        DirMovedEvent(str(inbox), str(tmp_path / "aside")),       # inbox/ itself moved away or replaced
+        FileMovedEvent(str(tmp_path / "elsewhere.yaml"), str(inbox / "t.yml")),   # renamed in: the right way
+        FileClosedEvent(str(inbox / "t.yaml")),                                   # written in place, now closed
+        DirCreatedEvent(str(inbox / "oops.yaml")),                                # rejected by the next scan
     ]
     quiet = [
-        FileCreatedEvent(str(inbox / ".t.yaml.tmp")),           # an editor's or writer's temp file
+        FileCreatedEvent(str(inbox / ".t.yaml.tmp")),        # an editor's or writer's temp file
         FileCreatedEvent(str(inbox / "notes.txt")),
-        FileCreatedEvent(str(assigned / "t.yaml")),             # the daemon's own rewrites
-        FileCreatedEvent(str(layout.done / "dev" / "t.yaml")),
-        FileCreatedEvent(str(inbox / "sub" / "t.yaml")),        # not directly in inbox/
+        FileMovedEvent(str(inbox / "t.yaml"), str(assigned / "t.yaml")),   # something leaving inbox/
+        FileCreatedEvent(str(assigned / "t.yaml")),
+        FileCreatedEvent(str(inbox / "sub" / "t.yaml")),     # not directly in inbox/
     ]
     for event in waking:
         before = wake.count
@@ -60,61 +54,79 @@ def test_only_task_files_arriving_in_inbox_wake(tmp_path: Path) -> None:
 
 
 def test_a_drop_right_after_a_claim_wakes_the_daemon(tmp_path: Path) -> None:
-    """A claim (rename out of inbox/) must not hold back the next drop's event.
-
-    Watching inbox/ alone, watchdog queued the claim's unmatched IN_MOVED_FROM for 0.5 s ahead of the
-    drop's event. With the whole board watched, the claim is a matched move and the drop arrives alone.
-    """
     layout = BoardLayout(tmp_path / "board")
     layout.ensure()
-    (layout.assigned / "dev").mkdir()
     wake = _Counter()
-    watcher = InboxWatcher(layout.root, layout.inbox, wake)
+    watcher = InboxWatcher(layout.inbox, wake)
     watcher.start()
     try:
         first = layout.inbox / "first.yaml"
         first.write_text("id: first\n")
         assert wake.event.wait(10), "the first drop did not wake the daemon"
         wake.event.clear()
-        os.rename(first, layout.assigned / "dev" / "first.yaml")       # the claim
+        assert board.claim(layout, first, "dev") == layout.assigned / "dev" / "first.yaml"
         staging = layout.root / ".staging"
         staging.mkdir()
         (staging / "second.yaml").write_text("id: second\n")
-        os.rename(staging / "second.yaml", layout.inbox / "second.yaml")  # the next drop
+        os.rename(staging / "second.yaml", layout.inbox / "second.yaml")
         assert wake.event.wait(10), "the drop after a claim did not wake the daemon"
     finally:
         watcher.stop()
 
 
-class _Recorder(FileSystemEventHandler):
-    def __init__(self) -> None:
-        self.events: list[FileSystemEvent] = []
-        self.moved = threading.Event()
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        self.events.append(event)
-        if event.event_type == "moved":
-            self.moved.set()
-
-
-def test_a_claim_is_seen_as_one_matched_move(tmp_path: Path) -> None:
-    """The mechanism behind the test above: with the board watched, the claim's IN_MOVED_FROM finds its
-    IN_MOVED_TO, so watchdog delivers it as a move at once instead of parking it half a second as an
-    unmatched IN_MOVED_FROM (later reported as a deletion) ahead of every later event."""
+def test_a_claim_leaves_inbox_by_link_and_unlink(tmp_path: Path) -> None:
+    """The claimed file keeps its inode (nothing copied), has one name left, and inbox/ lost its entry."""
     layout = BoardLayout(tmp_path / "board")
     layout.ensure()
-    (layout.assigned / "dev").mkdir()
     task = layout.inbox / "t.yaml"
     task.write_text("id: t\n")
-    recorder = _Recorder()
-    watcher = InboxWatcher(layout.root, layout.inbox, lambda: None, handler=recorder)
-    watcher.start()
+    inode = task.stat().st_ino
+    target = board.claim(layout, task, "dev")
+    assert target is not None and not task.exists()
+    assert target.stat().st_ino == inode and target.stat().st_nlink == 1
+
+
+def test_a_claim_interrupted_between_link_and_unlink_is_completed_not_rejected(repo: Repo) -> None:
+    """A crash after link() and before unlink() leaves the task under two names; it runs exactly once."""
+    document = {"id": "t-half", "agent": "backend-dev", "status": "new", "title": "Half claimed",
+                "description": "FAKE write half.txt done", "artefacts": ["half.txt"]}
+    inbox_file = repo.inbox / "t-half.yaml"
+    inbox_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    past = inbox_file.stat().st_mtime - 60
+    os.utime(inbox_file, (past, past))
+    assigned = repo.board / "assigned" / "backend-dev"
+    assigned.mkdir(parents=True, exist_ok=True)
+    os.link(inbox_file, assigned / "t-half.yaml")            # the crash happened right here
+
+    repo.run_once()
+
+    assert repo.done_doc("t-half")["status"] == "done"
+    assert not inbox_file.exists()
+    assert not (repo.rejected / "t-half.yaml").exists(), "an interrupted claim is not a duplicate"
+    assert repo.git("show", "conveyor/t-half:half.txt") == "done"
+
+
+def test_a_replaced_inbox_folder_is_watched_again(repo: Repo) -> None:
+    """inbox/ deleted and made anew (a checkout, a cleanup script): its drops still wake the daemon, long
+    before the rescan (an hour here) would have found them."""
+    from conveyor.daemon import Daemon
+    from tests.integration.conftest import DAEMON_YAML
+    from tests.integration.daemon_process import wait_for
+
+    repo.write_config("daemon.yaml", DAEMON_YAML.replace("rescan_interval_s: 30", "rescan_interval_s: 3600"))
+    daemon = Daemon(repo.config(), env=dict(os.environ))
+    thread = threading.Thread(target=daemon.run, name="daemon-under-test")
+    thread.start()
     try:
-        os.rename(task, layout.assigned / "dev" / "t.yaml")
-        assert recorder.moved.wait(10)
+        wait_for(lambda: (repo.git_dir / "conveyor" / "status.json").exists(), what="the daemon to start")
+        repo.submit("t-before", description="FAKE write before.txt x")
+        wait_for(lambda: repo.done_path("t-before").exists(), what="a drop into the first inbox/")
+        repo.inbox.rename(repo.inbox.with_name("inbox-old"))
+        repo.inbox.mkdir()
+        wait_for(lambda: daemon._watcher is not None and daemon._watcher.inode == repo.inbox.stat().st_ino,
+                 what="the watch to move to the new inbox/")
+        repo.submit("t-after", description="FAKE write after.txt x")
+        wait_for(lambda: repo.done_path("t-after").exists(), timeout=20, what="a drop into the new inbox/")
     finally:
-        watcher.stop()
-    moves = [e for e in recorder.events if e.event_type == "moved"]
-    assert [(Path(str(e.src_path)).parent.name, Path(str(e.dest_path)).parent.name) for e in moves] == [
-        ("inbox", "dev")]
-    assert not [e for e in recorder.events if e.event_type == "deleted"]
+        daemon.request_stop()
+        thread.join(timeout=60)
