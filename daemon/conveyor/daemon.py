@@ -7,11 +7,9 @@ and makes the loop drivable in tests (`once=True`, a clock passed in).
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import os
 import signal
-import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -29,7 +27,7 @@ from conveyor.board_index import BoardIndex, Known
 from conveyor.budgets import BudgetGuard
 from conveyor.config import Config, load_config
 from conveyor.errors import ConfigError, ConveyorError, Problem, TaskFileError
-from conveyor.fsops import is_interrupted_claim
+from conveyor.inbox import SETTLE_S, InboxReader
 from conveyor.lock import DaemonLock
 from conveyor.pipeline import Collaborators, Disposition, Report, RunPlan, route_check, run_task
 from conveyor.queue import Waiting, order_key, plan
@@ -45,7 +43,6 @@ from conveyor.upkeep import Snapshot, Upkeep
 from conveyor.watcher import InboxWatcher
 
 log = structlog.get_logger("conveyor.daemon")
-SETTLE_S = 2.0          # an unreadable file this recent may still be being written: look again later
 BURST_CLAIMS = 16            # a pass claiming this many is a flood: claim again before dispatching
 STATUS_INTERVAL_S = 0.5      # the status snapshot is rewritten at most this often while busy
 STATUS_QUEUED_LIMIT = 200    # queued tasks listed in the snapshot (the count covers all)
@@ -76,14 +73,6 @@ class _Running:
     started: float
 
 
-@dataclass
-class _Seen:
-    signature: tuple[int, int, int]
-    task: Task | None
-    first_seen: float
-    writing: bool = False      # another process holds it open for writing: neither parsed nor claimed yet
-
-
 def _signature(path: Path) -> tuple[int, int, int] | None:
     try:
         info = path.lstat()
@@ -104,6 +93,8 @@ class Daemon:
         self.watch = watch and not once
         self.layout = BoardLayout(config.board_root)
         self.index = BoardIndex(self.layout)
+        self.inbox = InboxReader(self.layout, self.index, clock, lambda agent: self.config.agent(agent) is not None,
+                                 self._reject)
         self.telemetry = Telemetry(config.telemetry_db, privacy=config.daemon.privacy)
         self._wake = threading.Event()
         self._stop_requested = threading.Event()
@@ -114,7 +105,6 @@ class Daemon:
         self._last_status_line = ""
         self._ready: list[_Ready] = []
         self._running: dict[str, _Running] = {}
-        self._seen: dict[Path, _Seen] = {}
         self._waiting: list[Waiting] = []
         self.health = ToolHealth(config.state_dir / PAUSES_FILE, lambda: self.config.policies.backoff, clock)
         self.gate = ToolGate(lambda: self.config.policies.tools, clock)
@@ -218,7 +208,7 @@ class Daemon:
             self.upkeep.after_dispatch()
             self._write_status()
             self._notify_status()
-            settling = any(seen.task is None for seen in self._seen.values())  # rejected once settled
+            settling = self.inbox.settling()  # rejected once settled
             if self.once and not self._running and not claimed and not started and not self._due_ready() \
                     and not settling:
                 log.info("daemon.idle_exit", completed=self.completed, waiting=len(self._waiting))
@@ -233,7 +223,7 @@ class Daemon:
         future = [item.not_before - now for item in self._ready if item.not_before > now]
         if future:
             timeout = min(timeout, max(min(future), 0.01))
-        if any(seen.task is None for seen in self._seen.values()):
+        if self.inbox.settling():
             timeout = min(timeout, SETTLE_S / 2)
         if self.heartbeat.interval_s:
             timeout = min(timeout, self.heartbeat.interval_s / 4)   # beat well within the watchdog interval
@@ -303,9 +293,8 @@ class Daemon:
         if self._rescan_due:
             self._rescan_due = False
             self.index.refresh()
-        tasks = self._read_inbox()
-        first_seen = {seen.task.id: seen.first_seen for seen in self._seen.values() if seen.task}
-        result = plan(tasks, self.index.get, first_seen)
+        tasks = self.inbox.read()
+        result = plan(tasks, self.index.get, self.inbox.first_seen())
         for cycle in result.cycles:
             names = " → ".join(t.id for t in cycle)
             for task in cycle:
@@ -335,75 +324,6 @@ class Daemon:
         self._held = {task_id: why for task_id, why in self._held.items() if task_id in live}
         return claimed
 
-    def _read_inbox(self) -> list[Task]:
-        tasks: list[Task] = []
-        ids: dict[str, Path] = {}
-        present: set[Path] = set()
-        now = self.clock()
-        for path in board.inbox_entries(self.layout):
-            present.add(path)
-            task = self._read_one(path, now)
-            if task is None:
-                continue
-            if task.id in ids:
-                self._reject(path, [Problem(str(path), f"duplicates the id of {ids[task.id].name} in inbox/",
-                                            "give each task a unique id (and file name)", field="id")])
-                continue
-            known = self.index.get(task.id)
-            if known is not None and is_interrupted_claim(path, known.path):
-                with contextlib.suppress(FileNotFoundError):   # a claim cut short by a crash: finish it
-                    os.unlink(path)
-                self._seen.pop(path, None)
-                continue
-            if known is not None:
-                self._reject(path, [Problem(str(path), f"{task.id!r} is already on the board at {known.path}",
-                                            "a task runs once: give the new task a new id", field="id")])
-                continue
-            if self.config.agent(task.agent) is None:
-                self._reject(path, [Problem(str(path), f"no agents.yaml entry serves agent {task.agent!r}",
-                                            "add the agent (or a `default` entry) to config/agents.yaml",
-                                            field="agent")])
-                continue
-            ids[task.id] = path
-            tasks.append(task)
-        for gone in set(self._seen) - present:
-            del self._seen[gone]
-        return tasks
-
-    def _read_one(self, path: Path, now: float) -> Task | None:
-        """Parse (or reuse) one inbox file; unreadable files are rejected once they have settled."""
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            return None
-        signature = (info.st_ino, info.st_size, info.st_mtime_ns)
-        seen = self._seen.get(path)
-        if seen is not None and seen.signature == signature and seen.task is not None:
-            return seen.task
-        first_seen = seen.first_seen if seen else now
-        if not stat.S_ISREG(info.st_mode):
-            kind = "symbolic link" if stat.S_ISLNK(info.st_mode) else "directory" if stat.S_ISDIR(
-                info.st_mode) else "special file (FIFO, socket or device)"
-            self._reject(path, [Problem(str(path), f"is a {kind}, not a regular file",
-                                        "put the task file itself into inbox/")])
-            return None
-        if openfiles.open_for_writing(path):
-            self._still_being_written(path, signature, first_seen)
-            return None
-        try:
-            task = parse_task(path)
-        except TaskFileError as exc:
-            # abs(): a far-future mtime must not keep a file unsettled (and `--once` running) for ever
-            if abs(time.time() - info.st_mtime_ns / 1e9) < SETTLE_S:
-                self._seen[path] = _Seen(signature, None, first_seen)  # may still be being written
-                return None
-            self._reject(path, exc.problems)
-            return None
-        for warning in task.warnings:
-            log.warning("task.warning", task_id=task.id, problem=warning.render())
-        self._seen[path] = _Seen(signature, task, first_seen)
-        return task
-
     def _reject(self, path: Path, problems: list[Problem]) -> None:
         try:
             target = board.reject(self.layout, path, problems, utc_iso(self.clock()))
@@ -411,25 +331,17 @@ class Daemon:
             log.error("task.reject_failed", task_id=task_id_from_path(path), file=path.name, error=str(exc),
                       problems=[p.render() for p in problems], note=disk_trouble.NOTE)
             return
-        self._seen.pop(path, None)
+        self.inbox.forget(path)
         if target is not None:
             log.error("task.rejected", task_id=task_id_from_path(path), file=path.name, moved_to=str(target),
                       problems=[p.render() for p in problems])
             self.upkeep.rejected(path, problems)
 
-    def _still_being_written(self, path: Path, signature: tuple[int, int, int], first_seen: float) -> None:
-        """Leave a file that is still open for writing alone (no parse, no claim, no rejection) until it closes."""
-        seen = self._seen.get(path)
-        if seen is None or not seen.writing:
-            log.info("task.still_being_written", task_id=task_id_from_path(path), file=path.name,
-                     note="another process has it open for writing; it is read once closed")
-        self._seen[path] = _Seen(signature, None, first_seen, writing=True)
-
     def _claim(self, task: Task) -> int:
         source = task.path
-        signature = self._seen[source].signature if source in self._seen else None
+        signature = self.inbox.signature_of(source)
         if openfiles.open_for_writing(source):   # reopened since it was read: read it again once closed
-            self._still_being_written(source, signature or (0, 0, 0), self.clock())
+            self.inbox.still_being_written(source, signature or (0, 0, 0), self.clock())
             return 0
         try:
             target = board.claim(self.layout, source, task.agent)
@@ -440,7 +352,7 @@ class Daemon:
         except OSError as exc:   # e.g. no room for assigned/<agent>/: it stays in inbox/ for the next scan
             log.error("task.claim_failed", task_id=task.id, error=str(exc), note=disk_trouble.NOTE)
             return 0
-        self._seen.pop(source, None)
+        self.inbox.forget(source)
         if target is None:
             return 0
         task.path = target
