@@ -243,12 +243,26 @@ def bench_overhead(root: Path, files: int, tasks: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- 3. flood (+ 6. cycle, 7. soak)
-def process_fds() -> int:
-    return len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").exists() else psutil.Process().num_fds()
+@contextlib.contextmanager
+def daemon_process(repo: Path) -> Iterator[psutil.Process]:
+    """`conveyor run` as a real process: tasks arrive from another process, as they do in use, and the
+    daemon's own fds and memory can be read from outside."""
+    log_file = (repo.parent / f"{repo.name}-daemon.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "conveyor", "run", "--repo", str(repo), "--json-logs"],
+                            stdout=subprocess.DEVNULL, stderr=log_file, env={**os.environ, **GIT_ENV})
+    try:
+        if not wait_until((repo / ".git" / "conveyor" / "status.json").exists, 60, 0.02):
+            raise RuntimeError(f"the daemon did not start; see {log_file.name}")
+        yield psutil.Process(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+        log_file.close()
 
 
-def rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 1e6
+def inbox_empty(inbox: Path) -> bool:
+    with os.scandir(inbox) as entries:
+        return not any(entry.name.endswith(".yaml") for entry in entries)
 
 
 def flood_once(root: Path, tasks: int, parallel: int) -> dict[str, Any]:
@@ -258,18 +272,19 @@ def flood_once(root: Path, tasks: int, parallel: int) -> dict[str, Any]:
     staging.mkdir()
     for index in range(tasks):
         (staging / f"flood-{index:04d}.yaml").write_text(task_doc(f"flood-{index:04d}"))
-    fd_start, rss_start = process_fds(), rss_mb()
-    with daemon_thread(repo) as daemon:
+    with daemon_process(repo) as daemon:
         started = time.perf_counter()
         for index in range(tasks):
             os.rename(staging / f"flood-{index:04d}.yaml", inbox / f"flood-{index:04d}.yaml")
         dropped = time.perf_counter()
-        wait_until(lambda: not any(p.suffix == ".yaml" for p in inbox.iterdir()), 120, 0.002)
+        wait_until(lambda: inbox_empty(inbox), 120, 0.002)
         claimed = time.perf_counter()
+        # Resources once warm (a tenth of the tasks done) and at the end: growth would be a leak.
+        wait_until(lambda: done_count(repo) >= tasks // 10, 1800, 0.05)
+        fd_start, rss_start = daemon.num_fds(), daemon.memory_info().rss / 1e6
         finished = wait_until(lambda: done_count(repo) >= tasks, 1800, 0.05)
         ended = time.perf_counter()
-        _ = daemon
-    fd_end, rss_end = process_fds(), rss_mb()
+        fd_end, rss_end = daemon.num_fds(), daemon.memory_info().rss / 1e6
     names = [p.name for p in (repo / "work" / "collaboration" / "done").rglob("*.yaml")]
     branches = git(repo, "branch", "--list", "conveyor/*").split()
     return {"claim_all_s": round(claimed - dropped, 4), "drop_s": round(dropped - started, 4),
@@ -434,7 +449,7 @@ def main() -> int:
             report["stats_detail"] = stats
         if "soak" in wanted:
             tasks = 200 if quick else 1000
-            log(f"soak: {tasks} tasks through one daemon process")
+            log(f"soak: {tasks} tasks through one daemon process (fds and RSS of that process)")
             run = flood_once(root, tasks, 2)
             report["soak"] = {"tasks": tasks, "fd_start": run["fd_start"], "fd_end": run["fd_end"],
                               "rss_start_mb": run["rss_start_mb"], "rss_end_mb": run["rss_end_mb"],
