@@ -188,7 +188,8 @@ def test_a_roadmap_task_the_board_rejects_blocks_its_item(tmp_path: Path) -> Non
 
 def test_the_projects_own_roadmap_starts_nothing_and_stays_untouched(tmp_path: Path) -> None:
     repo = hygiene_repo(tmp_path)
-    shutil.copyfile(REPO_ROOT / "roadmap" / "ROADMAP.md", roadmap_path(repo))
+    shutil.copyfile(REPO_ROOT / "tests" / "unit" / "data" / "roadmaps" / "conveyor-plan-2026-11-20.ROADMAP.md",
+                    roadmap_path(repo))
     before = roadmap_path(repo).read_bytes()
     run = repo.run_once()
     assert run.events("roadmap.task_created") == [] and agent_runs(repo) == []

@@ -14,7 +14,8 @@ from tests.conftest import FIXTURES, REPO_ROOT
 
 from conveyor.cli.main import cli
 
-OWN = REPO_ROOT / "roadmap" / "ROADMAP.md"
+# The plan as it stood on 2026-11-20, frozen: a realistic multi-priority roadmap with known contents.
+OWN = REPO_ROOT / "tests" / "unit" / "data" / "roadmaps" / "conveyor-plan-2026-11-20.ROADMAP.md"
 PHASES = FIXTURES / "roadmaps" / "initiatives-phases.ROADMAP.md"
 ITEM_KEYS = {"number", "title", "status", "dependencies", "agent", "task_id"}
 STATUSES = {"planned", "in_progress", "in_review", "completed", "blocked", "other"}

@@ -13,8 +13,10 @@ from conveyor.roadmap.parse import agent_name, dependency_refs
 
 DATA = Path(__file__).parent / "data" / "roadmaps"
 PHASES_FIXTURE = FIXTURES / "roadmaps" / "initiatives-phases.ROADMAP.md"
-OWN_ROADMAP = REPO_ROOT / "roadmap" / "ROADMAP.md"
-ALL_ROADMAPS = [PHASES_FIXTURE, OWN_ROADMAP, *sorted(DATA.glob("*.md"))]
+# The plan as it stood on 2026-11-20, frozen: a realistic multi-priority roadmap with known contents.
+OWN_ROADMAP = REPO_ROOT / "tests" / "unit" / "data" / "roadmaps" / "conveyor-plan-2026-11-20.ROADMAP.md"
+LIVE_ROADMAP = REPO_ROOT / "roadmap" / "ROADMAP.md"   # this repository's roadmap as it is today
+ALL_ROADMAPS = [PHASES_FIXTURE, LIVE_ROADMAP, *sorted(DATA.glob("*.md"))]
 
 
 def read(path: Path) -> str:
@@ -482,3 +484,13 @@ def test_random_garbage_never_raises() -> None:
 def test_very_long_lines_are_read_in_one_pass(text: str) -> None:
     roadmap = parse_roadmap(text)
     assert all(item.status in (Status.COMPLETED, Status.OTHER) for item in roadmap)
+
+
+def test_this_repositorys_live_roadmap_parses_cleanly() -> None:
+    """roadmap/ROADMAP.md drives Conveyor's own daemon: every item must read as intended, with no problem."""
+    roadmap = parse_file(LIVE_ROADMAP)
+    assert not roadmap.problems, roadmap.problems
+    statuses = {item.number: item.status.value for item in roadmap}
+    assert all(statuses[n] == "completed" for n in ("1", "2", "3", "4", "5"))
+    assert statuses["6"] == "planned" and statuses["7"] == "planned" and statuses["8"] == "other"
+    assert roadmap.item("6").dependencies == ("3",) and roadmap.item("6").agent == "backend-dev"

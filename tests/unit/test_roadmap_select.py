@@ -20,7 +20,8 @@ from conveyor.roadmap import (
 
 DATA = Path(__file__).parent / "data" / "roadmaps"
 PHASES_FIXTURE = FIXTURES / "roadmaps" / "initiatives-phases.ROADMAP.md"
-OWN_ROADMAP = REPO_ROOT / "roadmap" / "ROADMAP.md"
+# The plan as it stood on 2026-11-20, frozen: a realistic multi-priority roadmap with known contents.
+OWN_ROADMAP = REPO_ROOT / "tests" / "unit" / "data" / "roadmaps" / "conveyor-plan-2026-11-20.ROADMAP.md"
 
 SMALL = """# Plan
 
