@@ -141,11 +141,11 @@ class Repo:
             temp.write_bytes(text)
         else:
             temp.write_text(text, encoding="utf-8")
+        if settled:   # before the rename: a running daemon may claim the file the moment it arrives
+            old = temp.stat().st_mtime - 60
+            os.utime(temp, (old, old))
         target = self.inbox / name
         os.replace(temp, target)
-        if settled:
-            old = target.stat().st_mtime - 60
-            os.utime(target, (old, old))
         return target
 
     def submit(self, task_id: str, agent: str = "backend-dev", description: str = "", **extra: Any) -> Path:
