@@ -17,6 +17,7 @@ Scenarios (design section 13, issue 6):
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import itertools
 import json
@@ -40,6 +41,7 @@ import yaml
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+import conveyor
 from conveyor import git as conveyor_git
 from conveyor.config import load_config
 from conveyor.daemon import Daemon
@@ -426,6 +428,10 @@ def main() -> int:
              "repeats": 3 if quick else 5}
     wanted = set(args.only or ["drop", "overhead", "flood", "idle", "stats", "soak"])
     report: dict[str, Any] = {"machine": machine(), "quick": quick}
+    # An installed Conveyor has its bytecode compiled (pip does it at install time); a checkout run with
+    # PYTHONDONTWRITEBYTECODE would recompile every module in every `conveyor` process we start.
+    report["machine"]["bytecode_precompiled"] = compileall.compile_dir(
+        str(Path(conveyor.__file__).parent), quiet=1, force=False)
     root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     os.environ.update(GIT_ENV)
     os.environ["XDG_STATE_HOME"] = str(root / "state")   # worktrees go here, not into the real home

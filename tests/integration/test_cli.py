@@ -7,6 +7,8 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,3 +305,18 @@ def test_version_and_help(repo: Repo, cli: Cli) -> None:
     assert result.code == 0
     for command in ("init", "run", "submit", "status", "task", "stats", "config", "doctor"):
         assert re.search(rf"^\s+{command}\b", result.out, re.MULTILINE), command
+
+
+def test_read_only_commands_do_not_load_gitpython(repo: Repo) -> None:
+    """`stats` and `status` only ask git for the repository root (a plain `git rev-parse`); importing
+    GitPython would add ~60 ms to every call, which `conveyor stats` in a shell prompt or a status bar feels."""
+    probe = ("import sys, runpy\n"
+             "sys.argv = ['conveyor', sys.argv[1], '--format', 'json']\n"
+             "try:\n    runpy.run_module('conveyor', run_name='__main__')\n"
+             "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+             "print('LOADED' if type(sys.modules.get('git')).__name__ == 'module' else 'LAZY', file=sys.stderr)\n")
+    for command in ("stats", "status"):
+        done = subprocess.run([sys.executable, "-c", probe, command], cwd=repo.path, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip().endswith("LAZY"), (command, done.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -184,6 +185,20 @@ def test_git_errors_are_sentences(tmp_path: Path) -> None:
         cgit.run(tmp_path, "status")
     with pytest.raises(GitError, match="not inside a git repository"):
         cgit.repo_root(tmp_path)
+    with pytest.raises(GitError, match=r"not inside a git repository \(No such file"):
+        cgit.repo_root(tmp_path / "missing")
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "bare.git")], check=True)
+    with pytest.raises(GitError, match="is a bare repository; Conveyor needs a working tree"):
+        cgit.repo_root(tmp_path / "bare.git")
+
+
+def test_repo_root_and_common_dir_answer_from_a_subfolder_and_a_linked_worktree(repo: Repo) -> None:
+    (repo.path / "sub").mkdir()
+    assert cgit.repo_root(repo.path / "sub") == repo.path
+    linked = repo.path.parent / "linked"
+    repo.git("worktree", "add", "-q", "-b", "side", str(linked), "main")
+    assert cgit.repo_root(linked) == linked
+    assert cgit.common_git_dir(linked) == repo.git_dir
 
 
 def test_base_not_ready_explains_a_missing_branch_and_a_rebase(repo: Repo) -> None:
