@@ -24,6 +24,7 @@ from conveyor.errors import Problem, TaskFileError
 from conveyor.fsops import is_interrupted_claim
 from conveyor.task import Task, parse_task, task_id_from_path
 from conveyor.timeutil import Clock
+from conveyor.yamlio import StillBeingWritten
 
 log = structlog.get_logger("conveyor.inbox")
 SETTLE_S = 2.0          # an unreadable file this recent may still be being written: look again later
@@ -120,11 +121,11 @@ class InboxReader:
             self._reject(path, [Problem(str(path), f"is a {kind}, not a regular file",
                                         "put the task file itself into inbox/")])
             return None
-        if openfiles.open_for_writing(path):
+        try:
+            task = parse_task(path, busy=openfiles.fd_open_for_writing)
+        except StillBeingWritten:
             self.still_being_written(path, signature, first_seen)
             return None
-        try:
-            task = parse_task(path)
         except TaskFileError as exc:
             # abs(): a far-future mtime must not keep a file unsettled (and `--once` running) for ever
             if abs(time.time() - info.st_mtime_ns / 1e9) < SETTLE_S:

@@ -32,6 +32,17 @@ def open_for_writing(path: Path) -> bool | None:
     except OSError:
         return None
     try:
+        return fd_open_for_writing(fd)
+    finally:
+        os.close(fd)
+
+
+def fd_open_for_writing(fd: int) -> bool | None:
+    """`open_for_writing` for a file we already hold open read-only (the reader's own descriptor, so a
+    flood of task files costs one open each, not two)."""
+    if _F_SETLEASE is None or _F_SETSIG is None:
+        return None
+    try:
         fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
         try:
             fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
@@ -41,5 +52,3 @@ def open_for_writing(path: Path) -> bool | None:
         return False
     except OSError:
         return None
-    finally:
-        os.close(fd)

@@ -9,7 +9,7 @@ warning is logged).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,11 +154,15 @@ class Task:
         return str(value) if value else ""
 
 
-def parse_task(path: Path, *, expected_id: str | None = None, max_bytes: int = yamlio.MAX_FILE_BYTES) -> Task:
-    """Read and validate a task file; raise TaskFileError naming every problem with field, line and fix."""
+def parse_task(path: Path, *, expected_id: str | None = None, max_bytes: int = yamlio.MAX_FILE_BYTES,
+               busy: Callable[[int], bool | None] | None = None) -> Task:
+    """Read and validate a task file; raise TaskFileError naming every problem with field, line and fix.
+
+    `busy` is passed to `yamlio.read_limited` (which raises StillBeingWritten when it says so).
+    """
     name = str(path)
     try:
-        raw = yamlio.read_limited(path, max_bytes)
+        raw = yamlio.read_limited(path, max_bytes, busy=busy)
         document = yamlio.loads(raw)
     except yamlio.YamlProblem as exc:
         raise TaskFileError([Problem(name, exc.message, exc.fix, line=exc.line)]) from exc

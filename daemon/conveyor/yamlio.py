@@ -12,7 +12,7 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +59,18 @@ class YamlProblem(Exception):
         self.fix = fix
 
 
-def read_limited(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """Read a regular file without following symlinks or blocking on FIFOs; refuse files over `max_bytes`."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+class StillBeingWritten(Exception):
+    """`read_limited(..., busy=...)` found another process holding the file open for writing."""
+
+
+def read_limited(path: Path, max_bytes: int = MAX_FILE_BYTES, *,
+                 busy: Callable[[int], bool | None] | None = None) -> bytes:
+    """Read a regular file without following symlinks or blocking on FIFOs; refuse files over `max_bytes`.
+
+    `busy(fd)`, asked before reading, raises StillBeingWritten when it answers True: the check and the
+    read then see the same file, even if another one is renamed over the path in between.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -72,6 +81,8 @@ def read_limited(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise YamlProblem("is not a regular file", fix="only plain YAML files belong here")
+        if busy is not None and busy(fd):
+            raise StillBeingWritten(str(path))
         if info.st_size > max_bytes:
             raise YamlProblem(f"is {info.st_size} bytes, over the {max_bytes}-byte limit",
                               fix="move long material into the repository and reference it by path")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.openfiles import open_for_writing
+from conveyor.openfiles import fd_open_for_writing, open_for_writing
+from conveyor.yamlio import StillBeingWritten, read_limited
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="leases are a Linux feature")
 
@@ -71,3 +72,21 @@ def test_what_cannot_be_asked_is_unknown(tmp_path: Path) -> None:
     link.symlink_to(tmp_path / "missing.yaml")
     assert open_for_writing(link) is None
     assert open_for_writing(tmp_path) in (None, False)      # a directory: no lease, never a writer
+
+
+@linux_only
+def test_the_reader_asks_on_its_own_descriptor_and_refuses_a_file_being_written(tmp_path: Path) -> None:
+    """The inbox reads a task with `read_limited(busy=fd_open_for_writing)`: one open serves the check and
+    the read, and a file another process is still writing is refused, not half-read."""
+    path = tmp_path / "task.yaml"
+    path.write_text("id: task\nagent: a\n")
+    writer = hold_open(path, "a")
+    try:
+        with pytest.raises(StillBeingWritten):
+            read_limited(path, busy=fd_open_for_writing)
+    finally:
+        writer.kill()
+        writer.wait()
+        assert writer.stdout is not None
+        writer.stdout.close()
+    assert read_limited(path, busy=fd_open_for_writing) == b"id: task\nagent: a\n"
