@@ -207,41 +207,69 @@ def bench_drop_to_spawn(root: Path, drops: int) -> dict[str, float]:
 FLOOR_LOOP = r"""
 set -e
 cd "$1"
-for i in $(seq 1 "$2"); do
-  git worktree add -q -b "floor/$i" "$3/w$i" main
-  printf 'touched by %s\n' "$i" >> "$3/w$i/touched.txt"
-  git -C "$3/w$i" add -A
-  git -C "$3/w$i" commit -q --no-verify -m "floor $i"
-  git worktree remove --force "$3/w$i"
+for i in $(seq "$2" "$3"); do
+  git worktree add -q -b "floor/$i" "$4/w$i" main
+  printf 'touched by %s\n' "$i" >> "$4/w$i/touched.txt"
+  git -C "$4/w$i" add -A
+  git -C "$4/w$i" commit -q --no-verify -m "floor $i"
+  git worktree remove --force "$4/w$i"
 done
 """
 
 
-def bench_overhead(root: Path, files: int, tasks: int) -> dict[str, float]:
-    log(f"overhead: {tasks} tasks on a {files}-file repository, next to a bare-git shell loop")
+def bench_overhead(root: Path, files: int, rounds: int, per_round: int) -> dict[str, Any]:
+    """Rounds alternate: `per_round` tasks by the shell loop, then `per_round` by the daemon, on one repo.
+
+    Interleaving matters on a shared machine: the disk's speed drifts by 2x within minutes (a 20,000-file
+    `git worktree add` took 6 s in one minute and 12 s in the next), and two long blocks run minutes apart
+    would measure the drift, not the daemon. The ratio is of the per-round medians.
+    """
+    tasks = (rounds + 1) * per_round   # + one untimed warm-up round
+    log(f"overhead: {tasks} tasks on a {files}-file repository, alternating with a bare-git shell loop")
     repo = make_repo(root, files)
     scratch = root / f"floor-worktrees-{files}"
     scratch.mkdir()
-    started = time.perf_counter()
-    subprocess.run(["bash", "-c", FLOOR_LOOP, "floor", str(repo), str(tasks), str(scratch)], check=True,
-                   env={**os.environ, **GIT_ENV})
-    floor_s = (time.perf_counter() - started) / tasks
     inbox = repo / "work" / "collaboration" / "inbox"
     staging = inbox.parent / ".staging"
     staging.mkdir()
     for index in range(tasks):
         (staging / f"overhead-{index:04d}.yaml").write_text(task_doc(f"overhead-{index:04d}"))
-    # Steady state, like the shell loop: the daemon is already up (start-up and shutdown are not per-task
-    # costs); the clock runs from the tasks' arrival to the last one done.
-    with daemon_thread(repo):
+
+    def floor_round(first: int) -> float:
         started = time.perf_counter()
-        for index in range(tasks):
+        subprocess.run(["bash", "-c", FLOOR_LOOP, "floor", str(repo), str(first + 1), str(first + per_round),
+                        str(scratch)], check=True, env={**os.environ, **GIT_ENV})
+        return (time.perf_counter() - started) / per_round
+
+    def conveyor_round(first: int) -> float:
+        started = time.perf_counter()
+        for index in range(first, first + per_round):
             os.rename(staging / f"overhead-{index:04d}.yaml", inbox / f"overhead-{index:04d}.yaml")
-        wait_until(lambda: done_count(repo) >= tasks, 3600, 0.005)
-        conveyor_s = (time.perf_counter() - started) / tasks
+        wait_until(lambda: done_count(repo) >= first + per_round, 3600, 0.002)
+        return (time.perf_counter() - started) / per_round
+
+    floor_s: list[float] = []
+    conveyor_s: list[float] = []
+    # Steady state, like the shell loop: the daemon is already up (start-up and shutdown are not per-task
+    # costs); each round's clock runs from its tasks' arrival to the last one done. Round 0 warms the page
+    # cache and git's object store for both and is not counted; after it, who goes first alternates, so
+    # neither side always inherits the other's pending disk writeback.
+    with daemon_thread(repo):
+        for round_index in range(rounds + 1):
+            first = round_index * per_round
+            if round_index % 2:
+                measured = (floor_round(first), conveyor_round(first))
+            else:
+                conveyor, floor = conveyor_round(first), floor_round(first)
+                measured = (floor, conveyor)
+            if round_index:
+                floor_s.append(measured[0])
+                conveyor_s.append(measured[1])
     assert done_count(repo) == tasks, f"only {done_count(repo)} of {tasks} tasks finished"
-    return {"conveyor_s": round(conveyor_s, 4), "floor_s": round(floor_s, 4), "ratio": round(conveyor_s / floor_s, 3),
-            "files": files, "tasks": tasks}
+    conveyor, floor = statistics.median(conveyor_s), statistics.median(floor_s)
+    return {"conveyor_s": round(conveyor, 4), "floor_s": round(floor, 4), "ratio": round(conveyor / floor, 3),
+            "files": files, "tasks": rounds * per_round, "rounds": rounds,
+            "ratio_by_round": [round(c / f, 3) for c, f in zip(conveyor_s, floor_s, strict=True)]}
 
 
 # ---------------------------------------------------------------- 3. flood (+ 6. cycle, 7. soak)
@@ -422,7 +450,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="run only these scenarios")
     args = parser.parse_args()
     quick = args.quick
-    sizes = {"drops": 40 if quick else 200, "small": 10 if quick else 40, "large_tasks": 3 if quick else 4,
+    sizes = {"drops": 40 if quick else 200, "small_rounds": 2 if quick else 6, "large_tasks": 3 if quick else 5,
              "large_files": 20_000, "flood": 200 if quick else 1000, "parallels": [2] if quick else [1, 2, 4],
              "idle_s": 10.0 if quick else 60.0, "rows": 200_000 if quick else 1_000_000,
              "repeats": 3 if quick else 5}
@@ -440,9 +468,9 @@ def main() -> int:
         if "drop" in wanted:
             report["drop_to_spawn_ms"] = bench_drop_to_spawn(root, sizes["drops"])
         if "overhead" in wanted:
-            report["overhead"] = {"small": bench_overhead(root, 10, sizes["small"])}
+            report["overhead"] = {"small": bench_overhead(root, 10, sizes["small_rounds"], 10)}
             if not quick:
-                report["overhead"]["large"] = bench_overhead(root, sizes["large_files"], sizes["large_tasks"])
+                report["overhead"]["large"] = bench_overhead(root, sizes["large_files"], sizes["large_tasks"], 1)
         if "flood" in wanted:
             report["flood"] = bench_flood(root, sizes["flood"], sizes["parallels"])
             claim = report["flood"]["claim_all_s"]
