@@ -450,7 +450,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="run only these scenarios")
     args = parser.parse_args()
     quick = args.quick
-    sizes = {"drops": 40 if quick else 200, "small_rounds": 2 if quick else 6, "large_tasks": 3 if quick else 5,
+    sizes = {"drops": 40 if quick else 200, "small_rounds": 2 if quick else 6, "large_tasks": 3 if quick else 4,
              "large_files": 20_000, "flood": 200 if quick else 1000, "parallels": [2] if quick else [1, 2, 4],
              "idle_s": 10.0 if quick else 60.0, "rows": 200_000 if quick else 1_000_000,
              "repeats": 3 if quick else 5}
