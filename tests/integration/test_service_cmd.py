@@ -53,6 +53,24 @@ def test_render_writes_the_unit_for_this_repository_and_its_agents(repo: Repo, o
     assert str(tmp_path / "bin") in path_entries               # the fake agent CLI named in tools.yaml
 
 
+def test_a_config_dir_of_its_own_is_rendered_into_the_command(repo: Repo, conveyor_cli: Cli, tmp_path: Path) -> None:
+    """`--config-dir` elsewhere must reach `conveyor run` in the service, or the service would quietly run with
+    the repository's own config/ (or the defaults) instead of the one the user validated."""
+    elsewhere = tmp_path / "conveyor config"
+    shutil.copytree(repo.path / "config", elsewhere)
+    done = conveyor_cli("service", "render", "--systemd", "--repo", str(repo.path), "--config-dir", str(elsewhere),
+                        cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert unit_settings(done.stdout)["ExecStart"] == [
+        f'{sys.executable} -m conveyor run --repo {repo.path} --config-dir "{elsewhere}"']
+    plist = conveyor_cli("service", "render", "--launchd", "--repo", str(repo.path), "--config-dir", str(elsewhere),
+                         cwd=tmp_path)
+    assert plistlib.loads(plist.stdout.encode())["ProgramArguments"][-2:] == ["--config-dir", str(elsewhere)]
+    own = conveyor_cli("service", "render", "--systemd", "--repo", str(repo.path), "--config-dir",
+                       str(repo.path / "config"), cwd=tmp_path)
+    assert "--config-dir" not in unit_settings(own.stdout)["ExecStart"][0]
+
+
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
 def test_the_rendered_unit_passes_systemd_analyze_verify(repo: Repo, outside: dict[str, Path], conveyor_cli: Cli,
                                                          tmp_path: Path) -> None:

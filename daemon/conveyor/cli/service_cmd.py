@@ -33,7 +33,7 @@ def service_params(config: Config, env: dict[str, str] | os._Environ[str]) -> Se
     extra = [config.worktrees_dir, config.telemetry_db.parent, config.logs_dir]
     return default_params(config.repo, env, state_dir=config.state_dir, extra_rw_paths=extra,
                           drain_grace_s=math.ceil(config.daemon.drain_grace_s),
-                          agent_binaries=agent_binaries(config))
+                          agent_binaries=agent_binaries(config), config_dir=config.config_dir)
 
 
 def agent_binaries(config: Config) -> list[str]:
@@ -79,8 +79,6 @@ def _manager(no_manager: bool, manager_command: str | None, launchd: bool) -> tu
 def _setup(repo: Path | None, config_dir: Path | None, launchd: bool,
            unit_dir: Path | None) -> tuple[ServiceParams, Path]:
     config = load(repo, config_dir)
-    if config_dir is not None and config_dir.resolve() != config.repo / "config":
-        click.echo(f"warning: the service reads {config.repo / 'config'}, not {config_dir}", err=True)
     return service_params(config, os.environ), (unit_dir or default_unit_dir(launchd, os.environ))
 
 

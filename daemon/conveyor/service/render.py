@@ -66,13 +66,15 @@ class ServiceParams:
     start_timeout_s: int = DEFAULT_START_TIMEOUT_S
     hardening: bool = True  # off: the sandbox lines are rendered commented out
     missing_tools: tuple[str, ...] = ()  # agent CLIs not found on PATH (reported, not rendered)
+    config_dir: Path | None = None  # a configuration folder other than <repo>/config, passed to `run`
 
     def __post_init__(self) -> None:
         _check_params(self)
 
     @property
     def argv(self) -> tuple[str, ...]:
-        return (*self.command, "run", "--repo", str(self.repo))
+        config = () if self.config_dir is None else ("--config-dir", str(self.config_dir))
+        return (*self.command, "run", "--repo", str(self.repo), *config)
 
     @property
     def stop_timeout_s(self) -> int:
@@ -111,6 +113,8 @@ def _check_params(params: ServiceParams) -> None:
     paths = {"repository path": params.repo, "program": Path(params.command[0]), "state directory":
              params.state_dir, "log directory": params.log_dir}
     paths.update({f"writable path {path}": path for path in params.extra_rw_paths})
+    if params.config_dir is not None:
+        paths["configuration folder"] = params.config_dir
     for what, path in paths.items():
         if not path.is_absolute():
             raise ServiceError(f"the {what} {str(path)!r} must be absolute for a service definition")
@@ -231,12 +235,14 @@ def _fill(node: Any, values: Mapping[str, Any]) -> Any:
 def default_params(repo: Path, env: Mapping[str, str], which: Callable[[str], str | None] | None = None, *,
                    state_dir: Path | None = None, extra_rw_paths: Sequence[Path] = (),
                    drain_grace_s: int = DEFAULT_DRAIN_GRACE_S, watchdog_s: int = DEFAULT_WATCHDOG_S,
-                   python: str = sys.executable, agent_binaries: Sequence[str] = AGENT_BINARIES) -> ServiceParams:
+                   python: str = sys.executable, agent_binaries: Sequence[str] = AGENT_BINARIES,
+                   config_dir: Path | None = None) -> ServiceParams:
     """Parameters for this user: PATH with the agent CLIs' directories, writable agent config directories.
 
     `which` finds a program (default: `shutil.which` over `env["PATH"]`). Pass the loaded configuration's
     `state_dir`, and its worktrees and telemetry directories in `extra_rw_paths` when they lie elsewhere,
     and the `binary` of each tools.yaml entry the agents use in `agent_binaries` (names or absolute paths).
+    `config_dir` is rendered into the command only when it is not the repository's own `config/`.
     """
     repo = repo.expanduser().resolve()
     search = _path_entries(env.get("PATH", ""))
@@ -251,7 +257,8 @@ def default_params(repo: Path, env: Mapping[str, str], which: Callable[[str], st
         repo=repo, command=(python, "-m", "conveyor"), state_dir=state, log_dir=state / "logs",
         path_env=path_env, extra_rw_paths=tuple(_unique([*extra_rw_paths, *agent_paths])),
         drain_grace_s=drain_grace_s, watchdog_s=watchdog_s,
-        missing_tools=tuple(name for name in agent_binaries if not found[name]))
+        missing_tools=tuple(name for name in agent_binaries if not found[name]),
+        config_dir=None if config_dir is None or config_dir.resolve() == repo / "config" else config_dir.resolve())
 
 
 def _path_entries(path_value: str) -> list[str]:
