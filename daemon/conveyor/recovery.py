@@ -185,20 +185,28 @@ def remove_stale_temp_files(layout: BoardLayout) -> int:
     return removed
 
 
+LEGACY_WORKTREES = "worktrees"   # <state dir>/worktrees: the default before 2026-11-22
+
+
 def reap_worktrees(config: Config, keep: set[str]) -> int:
-    """Remove worktrees under the worktrees folder whose task is not running; returns how many."""
-    root = config.worktrees_dir
+    """Remove worktrees under the worktrees folder whose task is not running; returns how many.
+
+    Also under `<state dir>/worktrees`, where earlier builds put them (before Claude Code's refusal to edit
+    below `.git/` moved them out): nothing else would ever remove those.
+    """
+    roots = list(dict.fromkeys([config.worktrees_dir, config.state_dir / LEGACY_WORKTREES]))
     removed = 0
     with contextlib.suppress(GitError):
         for entry in git.list_worktrees(config.repo):
-            if entry.path.parent == root and entry.path.name not in keep:
+            if entry.path.parent in roots and entry.path.name not in keep:
                 git.remove_worktree(config.repo, entry.path)
                 removed += 1
-    if root.is_dir():
-        for leftover in root.iterdir():
-            if leftover.name not in keep and leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-                removed += 1
+    for root in roots:
+        if root.is_dir():
+            for leftover in root.iterdir():
+                if leftover.name not in keep and leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    removed += 1
     if removed:
         log.info("worktrees.reaped", removed=removed)
     return removed

@@ -37,6 +37,18 @@ def test_a_claimed_task_that_never_started_runs_as_its_first_attempt(repo: Repo)
     assert run.events("recovery.requeued") == []
 
 
+def test_worktrees_left_in_the_old_default_folder_are_removed_too(repo: Repo) -> None:
+    """Earlier builds put worktrees in <git dir>/conveyor/worktrees; after an upgrade nothing else removes them."""
+    legacy = repo.config().state_dir / "worktrees" / "old-task"
+    repo.git("worktree", "add", "-q", "-b", "conveyor/old-task", str(legacy), "main")
+    repo.git("worktree", "lock", "--reason", "initializing", str(legacy))
+    orphan = repo.config().state_dir / "worktrees" / "orphan-folder"
+    orphan.mkdir()
+    run = repo.run_once()
+    assert repo.worktrees() == [str(repo.path)] and not legacy.exists() and not orphan.exists()
+    assert run.events("worktrees.reaped")[0]["removed"] == 2
+
+
 def test_an_interrupted_run_is_cleaned_up_and_run_again_as_the_next_attempt(repo: Repo) -> None:
     """The crash left a registered (and locked) worktree, the task branch without a commit, and a ref lock."""
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("attempts: 1", "attempts: 3"))
