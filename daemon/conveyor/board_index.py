@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conveyor import yamlio
 from conveyor.board import BoardLayout
-from conveyor.task import is_task_name, task_id_from_path
+from conveyor.task import CLAIMER_PREFIX, is_task_name, task_id_from_path
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Known:
     task_id: str
     status: str          # done | error | assigned | ... (the file's `status`, or the folder's state)
     path: Path
+    pending_handoff: bool = False   # done by Conveyor, names `result.next_agent`, no `result.handoff_task` yet
 
 
 Signature = tuple[int, int]   # (mtime_ns, size) of one task file
@@ -115,21 +116,28 @@ def _task_files_with_signatures(folder: Path) -> list[tuple[Path, Signature]]:
 def _read_entries(path: Path, claimed: bool) -> list[Known]:
     """The ids one file answers to: its file name, and its declared `id` when that differs (seed quirk)."""
     stem = task_id_from_path(path)
-    status, doc_id = ("assigned", None) if claimed else _status_and_id(path)
-    entries = [Known(stem, status, path)]
+    status, doc_id, pending = ("assigned", None, False) if claimed else _status_and_id(path)
+    entries = [Known(stem, status, path, pending)]
     if doc_id and doc_id != stem:
         entries.append(Known(doc_id, status, path))
     return entries
 
 
-def _status_and_id(path: Path) -> tuple[str, str | None]:
-    """Status and declared id of a finished task; unreadable files count as finished with an error."""
+def _status_and_id(path: Path) -> tuple[str, str | None, bool]:
+    """Status, declared id and whether a hand-off is still owed, of a finished task; unreadable files
+    count as finished with an error."""
     try:
         document = yamlio.loads(yamlio.read_limited(path))
     except yamlio.YamlProblem:
-        return "error", None
+        return "error", None, False
     if not isinstance(document, dict):
-        return "error", None
+        return "error", None, False
     status = str(document.get("status") or "done").lower()
     doc_id = document.get("id")
-    return status, doc_id if isinstance(doc_id, str) else None
+    result = document.get("result")
+    # Only tasks Conveyor itself ran: a board adopted from the seed workflow holds done tasks whose
+    # `next_agent` its own orchestrator handled long ago.
+    ours = str(document.get("claimed_by") or "").startswith(CLAIMER_PREFIX)
+    pending = (ours and status == "done" and isinstance(result, dict) and bool(result.get("next_agent"))
+               and "handoff_task" not in result)
+    return status, doc_id if isinstance(doc_id, str) else None, pending

@@ -528,6 +528,8 @@ class Daemon:
         for report in outcome.finished:
             self._apply(report)
         self.index.refresh()
+        if self.upkeep.owed_handoffs():
+            self.index.refresh()
 
     def _reload(self) -> None:
         """SIGHUP: load the configuration again; a bad one is refused and the running one kept."""

@@ -31,7 +31,7 @@ from conveyor.pricing import invocation_cost
 from conveyor.prompt import build_prompt
 from conveyor.router import Route, Routing, agent_settings, plan_routes
 from conveyor.runner.types import Outcome
-from conveyor.task import Task
+from conveyor.task import CLAIMER_PREFIX, Task
 from conveyor.telemetry import InvocationEnd, InvocationStart, Telemetry
 from conveyor.timeutil import Clock, utc_iso
 from conveyor.tool_gate import ToolGate
@@ -122,7 +122,7 @@ class _Attempt:
 
 
 def claimer_id() -> str:
-    return f"conveyor@{socket.gethostname()}:{os.getpid()}"
+    return f"{CLAIMER_PREFIX}{socket.gethostname()}:{os.getpid()}"
 
 
 def run_task(task: Task, deps: Collaborators, cancel: threading.Event, plan: RunPlan | None = None) -> Report:

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from conveyor import yamlio
 from conveyor.errors import Problem, TaskFileError
 
+CLAIMER_PREFIX = "conveyor@"   # `claimed_by` of every task Conveyor runs: conveyor@<host>:<pid>
+
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 SAFE_NAME_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 128 characters"
 TASK_SUFFIXES = (".yaml", ".yml")

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from conveyor import board
 from conveyor.archive import archive_finished
 from conveyor.board import BoardLayout
 from conveyor.board_commit import BoardCommitter
@@ -32,11 +33,11 @@ from conveyor.board_reports import (
     render_agent_status,
 )
 from conveyor.config import Config
-from conveyor.errors import ConveyorError, Problem
+from conveyor.errors import ConveyorError, Problem, TaskFileError
 from conveyor.handoff_tasks import create_handoff, followup_id, next_agent_of
 from conveyor.outcomes import merged_locally
 from conveyor.roadmap_sync import RoadmapSync
-from conveyor.task import Task, task_id_from_path
+from conveyor.task import Task, parse_task, task_id_from_path
 from conveyor.telemetry import Telemetry
 from conveyor.timeutil import Clock, utc_iso
 from conveyor.watcher import FileWatcher
@@ -126,9 +127,31 @@ class Upkeep:
         self._guard("roadmap", lambda: self.roadmap.task_finished(task, status))
 
     def _handoff(self, task: Task) -> None:
+        result = task.data.get("result")
+        if not isinstance(result, dict) or not result.get("next_agent") or "handoff_task" in result:
+            return
         if create_handoff(self.layout, task, utc_iso(self.clock())) is not None:
             agent = next_agent_of(task) or ""
             self._record("handoff", followup_id(task.id, agent), agent, f"from {task.id}")
+        # Written after the follow-up exists, so a crash between the two is repaired at start-up
+        # (`owed_handoffs`), and a follow-up the user deletes later is not made again.
+        next_agent = next_agent_of(task)
+        made = followup_id(task.id, next_agent) if next_agent else None
+        board.rewrite(task, {"result": {**result, "handoff_task": made if made and board.find_task(
+            self.layout, made) else None}})
+
+    def owed_handoffs(self) -> int:
+        """Start-up: make the hand-offs of done tasks whose daemon stopped between done/ and the follow-up
+        (the index marks them: `result.next_agent` without `result.handoff_task`). Returns how many."""
+        owed = {known.path: known for known in self.index.all() if known.pending_handoff}
+        for known in owed.values():
+            try:
+                parent = parse_task(known.path)
+            except (TaskFileError, OSError):
+                continue
+            log.warning("handoff.owed", task_id=parent.id, note="the daemon stopped before making its hand-off")
+            self._guard("handoff", lambda parent=parent: self._handoff(parent))  # type: ignore[misc]
+        return len(owed)
 
     def _record(self, event: str, task_id: str, agent: str, detail: str) -> None:
         now = self.clock()

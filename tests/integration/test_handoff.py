@@ -59,6 +59,39 @@ def test_a_hand_off_becomes_a_follow_up_that_runs_in_the_same_once_run(tmp_path:
     repo.run_once()                                        # finishing is not repeated: nothing new
     assert agent_runs(repo) == [PARENT, FOLLOWUP]
     assert len(board_files(repo, PARENT)) == 2
+    assert load(repo.done_path(PARENT))["result"]["handoff_task"] == FOLLOWUP
+
+
+def test_a_hand_off_owed_by_a_daemon_that_died_after_done_is_made_at_start_up(tmp_path: Path) -> None:
+    """The worker moves a task to done/; the loop makes its hand-off a moment later. A daemon killed in
+    between leaves a done parent naming `next_agent` and no follow-up: the next start makes it, once, and a
+    follow-up the user then deletes stays deleted."""
+    repo = hygiene_repo(tmp_path, daemon_extra=ROADMAP_OFF)
+    repo.submit(PARENT, description=SCRIPT, artefacts=["src/feature.txt"])
+    repo.run_once()
+    parent_path = repo.done_path(PARENT)
+    follow_path = repo.done_path(FOLLOWUP, agent="reviewer")
+    # Put the board back as the kill would have left it: the parent done without the mark, no follow-up.
+    follow_path.unlink()
+    text = parent_path.read_text(encoding="utf-8")
+    parent_path.write_text(text.replace(f"  handoff_task: {FOLLOWUP}\n", ""), encoding="utf-8")
+    assert "handoff_task" not in load(parent_path)["result"]
+    # A task another orchestrator finished (a board adopted from the seed workflow): its hand-off was
+    # that orchestrator's business, long ago.
+    seed_done = repo.board / "done" / "curator" / "2026-02-12T0911-curator-old.yaml"
+    seed_done.parent.mkdir(parents=True, exist_ok=True)
+    seed_done.write_text("id: 2026-02-12T0911-curator-old\nagent: curator\nstatus: done\n"
+                         "result:\n  summary: done\n  next_agent: writer-editor\n", encoding="utf-8")
+    run = repo.run_once()
+    assert run.code == 0
+    assert [e["task_id"] for e in run.events("handoff.owed")] == [PARENT]
+    assert load(follow_path)["status"] == "done"          # made and run in the same --once run
+    assert load(parent_path)["result"]["handoff_task"] == FOLLOWUP
+    follow_path.unlink()                                   # the user does not want it after all
+    again = repo.run_once()
+    assert again.events("handoff.owed") == [] and not follow_path.exists()
+    assert agent_runs(repo) == [PARENT, FOLLOWUP, FOLLOWUP]
+    assert board_files(repo, "2026-02-12T0911-curator-old") == [seed_done]
 
 
 def parent_task(tmp_path: Path, **result: object) -> Task:
