@@ -67,6 +67,9 @@ class Job:
     cancel: threading.Event
     follow_up: FollowUp
     skipped: Sequence[str] = ()
+    # A hard budget (policies.yaml) spent since the run started, described; None while spending may go on.
+    # Asked before each fix round: a round is new spend, and `limit: hard` means no new spend.
+    over_budget: Callable[[], str | None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,11 @@ def _complete(job: Job, runs: list[Run]) -> Verdict:
             return _commit_and_publish(job, runs, changed, checks, rounds_used=round_no)
         if round_no >= rounds:
             return _discard(job, runs, verify_failure(failed, round_no), _verify_extra(job, failed, checks))
+        held = job.over_budget()
+        if held is not None:
+            log.warning("verify.no_fix_round", task_id=job.task.id, budget=held)
+            return _discard(job, runs, verify_failure(failed, round_no, f"no fix round: {held}"),
+                            _verify_extra(job, failed, checks))
         round_no += 1
         verdict = _resume(job, runs, failed, round_no, rounds)
         if verdict is not None:

@@ -23,7 +23,7 @@ from conveyor import agent_pids, board, completion, disk_trouble, git
 from conveyor.agent_run import Invocation, InvocationRequest, invoke
 from conveyor.availability import RouteCheck
 from conveyor.board import BoardLayout
-from conveyor.budgets import BudgetGuard, soft_warnings
+from conveyor.budgets import BudgetGuard, soft_warnings, task_block, tool_block
 from conveyor.config import Config
 from conveyor.disk_trouble import disk_problem
 from conveyor.errors import ConveyorError, GitError, ToolUnavailable
@@ -376,9 +376,16 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, workt
         return _invoke(task, deps, cancel, last.route, text, worktree, branch, attempt,
                        session_id=session_id, round_no=round_no)
 
+    def over_budget() -> str | None:
+        if deps.budgets is None or not deps.config.policies.budgets:
+            return None
+        states = deps.budgets.states(deps.config.policies.budgets, fresh=True)
+        held = task_block(states, task.agent) or tool_block(states, last.route.tool_name)
+        return held.describe() if held is not None else None
+
     job = completion.Job(task=task, config=deps.config, env=deps.env, telemetry=deps.telemetry, worktree=worktree,
                          branch=branch, attempt=attempt, commit_type=settings_type(task, deps), prompt=prompt,
-                         cancel=cancel, follow_up=follow_up, skipped=tuple(skipped))
+                         cancel=cancel, follow_up=follow_up, skipped=tuple(skipped), over_budget=over_budget)
     verdict = completion.conclude(job, last)
     bound.debug("task.verdict", action=verdict.action, kind=verdict.kind or None)
     if verdict.action == "finish":

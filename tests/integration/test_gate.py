@@ -87,6 +87,24 @@ def test_verify_failing_every_round_fails_the_task_with_the_output_tail(local: P
     assert local.repo.worktrees() == [str(local.repo.path)]
 
 
+def test_a_hard_budget_spent_by_the_first_run_allows_no_fix_round(local: Project) -> None:
+    """A fix round is new spend: once the run itself has used up a hard budget, the failing work is not
+    sent back to the agent; the task fails saying which budget stopped it."""
+    local.configure(verify=[GREETING_CHECK], verify_rounds=2)
+    local.repo.write_config("policies.yaml", "budgets:\n  - {scope: global, period: daily, usd: 0.01, limit: hard}\n")
+    local.script("t-broke", [TYPO, {**FIXED, "expect_resume": True}])
+    local.repo.submit("t-broke", description="Write a greeting")
+    run = local.run()
+
+    error = done(local, "t-broke")["error"]
+    assert error["kind"] == "verify"
+    assert error["message"].startswith(f"verify command `{GREETING_CHECK}` failed (exit code 1); no fix round: "
+                                       "global daily budget of $0.01 reached ($0.01 spent, hard limit)")
+    assert [row["round"] for row in local.repo.rows("t-broke")] == [0]
+    assert len(local.invocations("t-broke")) == 1
+    assert run.events("verify.no_fix_round")[0]["task_id"] == "t-broke"
+
+
 def test_a_cli_without_sessions_gets_the_failure_in_a_fresh_run(local: Project) -> None:
     local.configure(verify=[GREETING_CHECK])
     local.script("t-plain", [TYPO, {**FIXED, "expect_resume": False,
