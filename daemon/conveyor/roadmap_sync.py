@@ -116,6 +116,11 @@ class RoadmapSync:
         if read is None:
             return []
         _, roadmap = read
+        if self._settle_finished(roadmap):
+            read = read_roadmap(self.path)
+            if read is None:
+                return []
+            _, roadmap = read
         settings = self.config.daemon.roadmap
         selection = next_runnable(roadmap, in_flight_limit=settings.max_in_flight, in_flight=count_in_flight(roadmap))
         created = []
@@ -124,6 +129,27 @@ class RoadmapSync:
             if task_id is not None:
                 created.append(task_id)
         return created
+
+    def _settle_finished(self, roadmap: Roadmap) -> bool:
+        """Write the status line a finish would have written for In Progress items whose task is already in
+        done/: a daemon stopped between done/ and the write-back leaves them, holding a `max_in_flight`
+        slot for ever. Returns whether any line was written."""
+        settled = False
+        for item in roadmap:
+            if item.status is not Status.IN_PROGRESS or not item.task_id:
+                continue
+            path = board.find_task(self.layout, item.task_id)
+            if path is None or path.is_relative_to(self.layout.rejected) or not (
+                    path.is_relative_to(self.layout.done) or path.is_relative_to(self.layout.archive)):
+                continue
+            document = _load(path)
+            status = str(document.get("status") or "").lower() if document is not None else ""
+            if document is None or status not in ("done", "error"):
+                continue
+            log.warning("roadmap.status_owed", item=item.number, task_id=item.task_id, status=status)
+            self.task_finished(Task(path, document), status)
+            settled = True
+        return settled
 
     def _start(self, item: RoadmapItem) -> str | None:
         agent = item.agent or self.config.daemon.roadmap.default_agent

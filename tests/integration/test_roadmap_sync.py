@@ -145,6 +145,21 @@ def test_a_task_written_just_before_a_crash_is_adopted_not_doubled(tmp_path: Pat
     assert path.read_text(encoding="utf-8") == with_status(ROADMAP, "1", f"👀 In Review (branch conveyor/{ONE})")
 
 
+def test_a_status_line_owed_by_a_daemon_stopped_after_done_is_written_at_the_next_start(tmp_path: Path) -> None:
+    """The worker moved the task to done/, the loop never wrote In Review: the item would stay In Progress and
+    hold a max_in_flight slot for ever. The next start writes the line the finish would have written."""
+    repo = hygiene_repo(tmp_path)
+    path = roadmap_path(repo)
+    path.write_text(ROADMAP, encoding="utf-8")
+    repo.run_once()
+    in_progress = with_status(ROADMAP, "1", f"🔄 In Progress (task {ONE})")
+    path.write_text(in_progress, encoding="utf-8")             # as the kill would have left it
+    run = repo.run_once()
+    assert [(e["item"], e["task_id"], e["status"]) for e in run.events("roadmap.status_owed")] == [("1", ONE, "done")]
+    assert path.read_text(encoding="utf-8") == with_status(ROADMAP, "1", f"👀 In Review (branch conveyor/{ONE})")
+    assert agent_runs(repo) == [ONE]                           # nothing ran again
+
+
 def test_a_planned_item_whose_task_already_ran_is_left_alone(tmp_path: Path) -> None:
     repo = hygiene_repo(tmp_path)
     path = roadmap_path(repo)
