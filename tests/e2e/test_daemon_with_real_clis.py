@@ -216,8 +216,16 @@ def test_a_hung_model_is_stopped_by_the_no_output_timeout(
     assert not conveyor_git.branch_exists(git_repo, f"conveyor/{task_id}") or git(
         git_repo, "rev-list", "--count", f"main..conveyor/{task_id}") == "0"
     assert git(git_repo, "worktree", "list", "--porcelain").count("worktree ") == 1
-    survivors = [p for p in psutil.process_iter(["exe", "cmdline"])
-                 if str(agent_cli_paths["claude-code"]) in " ".join(p.info.get("cmdline") or [])]
+    # This test's claude only: another test (an xdist worker beside this one) may be running the same
+    # binary right now, but not against this test's model server.
+    def ours(process: psutil.Process) -> bool:
+        try:
+            return (str(agent_cli_paths["claude-code"]) in " ".join(process.cmdline())
+                    and process.environ().get("ANTHROPIC_BASE_URL") == model_server.anthropic_base_url)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
+
+    survivors = [p for p in psutil.process_iter() if ours(p)]
     assert survivors == []
     [row] = _rows(git_repo, task_id)
     assert row["outcome"] == "timeout"
