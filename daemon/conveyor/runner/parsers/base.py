@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import structlog
+
 from conveyor.runner.parsers.limits import LimitVerdict
 from conveyor.runner.types import Outcome, ParsedRun, ProcessResult
 from conveyor.timeutil import utc_iso
@@ -38,6 +40,33 @@ class OutputParser(Protocol):
 
     def finish(self, process: ProcessResult) -> ParsedRun:
         """Everything learned, judged together with how the process ended."""
+
+
+class JsonLinesParser:
+    """The line loop of the JSON-per-line parsers (claude, codex): each object goes to `_handle`; a line
+    that is not JSON, or an object `_handle` chokes on, is counted and skipped, never raised."""
+
+    name: str
+    _skipped: int = 0
+
+    def feed_line(self, line: str) -> None:
+        objects = json_objects(line)
+        if not objects:
+            self._skipped += bool(line.strip())
+            return
+        for obj in objects:
+            try:
+                self._handle(obj)
+            except Exception:          # a parser must never take the supervisor down; keep what we have
+                self._skipped += 1
+                structlog.get_logger().warning("parser_line_failed", parser=self.name, exc_info=True)
+
+    def _handle(self, obj: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _log_skipped(self) -> None:
+        if self._skipped:
+            structlog.get_logger().debug("parser_skipped_lines", parser=self.name, count=self._skipped)
 
 
 def json_objects(line: str) -> list[dict[str, Any]]:

@@ -13,22 +13,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Any
 
-import structlog
-
 from conveyor.runner.parsers.base import (
     Clock,
+    JsonLinesParser,
     as_int,
     as_str,
     cap_tail,
     describe_limit,
-    json_objects,
     quote,
     settle,
 )
 from conveyor.runner.parsers.limits import LimitPatterns, LimitVerdict, classify_text, outcome_for_status
 from conveyor.runner.types import Outcome, ParsedRun, ProcessResult, Tokens
-
-log = structlog.get_logger()
 
 # api_retry `error` values (agent-clis.md) for retries that report no HTTP status.
 _RETRY_ERRORS = {"rate_limit": Outcome.RATE_LIMITED, "overloaded": Outcome.OVERLOADED,
@@ -114,7 +110,7 @@ def _read_result(obj: dict[str, Any]) -> _Result:
         errors=[quote(str(e), 300) for e in errors] if isinstance(errors, list) else [])
 
 
-class ClaudeParser:
+class ClaudeParser(JsonLinesParser):
     """Parses `claude -p --output-format json|stream-json [--verbose]` stdout."""
 
     def __init__(self, name: str, *, limits: LimitPatterns, clock: Clock, tz: tzinfo = UTC) -> None:
@@ -129,21 +125,8 @@ class ClaudeParser:
         self._window_reset: float | None = None
         self._api_error: tuple[int | None, str] | None = None
         self._retries = 0
-        self._skipped = 0
 
     # --- feeding ---------------------------------------------------------------------------------
-
-    def feed_line(self, line: str) -> None:
-        objects = json_objects(line)
-        if not objects:
-            self._skipped += bool(line.strip())
-            return
-        for obj in objects:
-            try:
-                self._handle(obj)
-            except Exception:          # a parser must never take the supervisor down; keep what we have
-                self._skipped += 1
-                log.warning("parser_line_failed", parser=self.name, exc_info=True)
 
     def _handle(self, obj: dict[str, Any]) -> None:
         session_id = as_str(obj.get("session_id"))
@@ -212,8 +195,7 @@ class ClaudeParser:
             run.api_error_status, run.error_message = self._api_error[0], quote(self._api_error[1]) or None
         if self._result is not None:
             self._apply_result(run, self._result)
-        if self._skipped:
-            log.debug("parser_skipped_lines", parser=self.name, count=self._skipped)
+        self._log_skipped()
         last_error = self._api_error[1] if self._api_error else None
         return settle(run, process, has_result=self._result is not None, live=self._live,
                       last_error=last_error)

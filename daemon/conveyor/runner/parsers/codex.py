@@ -16,22 +16,18 @@ from __future__ import annotations
 from datetime import UTC, tzinfo
 from typing import Any
 
-import structlog
-
 from conveyor.runner.parsers.base import (
     Clock,
+    JsonLinesParser,
     as_int,
     as_str,
     cap_tail,
     describe_limit,
-    json_objects,
     quote,
     settle,
 )
 from conveyor.runner.parsers.limits import LimitPatterns, LimitVerdict, classify_text, extract_status
 from conveyor.runner.types import Outcome, ParsedRun, ProcessResult, Tokens
-
-log = structlog.get_logger()
 
 _PROGRESS_ITEMS = {"agent_message", "command_execution", "file_change", "reasoning", "mcp_tool_call",
                    "web_search", "todo_list"}
@@ -53,7 +49,7 @@ def _failure_message(obj: dict[str, Any]) -> str:
     return as_str(error) or as_str(obj.get("message")) or "turn failed without a message"
 
 
-class CodexParser:
+class CodexParser(JsonLinesParser):
     """Parses `codex exec --json` stdout."""
 
     name = "codex-jsonl"
@@ -69,19 +65,6 @@ class CodexParser:
         self._ended = False
         self._live: LimitVerdict | None = None
         self._retries = 0
-        self._skipped = 0
-
-    def feed_line(self, line: str) -> None:
-        objects = json_objects(line)
-        if not objects:
-            self._skipped += bool(line.strip())
-            return
-        for obj in objects:
-            try:
-                self._handle(obj)
-            except Exception:          # a parser must never take the supervisor down; keep what we have
-                self._skipped += 1
-                log.warning("parser_line_failed", parser=self.name, exc_info=True)
 
     def _handle(self, obj: dict[str, Any]) -> None:
         kind = obj.get("type")
@@ -123,8 +106,7 @@ class CodexParser:
                         turns=self._turns or None, tokens=self._tokens, retries=self._retries)
         if self._ended:
             self._judge(run)
-        if self._skipped:
-            log.debug("parser_skipped_lines", parser=self.name, count=self._skipped)
+        self._log_skipped()
         if not self._ended and self._last_error:
             run.api_error_status = extract_status(self._last_error)
         return settle(run, process, has_result=self._ended, live=self._live, last_error=self._last_error)
