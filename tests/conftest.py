@@ -11,8 +11,9 @@ import pytest
 import structlog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+# Real inputs copied into the repository (tests/fixtures/README.md says where each came from): a clone with
+# nothing beside it runs every test.
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(autouse=True)
