@@ -116,6 +116,8 @@ def loads(data: bytes | str) -> Any:
     try:
         document = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
+        if "nesting depth" in str(exc.problem or ""):   # PyYAML >= 6.0.3 stops deep nesting itself
+            raise YamlProblem("is nested too deeply", fix=f"keep nesting under {MAX_DEPTH} levels") from exc
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or str(exc)
