@@ -18,13 +18,14 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 clis: setup
-	$(BIN)/python -m conveyor.devtools.agent_clis install all
+	$(BIN)/python -m tests.support.agent_clis install all
 
 demo: clis
 	$(BIN)/python scripts/demo.py
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: setup
 	$(BIN)/mypy

@@ -42,11 +42,11 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 import conveyor
-from conveyor import git as conveyor_git
 from conveyor.config import load_config
-from conveyor.daemon import Daemon
-from conveyor.init_repo import init_repository
-from conveyor.logs import configure_logging
+from conveyor.core.logs import configure_logging
+from conveyor.daemon.loop import Daemon
+from conveyor.setup.init_repo import init_repository
+from conveyor.workspace import git as conveyor_git
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost", "GIT_COMMITTER_NAME": "bench",
            "GIT_COMMITTER_EMAIL": "bench@localhost"}
@@ -390,8 +390,8 @@ def telemetry_rows(rows: int) -> Iterator[tuple[Any, ...]]:
 def seed_telemetry(db: Path, rows: int) -> None:
     """A bulk load: rows in without the per-row rollup trigger, then the rollups rebuilt in one pass by the
     schema's own backfill (which also recreates the trigger), as a migration of an old database would."""
-    from conveyor.stats_schema import rollup_statements
-    from conveyor.telemetry import Telemetry
+    from conveyor.telemetry.schema import rollup_statements
+    from conveyor.telemetry.store import Telemetry
 
     Telemetry(db).close()  # creates the schema at the current version
     with sqlite3.connect(db) as conn:

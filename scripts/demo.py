@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))   # the test tools (tests/support/) come from the source tree, not the wheel
 PY = sys.executable
 TASK_TITLE = "Add a greeting module"
 TASK_TEXT = ("Create hello.py with a function greet(name) that returns a friendly greeting, and make "
@@ -92,11 +93,11 @@ def agent_environment(scratch: Path) -> tuple[dict[str, str], object]:
     if logged_in():
         banner("Using your claude login: a real model does this task (it costs real tokens)")
         return env, lambda: None
-    from conveyor.devtools import agent_clis
-    from conveyor.devtools.model_server import claude_env
+    from tests.support import agent_clis
+    from tests.support.model_server import claude_env
 
     claude = agent_clis.install("claude-code", agent_clis.cache_root(os.environ))
-    server = subprocess.Popen([PY, "-m", "conveyor.devtools.model_server", "--script", "demo"],
+    server = subprocess.Popen([PY, "-m", "tests.support.model_server", "--script", "demo"], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True, start_new_session=True)
     assert server.stdout is not None
     urls = json.loads(server.stdout.readline())

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from conveyor.devtools import agent_clis
-from conveyor.devtools.model_server import ModelServer
+from tests.support import agent_clis
+from tests.support.model_server import ModelServer
 
 REAL_CLI_CACHE = agent_clis.cache_root(os.environ)
 REAL_PATH = os.environ.get("PATH", "/usr/bin:/bin")

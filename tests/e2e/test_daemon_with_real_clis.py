@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from conveyor import git as conveyor_git
 from conveyor.config import load_config
-from conveyor.daemon import Daemon
-from conveyor.devtools.model_server import Fail, Hang, ModelServer, Reply, WriteFile
-from conveyor.init_repo import init_repository
+from conveyor.daemon.loop import Daemon
 from conveyor.runner.types import Tokens
+from conveyor.setup.init_repo import init_repository
+from conveyor.workspace import git as conveyor_git
 from tests.conftest import git
 from tests.e2e.conftest import base_env, outbound_attempts
+from tests.support.model_server import Fail, Hang, ModelServer, Reply, WriteFile
 
 pytestmark = pytest.mark.e2e
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from conveyor.devtools.model_server import Fail, Hang, ModelServer, Reply, RunCommand, Stall, WriteFile
 from conveyor.runner.types import Tokens
 from tests.conftest import FIXTURES
 from tests.e2e.conftest import CliRun, base_env, outbound_attempts, run_cli
+from tests.support.model_server import Fail, Hang, ModelServer, Reply, RunCommand, Stall, WriteFile
 
 pytestmark = pytest.mark.e2e
 

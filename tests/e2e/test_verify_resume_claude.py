@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
-from conveyor import git as conveyor_git
 from conveyor.config import load_config
-from conveyor.daemon import Daemon
-from conveyor.devtools.model_server import ModelServer, Reply, WriteFile
-from conveyor.init_repo import init_repository
+from conveyor.daemon.loop import Daemon
+from conveyor.setup.init_repo import init_repository
+from conveyor.workspace import git as conveyor_git
 from tests.conftest import git
 from tests.e2e.conftest import outbound_attempts
+from tests.support.model_server import ModelServer, Reply, WriteFile
 
 pytestmark = pytest.mark.e2e
 

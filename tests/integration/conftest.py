@@ -23,8 +23,8 @@ import yaml
 from structlog.testing import capture_logs
 
 from conveyor.config import Config, load_config
-from conveyor.daemon import Daemon
-from conveyor.init_repo import init_repository
+from conveyor.daemon.loop import Daemon
+from conveyor.setup.init_repo import init_repository
 from tests.conftest import git
 
 AGENTS_DIR = Path(__file__).resolve().parent / "agents"

@@ -140,13 +140,6 @@ def running_daemon(repo: Path, env: Mapping[str, str] | None = None) -> Iterator
                 daemon.stop(60)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.05)
-
 
 class NotifySocket:
     """systemd's end of sd_notify: a bound AF_UNIX datagram socket (in a short path: sun_path is ~107 bytes)."""

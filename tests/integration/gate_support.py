@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor.devtools.fake_github import FakeGitHub
 from tests.conftest import git
 from tests.integration.conftest import AGENTS_DIR, Repo, make_repo
+from tests.support.fake_github import FakeGitHub
 
 GH_REPO = "octo/widgets"
 TOKEN_ENV = "CONVEYOR_TEST_GH_TOKEN"

@@ -10,9 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conveyor.agent_pids import AgentRecords, process_start_time
+from conveyor.runner.pids import AgentRecords, process_start_time
 from tests.integration.conftest import DAEMON_YAML, Repo
-from tests.integration.daemon_process import DaemonProcess, wait_for
+from tests.integration.daemon_process import DaemonProcess
+from tests.support.waiting import wait_for
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="start times come from /proc")
 

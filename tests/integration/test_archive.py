@@ -8,8 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from conveyor.archive import archive_finished
-from conveyor.board import BoardLayout
+from conveyor.board.archive import archive_finished
+from conveyor.board.layout import BoardLayout
 from tests.integration.hygiene_repo import ROADMAP_OFF, agent_runs, hygiene_repo, load
 
 DAY = 86_400.0

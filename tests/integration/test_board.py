@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-from conveyor import board, fsops, yamlio
-from conveyor.board import BoardLayout
-from conveyor.board_index import BoardIndex, Known
-from conveyor.errors import Problem
-from conveyor.task import parse_task
+from conveyor.board import layout as board
+from conveyor.board.index import BoardIndex, Known
+from conveyor.board.layout import BoardLayout
+from conveyor.core import fsops, yamlio
+from conveyor.core.errors import Problem
+from conveyor.core.task import parse_task
 
 ROUNDS = 200
 

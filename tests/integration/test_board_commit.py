@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from conveyor import git
-from conveyor.board_commit import BoardCommitter
-from conveyor.errors import GitError
+from conveyor.board.commits import BoardCommitter
+from conveyor.core.errors import GitError
+from conveyor.workspace import git
 from tests.integration.hygiene_repo import ROADMAP_ON, hygiene_repo, roadmap_path
 
 ROADMAP = """\

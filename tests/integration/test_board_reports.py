@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import upkeep as upkeep_module
-from conveyor.board_reports import AgentStatusFile, Snapshot, Tally, Transition, WorkflowLog, render_agent_status
-from conveyor.task import Task
+from conveyor.board.reports import AgentStatusFile, Snapshot, Tally, Transition, WorkflowLog, render_agent_status
+from conveyor.core.task import Task
+from conveyor.daemon import upkeep as upkeep_module
 from tests.integration.hygiene_repo import ROADMAP_OFF, hygiene_repo, load
 
 

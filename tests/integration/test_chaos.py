@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from conveyor.devtools.fake_github import FakeGitHub
-from conveyor.lock import holder_pid
+from conveyor.daemon.lock import holder_pid
 from tests.conftest import git
 from tests.integration.conftest import Repo, make_repo
-from tests.integration.daemon_process import DaemonProcess, wait_for
+from tests.integration.daemon_process import DaemonProcess
+from tests.support.fake_github import FakeGitHub
+from tests.support.waiting import wait_for
 
 TASKS = 30
 KILLS = 6

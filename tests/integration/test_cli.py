@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conveyor.cli.main import main
-from conveyor.lock import DaemonLock
-from conveyor.task import parse_task
+from conveyor.core.task import parse_task
+from conveyor.daemon.lock import DaemonLock
 from tests.conftest import git
 from tests.integration.conftest import DAEMON_YAML, ConveyorCli, Repo
 

@@ -6,25 +6,17 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conveyor.daemon import Daemon
-from conveyor.errors import LockHeld
-from conveyor.lock import DaemonLock, holder_pid
-from conveyor.timeutil import parse_iso
+from conveyor.core.errors import LockHeld
+from conveyor.core.timeutil import parse_iso
+from conveyor.daemon.lock import DaemonLock, holder_pid
+from conveyor.daemon.loop import Daemon
 from tests.integration.conftest import DAEMON_YAML, Repo
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

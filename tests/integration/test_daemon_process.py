@@ -18,10 +18,11 @@ import psutil
 import pytest
 import yaml
 
-from conveyor.lock import holder_pid
-from conveyor.telemetry import InvocationStart, Telemetry
+from conveyor.daemon.lock import holder_pid
+from conveyor.telemetry.store import InvocationStart, Telemetry
 from tests.integration.conftest import DAEMON_YAML, Repo, tools_yaml
-from tests.integration.daemon_process import DaemonProcess, NotifySocket, running_daemon, wait_for
+from tests.integration.daemon_process import DaemonProcess, NotifySocket, running_daemon
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conveyor.devtools.fake_github import FakeGitHub
 from tests.integration.gate_support import Project, fake_github, make_project, python_check
+from tests.support.fake_github import FakeGitHub
 
 GREETING_CHECK = python_check("import sys; t = open('greeting.txt').read(); print('greeting.txt says:', t.strip()); "
                               "sys.exit(0 if t == 'hello world\\n' else 1)")

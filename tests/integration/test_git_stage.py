@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conveyor import git as conveyor_git
+from conveyor.workspace import git as conveyor_git
 from tests.conftest import git
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import git as cgit
-from conveyor.errors import GitError
+from conveyor.core.errors import GitError
+from conveyor.workspace import git as cgit
 from tests.integration.conftest import Repo
 
 HOOK = """#!/bin/sh

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from github import Auth, Github, GithubException
 
-from conveyor.devtools.fake_github import FakeGitHub
 from conveyor.publish.github import (
     GitHubAuthError,
     GitHubError,
@@ -22,6 +21,7 @@ from conveyor.publish.github import (
     repo_from_remote_url,
 )
 from tests.conftest import git
+from tests.support.fake_github import FakeGitHub
 
 REPO = "octo/widgets"
 TOKEN = "ghs_fakeTokenForTests0123456789abcdefXYZ"

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from conveyor import handoff_tasks
-from conveyor.board import BoardLayout
-from conveyor.board_index import BoardIndex
-from conveyor.task import SAFE_NAME, Task, new_task_document
-from conveyor.telemetry import Telemetry
-from conveyor.upkeep import Snapshot, Upkeep
+from conveyor.board import handoff_tasks
+from conveyor.board.index import BoardIndex
+from conveyor.board.layout import BoardLayout
+from conveyor.core.task import SAFE_NAME, Task, new_task_document
+from conveyor.daemon.upkeep import Snapshot, Upkeep
+from conveyor.telemetry.store import Telemetry
 from tests.integration.hygiene_repo import ROADMAP_OFF, agent_runs, board_files, hygiene_repo, load
 
 PARENT = "2026-11-23T0900-backend-dev-feature"

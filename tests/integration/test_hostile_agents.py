@@ -14,7 +14,8 @@ import psutil
 import pytest
 
 from tests.integration.conftest import DAEMON_YAML, Repo
-from tests.integration.daemon_process import DaemonProcess, running_daemon, wait_for
+from tests.integration.daemon_process import DaemonProcess, running_daemon
+from tests.support.waiting import wait_for
 
 HOSTILE_AGENT = textwrap.dedent("""\
     import os, subprocess, sys, time

@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from tests.integration.conftest import DAEMON_YAML, Repo, make_repo, tools_yaml
-from tests.integration.daemon_process import DaemonProcess, running_daemon, wait_for
+from tests.integration.daemon_process import DaemonProcess, running_daemon
+from tests.support.waiting import wait_for
 
 
 class SmallDisk:

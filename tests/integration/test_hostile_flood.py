@@ -13,9 +13,9 @@ from collections import Counter
 import pytest
 from structlog.testing import capture_logs
 
-from conveyor.daemon import Daemon
+from conveyor.daemon.loop import Daemon
 from tests.integration.conftest import DAEMON_YAML, Repo
-from tests.integration.daemon_process import wait_for
+from tests.support.waiting import wait_for
 
 FLOOD = 1000
 

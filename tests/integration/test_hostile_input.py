@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Repo
-from tests.integration.daemon_process import DaemonProcess, running_daemon, wait_for
+from tests.integration.daemon_process import DaemonProcess, running_daemon
+from tests.support.waiting import wait_for
 
 CYRILLIC_A = "\u0430"          # looks exactly like the Latin "a"
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from conveyor.daemon import Daemon
+from conveyor.daemon.loop import Daemon
 from tests.integration.conftest import DAEMON_YAML, Repo
-from tests.integration.daemon_process import wait_for
+from tests.support.waiting import wait_for
 
 BOARD = "work/collaboration/"
 

@@ -25,13 +25,15 @@ from structlog.testing import capture_logs
 from conveyor.cli.logs_cmd import command as logs_command
 from conveyor.cli.status_cmd import command as status_command
 from conveyor.config import Config
-from conveyor.daemon import STATUS_FILE, Daemon
+from conveyor.core.state_files import STATUS_FILE
+from conveyor.core.timeutil import parse_iso
+from conveyor.daemon.loop import Daemon
+from conveyor.daemon.status import collect_status
 from conveyor.runner.types import Outcome
-from conveyor.status import collect_status
-from conveyor.telemetry import InvocationEnd, InvocationStart, Telemetry
-from conveyor.timeutil import parse_iso
-from conveyor.tool_health import PAUSES_FILE, ToolHealth
+from conveyor.scheduling.tool_health import PAUSES_FILE, ToolHealth
+from conveyor.telemetry.store import InvocationEnd, InvocationStart, Telemetry
 from tests.integration.conftest import Repo, make_repo
+from tests.support.waiting import wait_for
 
 AGENT = r'''
 """Scripted agent CLI for policy tests. argv: [flags...] --task <id> <prompt>."""
@@ -411,10 +413,3 @@ def running(daemon: Daemon) -> Iterator[Daemon]:
         daemon.request_stop()
         thread.join(timeout=30)
         assert not thread.is_alive()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the daemon"
-        time.sleep(0.05)

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from structlog.testing import capture_logs
 
-from conveyor.runner.argv import render_argv
+from conveyor.config.argv import render_argv
 from conveyor.runner.env import build_env
 from conveyor.runner.process import (
     STDERR_PREFIX,

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from conveyor import git as cgit
-from conveyor.devtools.fake_github import FakeGitHub
-from conveyor.errors import ConfigError
+from conveyor.core.errors import ConfigError
+from conveyor.core.task import parse_task
 from conveyor.publish.task_branch import commit_message
-from conveyor.task import parse_task
+from conveyor.workspace import git as cgit
 from tests.integration.gate_support import (
     GH_REPO,
     TOKEN,
@@ -24,6 +23,7 @@ from tests.integration.gate_support import (
     make_project,
     python_check,
 )
+from tests.support.fake_github import FakeGitHub
 
 CHECK = python_check("import sys; sys.exit(0 if open('app.py').read().startswith('def') else 1)")
 WORK = {"write": {"app.py": "def main():\n    return 1\n"}, "say": "Added main() to app.py"}

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from conveyor.telemetry import InvocationEnd, InvocationStart, Telemetry
-from conveyor.timeutil import utc_iso
+from conveyor.core.timeutil import utc_iso
+from conveyor.telemetry.store import InvocationEnd, InvocationStart, Telemetry
 from tests.integration.conftest import DAEMON_YAML, Repo
 
 AGENT = "backend-dev"

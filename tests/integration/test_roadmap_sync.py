@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import roadmap_file
-from conveyor.board import BoardLayout
-from conveyor.board_index import BoardIndex
-from conveyor.daemon import Daemon
+from conveyor.board.index import BoardIndex
+from conveyor.board.layout import BoardLayout
+from conveyor.core.task import parse_task
+from conveyor.daemon.loop import Daemon
+from conveyor.daemon.upkeep import Snapshot, Upkeep
 from conveyor.roadmap import count_in_flight, next_runnable, parse_roadmap, set_status
-from conveyor.roadmap_sync import roadmap_task_id
-from conveyor.task import parse_task
-from conveyor.telemetry import Telemetry
-from conveyor.upkeep import Snapshot, Upkeep
+from conveyor.roadmap import file as roadmap_file
+from conveyor.roadmap.sync import roadmap_task_id
+from conveyor.telemetry.store import Telemetry
 from tests.conftest import FIXTURES, REPO_ROOT
 from tests.integration.conftest import Repo
 from tests.integration.hygiene_repo import (
@@ -32,6 +32,7 @@ from tests.integration.hygiene_repo import (
     load,
     roadmap_path,
 )
+from tests.support.waiting import wait_for
 
 ONE = "roadmap-1-first-thing"
 TWO = "roadmap-2-second-thing"
@@ -60,12 +61,6 @@ SCRIPT write src/two.txt two
 def with_status(text: str, number: str, status: str) -> str:
     return set_status(text, number, status)
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the daemon"
-        time.sleep(0.05)
 
 
 def start_daemon(repo: Repo, *, watch: bool = False) -> tuple[Daemon, threading.Thread]:
@@ -277,7 +272,7 @@ def test_a_pull_request_recorded_merged_completes_the_item(tmp_path: Path) -> No
     upkeep.before_intake()                                       # not merged yet: stays in review
     assert parse_roadmap(path.read_text(encoding="utf-8")).item("1").status.value == "in_review"
     telemetry.record_outcome({"branch": f"conveyor/{ONE}", "task_id": ONE, "pr_url": url}, "merged", time.time())
-    upkeep._merge_due = True                                     # what the periodic job does
+    upkeep.check_merges()                                        # what the periodic merge-check job runs
     upkeep.before_intake()
     completed = with_status(ROADMAP, "1", "✅ Completed")
     assert path.read_text(encoding="utf-8") == with_status(completed, "2", f"🔄 In Progress (task {TWO})")

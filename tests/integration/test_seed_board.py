@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from conveyor import yamlio
-from conveyor.validate import collect, validate_file
+from conveyor.board.validate import collect, validate_file
+from conveyor.core import yamlio
 from tests.conftest import FIXTURES
 from tests.integration.conftest import Repo
 

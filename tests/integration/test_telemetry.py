@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.runner.types import Tokens
-from conveyor.telemetry import SCHEMA_VERSION, InvocationEnd, InvocationStart, Telemetry, TelemetryError
+from conveyor.telemetry.store import SCHEMA_VERSION, InvocationEnd, InvocationStart, Telemetry, TelemetryError
 from tests.integration.conftest import Repo
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from watchdog.events import DirCreatedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent
 
-from conveyor import board
-from conveyor.board import BoardLayout
-from conveyor.watcher import InboxWatcher, _WakeOnInboxFiles
+from conveyor.board import layout as board
+from conveyor.board.layout import BoardLayout
+from conveyor.daemon.watcher import InboxWatcher, _WakeOnInboxFiles
 from tests.integration.conftest import Repo
 
 
@@ -109,9 +109,9 @@ def test_a_claim_interrupted_between_link_and_unlink_is_completed_not_rejected(r
 def test_a_replaced_inbox_folder_is_watched_again(repo: Repo) -> None:
     """inbox/ deleted and made anew (a checkout, a cleanup script): its drops still wake the daemon, long
     before the rescan (an hour here) would have found them."""
-    from conveyor.daemon import Daemon
+    from conveyor.daemon.loop import Daemon
     from tests.integration.conftest import DAEMON_YAML
-    from tests.integration.daemon_process import wait_for
+    from tests.support.waiting import wait_for
 
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("rescan_interval_s: 30", "rescan_interval_s: 3600"))
     daemon = Daemon(repo.config(), env=dict(os.environ))
@@ -123,7 +123,8 @@ def test_a_replaced_inbox_folder_is_watched_again(repo: Repo) -> None:
         wait_for(lambda: repo.done_path("t-before").exists(), what="a drop into the first inbox/")
         repo.inbox.rename(repo.inbox.with_name("inbox-old"))
         repo.inbox.mkdir()
-        wait_for(lambda: daemon._watcher is not None and daemon._watcher.inode == repo.inbox.stat().st_ino,
+        wait_for(lambda: (watcher := daemon.inbox_watch.watcher) is not None
+                 and watcher.inode == repo.inbox.stat().st_ino,
                  what="the watch to move to the new inbox/")
         repo.submit("t-after", description="FAKE write after.txt x")
         wait_for(lambda: repo.done_path("t-after").exists(), timeout=20, what="a drop into the new inbox/")

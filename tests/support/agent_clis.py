@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import structlog
 
-from conveyor.errors import ToolUnavailable
+from conveyor.core.errors import ToolUnavailable
 
 PINNED: dict[str, tuple[str, str]] = {
     "claude-code": ("@anthropic-ai/claude-code", "2.1.328"),

@@ -3,7 +3,7 @@
 It speaks just enough of the Anthropic Messages API (`POST /v1/messages`, SSE or JSON) and the OpenAI
 Responses API (`POST /v1/responses`, SSE) for the real CLIs to run their agent loop against it, so a test
 drives a real CLI to edit real files. What the model does comes from scripts (`model_script`); how it
-looks on the wire from `model_wire`. Run `python -m conveyor.devtools.model_server` for the offline demo.
+looks on the wire from `model_wire`. Run `python -m tests.support.model_server` for the offline demo.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from conveyor.devtools.model_script import (
+from conveyor.runner.types import Tokens
+from tests.support.model_script import (
     Action,
     Fail,
     Hang,
@@ -39,7 +40,7 @@ from conveyor.devtools.model_script import (
     session_id,
     user_text,
 )
-from conveyor.devtools.model_wire import (
+from tests.support.model_wire import (
     Event,
     anthropic_blocks,
     anthropic_error_body,
@@ -51,7 +52,6 @@ from conveyor.devtools.model_wire import (
     openai_events,
     openai_item,
 )
-from conveyor.runner.types import Tokens
 
 __all__ = ["Fail", "Hang", "ModelServer", "RecordedRequest", "Reply", "RunCommand", "Stall", "Step", "WriteFile",
            "claude_env", "demo_script", "write_codex_config"]

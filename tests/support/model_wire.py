@@ -14,8 +14,8 @@ import time
 from pathlib import PurePosixPath
 from typing import Any
 
-from conveyor.devtools.model_script import Action, Reply, RunCommand, tool_names, working_directory
 from conveyor.runner.types import Tokens
+from tests.support.model_script import Action, Reply, RunCommand, tool_names, working_directory
 
 Event = tuple[str, dict[str, Any]]
 

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from conveyor.devtools import agent_clis
-from conveyor.devtools.agent_clis import InstallError
+from tests.conftest import REPO_ROOT
+from tests.support import agent_clis
+from tests.support.agent_clis import InstallError
 
 CODEX_VERSION = agent_clis.PINNED["codex"][1]
 CLAUDE_VERSION = agent_clis.PINNED["claude-code"][1]
@@ -88,7 +88,7 @@ def test_install_runs_npm_once_into_a_folder_keyed_by_name_and_version(npm_log: 
 
 def test_concurrent_installs_run_npm_once_and_agree(npm_log: Path, tmp_path: Path) -> None:
     root = tmp_path / "cache"
-    code = ("from pathlib import Path; from conveyor.devtools import agent_clis; "
+    code = ("from pathlib import Path; from tests.support import agent_clis; "
             f"print(agent_clis.install('codex', Path({str(root)!r})))")
     env = {**os.environ, "FAKE_NPM_SLEEP": "1"}
     workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
@@ -194,18 +194,18 @@ def test_version_of_reports_executables_that_fail_or_cannot_run(tmp_path: Path) 
 
 def test_module_cli_installs_and_prints_the_path(npm_log: Path, tmp_path: Path) -> None:
     root = tmp_path / "cache"
-    argv = [sys.executable, "-m", "conveyor.devtools.agent_clis", "install", "codex", "--root", str(root)]
+    argv = [sys.executable, "-m", "tests.support.agent_clis", "install", "codex", "--root", str(root)]
 
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO_ROOT)
 
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"codex {root / f'codex-{CODEX_VERSION}' / 'node_modules' / '.bin' / 'codex'}\n"
 
 
 def test_module_cli_reports_a_failed_install(npm_log: Path, tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "conveyor.devtools.agent_clis", "install", "codex", "--root", str(tmp_path)]
+    argv = [sys.executable, "-m", "tests.support.agent_clis", "install", "codex", "--root", str(tmp_path)]
 
-    done = subprocess.run(argv, capture_output=True, text=True, check=False,
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO_ROOT,
                           env={**os.environ, "FAKE_NPM_MODE": "fail"})
 
     assert done.returncode == 1

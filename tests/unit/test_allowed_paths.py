@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.gate.paths import check_paths, disallowed_paths, normalize, render_violations
+from conveyor.checks.paths import check_paths, disallowed_paths, normalize, render_violations
 
 BOARD = "work/collaboration/"
 ROADMAPS = ("ROADMAP.md", "roadmap/ROADMAP.md")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.runner.argv import ArgvTemplateError, placeholders_in, render_argv
+from conveyor.config.argv import ArgvTemplateError, placeholders_in, render_argv
 
 CLAUDE = ["-p", "{prompt}", "--output-format", "json", ["--model", "{model}"], ["--max-turns", "{max_turns}"],
           ["--resume", "{session_id}"]]

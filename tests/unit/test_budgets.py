@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.budgets import BudgetGuard, evaluate, soft_warnings, task_block, tool_block, window_of
 from conveyor.config import load_config
 from conveyor.config.models import Budget
-from conveyor.errors import ConfigError
-from conveyor.telemetry import InvocationEnd, InvocationStart, Telemetry
+from conveyor.core.errors import ConfigError
+from conveyor.scheduling.budgets import BudgetGuard, evaluate, soft_warnings, task_block, tool_block, window_of
+from conveyor.telemetry.store import InvocationEnd, InvocationStart, Telemetry
 
 
 def ts(text: str) -> float:

@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.config import CONFIG_FILES, DEFAULT_AGENT, Config, builtin_text, load_config
 from conveyor.config.loader import line_of_path, repo_slug
-from conveyor.errors import ConfigError, Problem
+from conveyor.core.errors import ConfigError, Problem
 
 
 @pytest.fixture

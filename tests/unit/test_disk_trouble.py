@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.disk_trouble import disk_problem, disk_state
-from conveyor.errors import ConveyorError, GitError
+from conveyor.core.disk_trouble import disk_problem, disk_state
+from conveyor.core.errors import ConveyorError, GitError
 
 
 @pytest.mark.parametrize("exc", [

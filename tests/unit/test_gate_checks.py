@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.errors import ConveyorError
-from conveyor.gate.checks import (
+from conveyor.checks.gate import (
     VerifyCommand,
     VerifyRun,
     secret_kinds,
@@ -17,6 +16,7 @@ from conveyor.gate.checks import (
     verify_feedback,
     withhold_secrets,
 )
+from conveyor.core.errors import ConveyorError
 
 TOKEN = "ghp" + "_" + "aB3" * 12
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.handoff import Handoff, parse_handoff
+from conveyor.board.handoff import Handoff, parse_handoff
 
 
 def test_plain_lines_at_the_end() -> None:

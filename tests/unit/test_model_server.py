@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conveyor.devtools.model_script import user_text, working_directory
-from conveyor.devtools.model_server import (
+from tests.conftest import REPO_ROOT
+from tests.support.model_script import user_text, working_directory
+from tests.support.model_server import (
     Fail,
     Hang,
     ModelServer,
@@ -30,7 +30,8 @@ from conveyor.devtools.model_server import (
     demo_script,
     write_codex_config,
 )
-from conveyor.devtools.model_wire import anthropic_usage, shell_write_command
+from tests.support.model_wire import anthropic_usage, shell_write_command
+
 from conveyor.runner.types import Tokens
 
 CWD = "/work/agent/repo"
@@ -492,7 +493,7 @@ def test_demo_script_writes_runnable_python_then_summarises() -> None:
 
 
 def test_module_cli_prints_its_urls_and_serves_the_demo_until_terminated() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "conveyor.devtools.model_server", "--script", "demo"],
+    process = subprocess.Popen([sys.executable, "-m", "tests.support.model_server", "--script", "demo"], cwd=REPO_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.openfiles import fd_open_for_writing, open_for_writing
-from conveyor.yamlio import StillBeingWritten, read_limited
+from conveyor.core.openfiles import fd_open_for_writing, open_for_writing
+from conveyor.core.yamlio import StillBeingWritten, read_limited
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="leases are a Linux feature")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from tests.conftest import REPO_ROOT
 
-from conveyor import git
+from conveyor.board.validate import collect, validate_file
 from conveyor.config import load_config
-from conveyor.validate import collect, validate_file
+from conveyor.workspace import git
 
 
 def test_this_repositorys_configuration_loads() -> None:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conveyor.errors import ConveyorError
+from conveyor.core.errors import ConveyorError
 from conveyor.runner.parsers import PARSER_NAMES, LimitPatterns, UnknownParserError, make_parser
 from conveyor.runner.parsers.base import FINAL_TEXT_CAP
 from conveyor.runner.types import Outcome, ParsedRun, ProcessResult, Tokens

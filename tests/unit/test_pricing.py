@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conveyor.config.models import ModelSettings, Price
-from conveyor.pricing import computed_cost, invocation_cost
 from conveyor.runner.types import Tokens
+from conveyor.scheduling.pricing import computed_cost, invocation_cost
 
 MODELS = {
     "gpt-5": ModelSettings(tool="codex", price=Price(input=1.25, output=10.0, cache_read=0.125)),

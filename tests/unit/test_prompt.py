@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conveyor.prompt import build_prompt
-from conveyor.task import Task
+from conveyor.core.task import Task
+from conveyor.runner.prompt import build_prompt
 
 
 def prompt_for(data: dict[str, Any], instructions: str | None = None) -> str:

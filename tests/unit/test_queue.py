@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conveyor.board_index import Known
-from conveyor.queue import order_key, plan
-from conveyor.task import Task
+from conveyor.board.index import Known
+from conveyor.core.task import Task
+from conveyor.scheduling.queue import order_key, plan
 
 
 def task(task_id: str, priority: str | None = None, created_at: str | None = None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import FIXTURES, REPO_ROOT
 
-from conveyor.errors import ConveyorError
+from conveyor.core.errors import ConveyorError
 from conveyor.roadmap import (
     RoadmapEditConflict,
     RoadmapEditError,

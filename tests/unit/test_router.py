@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from conveyor.config import Config, load_config
-from conveyor.router import NoRoute, agent_settings, routes_for, tier_for
-from conveyor.task import Task
+from conveyor.core.task import Task
+from conveyor.scheduling.router import NoRoute, agent_settings, routes_for, tier_for
 
 AGENTS = """\
 agents:

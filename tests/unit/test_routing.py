@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
-from conveyor.availability import RouteCheck, credentials_problem
-from conveyor.budgets import BudgetState
 from conveyor.config import Config, load_config
 from conveyor.config.models import Backoff, Budget
-from conveyor.router import (
+from conveyor.core.task import Task
+from conveyor.runner.types import Outcome
+from conveyor.scheduling.availability import RouteCheck, credentials_problem
+from conveyor.scheduling.budgets import BudgetState
+from conveyor.scheduling.router import (
     HIGH_MIN_ARTEFACTS,
     HIGH_MIN_CHARS,
     LOW_MAX_ARTEFACTS,
@@ -23,9 +25,7 @@ from conveyor.router import (
     estimate_complexity,
     plan_routes,
 )
-from conveyor.runner.types import Outcome
-from conveyor.task import Task
-from conveyor.tool_health import ToolHealth
+from conveyor.scheduling.tool_health import ToolHealth
 
 AGENTS = """\
 agents:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import git
 
-from conveyor.gate.secrets import (
+from conveyor.checks.secrets import (
     UNKNOWN_FILE,
     AddedLine,
     SecretFinding,

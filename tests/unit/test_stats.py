@@ -17,13 +17,13 @@ import pytest
 from click.testing import CliRunner
 from tests.conftest import git
 
-from conveyor import stats
-from conveyor import telemetry as telemetry_module
 from conveyor.cli.stats_cmd import command as stats_command
 from conveyor.config import load_config
-from conveyor.outcomes import detect_outcomes
+from conveyor.publish.outcomes import detect_outcomes
 from conveyor.runner.types import Tokens
-from conveyor.telemetry import SCHEMA_VERSION, InvocationEnd, InvocationStart, Telemetry
+from conveyor.telemetry import stats
+from conveyor.telemetry import store as telemetry_module
+from conveyor.telemetry.store import SCHEMA_VERSION, InvocationEnd, InvocationStart, Telemetry
 
 
 def ts(text: str) -> float:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.errors import Problem, TaskFileError
-from conveyor.task import (
+from conveyor.core.errors import Problem, TaskFileError
+from conveyor.core.task import (
     SAFE_NAME,
     is_task_name,
     line_of,

@@ -6,7 +6,7 @@ import threading
 import time
 
 from conveyor.config.models import ToolLimits
-from conveyor.tool_gate import ToolGate, rate_window
+from conveyor.scheduling.concurrency import ToolGate, rate_window
 
 
 def test_rate_windows() -> None:

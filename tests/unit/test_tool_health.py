@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from conveyor.config.models import Backoff
 from conveyor.runner.types import Outcome
-from conveyor.tool_health import MIN_PAUSE_S, PAUSES_FILE, ToolHealth, backoff_delay, read_pauses
+from conveyor.scheduling.tool_health import MIN_PAUSE_S, PAUSES_FILE, ToolHealth, backoff_delay, read_pauses
 
 NOW = 1_800_000_000.0
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conveyor import yamlio
-from conveyor.yamlio import YamlProblem
+from conveyor.core import yamlio
+from conveyor.core.yamlio import YamlProblem
 
 
 # ------------------------------------------------------------------ read_limited

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import structlog
 
-from conveyor import yamlio
-from conveyor.board import BoardLayout, task_files
-from conveyor.fsops import rename_noreplace
-from conveyor.task import task_id_from_path
-from conveyor.timeutil import parse_iso
+from conveyor.board.layout import BoardLayout, task_files
+from conveyor.core import yamlio
+from conveyor.core.fsops import rename_noreplace
+from conveyor.core.task import task_id_from_path
+from conveyor.core.timeutil import parse_iso
 
-log = structlog.get_logger("conveyor.archive")
+log = structlog.get_logger("conveyor.board.archive")
 DAY_S = 86_400.0
 
 

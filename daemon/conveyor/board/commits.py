@@ -15,11 +15,11 @@ from pathlib import Path
 
 import structlog
 
-from conveyor import git
 from conveyor.config import Config
-from conveyor.errors import GitError
+from conveyor.core.errors import GitError
+from conveyor.workspace import git
 
-log = structlog.get_logger("conveyor.board_commit")
+log = structlog.get_logger("conveyor.board.commits")
 INDEX_FILE = "board.index"
 SUBJECT_LIMIT = 72
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from conveyor.task import SAFE_NAME
+from conveyor.core.task import SAFE_NAME
 
 log = structlog.get_logger()
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import structlog
 
-from conveyor import board
-from conveyor.board import BoardLayout
-from conveyor.task import SAFE_NAME, Task, new_task_document
+from conveyor.board import layout as board
+from conveyor.board.layout import BoardLayout
+from conveyor.core.task import SAFE_NAME, Task, new_task_document
 
-log = structlog.get_logger("conveyor.handoff")
+log = structlog.get_logger("conveyor.board.handoff")
 MAX_ID = 128
 NOTES_LIMIT = 8000
 MAX_DEPTH = 10          # a chain of hand-offs longer than this is two agents passing work back and forth

@@ -17,16 +17,17 @@ from pathlib import Path
 
 import structlog
 
-from conveyor import board, openfiles
-from conveyor.board import BoardLayout
-from conveyor.board_index import BoardIndex
-from conveyor.errors import Problem, TaskFileError
-from conveyor.fsops import is_interrupted_claim
-from conveyor.task import Task, parse_task, task_id_from_path
-from conveyor.timeutil import Clock
-from conveyor.yamlio import StillBeingWritten
+from conveyor.board import layout as board
+from conveyor.board.index import BoardIndex
+from conveyor.board.layout import BoardLayout
+from conveyor.core import openfiles
+from conveyor.core.errors import Problem, TaskFileError
+from conveyor.core.fsops import is_interrupted_claim
+from conveyor.core.task import Task, parse_task, task_id_from_path
+from conveyor.core.timeutil import Clock
+from conveyor.core.yamlio import StillBeingWritten
 
-log = structlog.get_logger("conveyor.inbox")
+log = structlog.get_logger("conveyor.board.inbox")
 SETTLE_S = 2.0          # an unreadable file this recent may still be being written: look again later
 Signature = tuple[int, int, int]
 

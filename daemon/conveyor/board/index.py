@@ -11,9 +11,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conveyor import yamlio
-from conveyor.board import BoardLayout
-from conveyor.task import CLAIMER_PREFIX, is_task_name, task_id_from_path
+from conveyor.board.layout import BoardLayout
+from conveyor.core import yamlio
+from conveyor.core.task import CLAIMER_PREFIX, is_task_name, task_id_from_path
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor import yamlio
-from conveyor.errors import Problem
-from conveyor.fsops import claim_move, is_interrupted_claim, rename_noreplace
-from conveyor.task import Task, is_task_name, task_id_from_path
+from conveyor.core import yamlio
+from conveyor.core.errors import Problem
+from conveyor.core.fsops import claim_move, is_interrupted_claim, rename_noreplace
+from conveyor.core.task import Task, is_task_name, task_id_from_path
 
 REJECTED = "_rejected"
 

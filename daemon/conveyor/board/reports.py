@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor import yamlio
-from conveyor.board import BoardLayout
-from conveyor.board_index import Known
-from conveyor.task import Task
-from conveyor.timeutil import utc_iso
+from conveyor.board.index import Known
+from conveyor.board.layout import BoardLayout
+from conveyor.core import yamlio
+from conveyor.core.task import Task
+from conveyor.core.timeutil import utc_iso
 
 AGENT_STATUS = "AGENT_STATUS.md"
 WORKFLOW_LOG = "WORKFLOW_LOG.md"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conveyor.errors import Problem, TaskFileError
-from conveyor.task import TASK_SUFFIXES, Task, line_of, parse_task
-from conveyor.timeutil import parse_iso
+from conveyor.core.errors import Problem, TaskFileError
+from conveyor.core.task import TASK_SUFFIXES, Task, line_of, parse_task
+from conveyor.core.timeutil import parse_iso
 
 STATUSES = ("new", "assigned", "in_progress", "done", "error")
 TIMESTAMPS = ("created_at", "assigned_at", "started_at", "completed_at")

@@ -20,11 +20,11 @@ from typing import Any
 
 import structlog
 
-from conveyor import git
-from conveyor.errors import ConveyorError
-from conveyor.gate.paths import check_paths, render_violations
-from conveyor.gate.secrets import added_lines, render_findings, scan_unified_diff
+from conveyor.checks.paths import check_paths, render_violations
+from conveyor.checks.secrets import added_lines, render_findings, scan_unified_diff
+from conveyor.core.errors import ConveyorError
 from conveyor.runner.process import SpawnError, ended_how, log_tail, run_command, succeeded
+from conveyor.workspace import git
 
 log = structlog.get_logger()
 

@@ -1,1 +1,4 @@
-"""The `conveyor` command line: one module per subcommand, one error handler in `main`."""
+"""The `conveyor` command line: one module per subcommand, one error handler in `main`.
+
+May import: anything; nothing imports the CLI.
+"""

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from conveyor import git
 from conveyor.config import Config, load_config
+from conveyor.workspace import git
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from conveyor.cli.common import load, repo_option
-from conveyor.doctor import check_tool
+from conveyor.setup.doctor import check_tool
 
 
 @click.group("config")

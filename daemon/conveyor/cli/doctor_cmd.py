@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from conveyor.cli.common import load, repo_option
-from conveyor.doctor import Check, check_git, check_repository, check_tool
-from conveyor.errors import ProblemsError
+from conveyor.core.errors import ProblemsError
+from conveyor.setup.doctor import Check, check_git, check_repository, check_tool
 
 MARKS = {"ok": "✔", "warn": "!", "fail": "✘"}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from conveyor.cli.common import repo_option, resolve_repo
-from conveyor.init_repo import init_repository
+from conveyor.setup.init_repo import init_repository
 
 
 @click.command("init")

@@ -9,9 +9,9 @@ import sys
 import click
 
 from conveyor import __version__
-from conveyor.errors import ConveyorError, ProblemsError
-from conveyor.git import scrub_environment
-from conveyor.logs import configure_logging
+from conveyor.core.errors import ConveyorError, ProblemsError
+from conveyor.core.logs import configure_logging
+from conveyor.workspace.git import scrub_environment
 
 EXIT_PROBLEMS = 2
 EXIT_ERROR = 1

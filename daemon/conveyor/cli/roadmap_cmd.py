@@ -8,15 +8,15 @@ from pathlib import Path
 
 import click
 
-from conveyor import board
-from conveyor.board import BoardLayout
+from conveyor.board import layout as board
+from conveyor.board.layout import BoardLayout
 from conveyor.cli.common import load, repo_option
 from conveyor.config import Config
 from conveyor.config.models import RoadmapSettings
-from conveyor.errors import ConveyorError
+from conveyor.core.errors import ConveyorError
 from conveyor.roadmap import Selection, count_in_flight, explain, next_runnable, to_json
-from conveyor.roadmap_file import read_roadmap
-from conveyor.roadmap_sync import roadmap_task_id
+from conveyor.roadmap.file import read_roadmap
+from conveyor.roadmap.sync import roadmap_task_id
 
 
 @click.command("roadmap")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from conveyor.cli.common import load, repo_option
-from conveyor.logs import configure_logging
+from conveyor.core.logs import configure_logging
 
 
 @click.command("run")
@@ -17,7 +17,7 @@ from conveyor.logs import configure_logging
 @click.option("--json-logs/--console-logs", default=None, help="Log format (default: JSON unless on a terminal).")
 def command(repo: Path | None, config_dir: Path | None, once: bool, log_level: str, json_logs: bool | None) -> None:
     """Watch the board and run tasks until stopped (SIGTERM drains, SIGHUP reloads configuration)."""
-    from conveyor.daemon import Daemon
+    from conveyor.daemon.loop import Daemon
 
     configure_logging(level=log_level, json=json_logs)
     config = load(repo, config_dir)

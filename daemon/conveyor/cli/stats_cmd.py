@@ -1,6 +1,6 @@
 """`conveyor stats`: runs, success, tokens, cost and durations per day, month, agent, model or tool.
 
-The numbers come from `conveyor.stats` (aggregated inside SQLite); this module only parses the options
+The numbers come from `conveyor.telemetry.stats` (aggregated inside SQLite); this module only parses the options
 and prints: a table that fits 80 columns (runs and cost, outcomes, tokens as separate tables), CSV, or
 JSON shaped `{group: [row, ...]}`.
 """
@@ -17,9 +17,9 @@ import click
 from rich import box
 from rich.table import Table
 
-from conveyor import stats
 from conveyor.cli.common import console, load, repo_option
-from conveyor.telemetry import Telemetry
+from conveyor.telemetry import stats
+from conveyor.telemetry.store import Telemetry
 
 DEFAULT_GROUPS = ("agent", "tool", "model")
 TOKEN_NAMES = {"input_tokens": "input", "output_tokens": "output", "cache_read_tokens": "cache_read",

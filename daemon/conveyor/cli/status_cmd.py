@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from conveyor.cli.common import console, load, repo_option
-from conveyor.status import BoardStatus, collect_status
+from conveyor.daemon.status import BoardStatus, collect_status
 
 
 @click.command("status")

@@ -9,12 +9,12 @@ from typing import TextIO
 
 import click
 
-from conveyor import yamlio
-from conveyor.board import BoardLayout
+from conveyor.board.layout import BoardLayout
 from conveyor.cli.common import load, repo_option
-from conveyor.errors import TaskFileError
-from conveyor.task import PRIORITY_RANK, new_task_document, slugify, validate_document
-from conveyor.timeutil import utc_iso
+from conveyor.core import yamlio
+from conveyor.core.errors import TaskFileError
+from conveyor.core.task import PRIORITY_RANK, new_task_document, slugify, validate_document
+from conveyor.core.timeutil import utc_iso
 
 
 @click.command("submit")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from conveyor.validate import collect, validate_file
+from conveyor.board.validate import collect, validate_file
 
 
 @click.group("task")

@@ -19,7 +19,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from conveyor import yamlio
 from conveyor.config.models import (
     AgentSettings,
     AgentsFile,
@@ -30,7 +29,8 @@ from conveyor.config.models import (
     ToolSettings,
     ToolsFile,
 )
-from conveyor.errors import ConfigError, Problem
+from conveyor.core import yamlio
+from conveyor.core.errors import ConfigError, Problem
 
 CONFIG_FILES = ("daemon.yaml", "agents.yaml", "tools.yaml", "models.yaml", "policies.yaml")
 _MERGED_SECTIONS = {"agents.yaml": "agents", "tools.yaml": "tools", "models.yaml": "models"}
@@ -305,7 +305,7 @@ def cross_check(config: Config, texts: dict[str, tuple[str, str]]) -> tuple[list
 
 
 def _check_tools(config: Config, source: tuple[str, str]) -> list[Problem]:
-    from conveyor.runner.argv import ArgvTemplateError, placeholders_in
+    from conveyor.config.argv import ArgvTemplateError, placeholders_in
 
     label, text = source
     problems = []
@@ -342,7 +342,7 @@ def _check_tools(config: Config, source: tuple[str, str]) -> list[Problem]:
 
 
 def _safe_placeholders(template: list[str | list[str]]) -> set[str]:
-    from conveyor.runner.argv import ArgvTemplateError, placeholders_in
+    from conveyor.config.argv import ArgvTemplateError, placeholders_in
 
     try:
         return placeholders_in(template)

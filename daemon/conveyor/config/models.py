@@ -17,6 +17,10 @@ DEFAULT_TIERS: dict[Complexity, Tier] = {"low": "economy", "medium": "standard",
 ArgvTemplate = list[str | list[str]]
 
 
+
+PARSER_NAMES: tuple[str, ...] = ("claude-json", "claude-stream-json", "codex-jsonl", "text")
+"""The output parsers tools.yaml may name; `conveyor.runner.parsers` implements exactly these."""
+
 class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -128,8 +132,6 @@ class ToolSettings(Frozen):
     @field_validator("parser")
     @classmethod
     def _known_parser(cls, value: str) -> str:
-        from conveyor.runner.parsers import PARSER_NAMES
-
         if value not in PARSER_NAMES:
             raise ValueError(f"unknown parser {value!r}; known parsers: {', '.join(sorted(PARSER_NAMES))}")
         return value

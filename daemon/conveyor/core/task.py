@@ -11,13 +11,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from conveyor import yamlio
-from conveyor.errors import Problem, TaskFileError
+from conveyor.core import yamlio
+from conveyor.core.errors import Problem, TaskFileError
+
+
+class TaskStatus(StrEnum):
+    """The upstream workflow's lifecycle: new → assigned → in_progress → done | error | blocked."""
+
+    NEW = "new"
+    ASSIGNED = "assigned"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    ERROR = "error"
+    BLOCKED = "blocked"
+
 
 CLAIMER_PREFIX = "conveyor@"   # `claimed_by` of every task Conveyor runs: conveyor@<host>:<pid>
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from conveyor.errors import LockHeld
+from conveyor.core.errors import LockHeld
 
 
 class DaemonLock:

@@ -6,23 +6,25 @@ what only it knows: which claimed tasks are running now, paused tools, and when 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor import board, budgets, yamlio
-from conveyor.board import BoardLayout
-from conveyor.board_index import BoardIndex
+from conveyor.board import layout as board
+from conveyor.board.index import BoardIndex
+from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
-from conveyor.errors import TaskFileError
-from conveyor.lock import holder_pid
-from conveyor.queue import plan
-from conveyor.state_files import STATUS_FILE
-from conveyor.task import Task, parse_task
-from conveyor.telemetry import Telemetry
-from conveyor.timeutil import parse_iso, utc_iso
-from conveyor.tool_health import PAUSES_FILE, read_pauses
+from conveyor.core import yamlio
+from conveyor.core.errors import TaskFileError
+from conveyor.core.state_files import LOCK_FILE, STATUS_FILE
+from conveyor.core.task import Task, parse_task
+from conveyor.core.timeutil import parse_iso, utc_iso
+from conveyor.daemon.lock import holder_pid
+from conveyor.daemon.snapshot import StatusSnapshot
+from conveyor.scheduling import budgets
+from conveyor.scheduling.queue import plan
+from conveyor.scheduling.tool_health import PAUSES_FILE, read_pauses
+from conveyor.telemetry.store import Telemetry
 
 RECENT = 10
 
@@ -62,17 +64,16 @@ def collect_status(config: Config, now: float) -> BoardStatus:
 
 
 def _daemon_state(config: Config) -> dict[str, Any] | None:
-    pid = holder_pid(config.state_dir / "daemon.lock")
-    snapshot: dict[str, Any] = {}
-    try:
-        snapshot = json.loads((config.state_dir / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        snapshot = {}
+    pid = holder_pid(config.state_dir / LOCK_FILE)
+    snapshot = StatusSnapshot.load(config.state_dir / STATUS_FILE)
     if pid is None:
-        return {"running": False, "last_seen": snapshot.get("updated_at")} if snapshot else None
-    return {"running": True, "pid": pid, **{k: snapshot.get(k) for k in ("updated_at", "started_at",
-                                                                          "paused_tools", "pauses", "queued",
-                                                                          "held")}}
+        return {"running": False, "last_seen": snapshot.updated_at} if snapshot else None
+    if snapshot is None:
+        return {"running": True, "pid": pid, "updated_at": None, "started_at": None, "paused_tools": None,
+                "pauses": None, "queued": None, "held": None, "draining": False}
+    return {"running": True, "pid": pid, "updated_at": snapshot.updated_at, "started_at": snapshot.started_at,
+            "paused_tools": snapshot.paused_tools, "pauses": snapshot.pauses, "queued": snapshot.queued,
+            "held": snapshot.held, "draining": snapshot.draining}
 
 
 def _paused_tools(config: Config, daemon: dict[str, Any] | None, now: float) -> list[dict[str, Any]]:

@@ -9,19 +9,19 @@ stops the daemon: tasks matter more than their paperwork.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from conveyor import board
-from conveyor.archive import archive_finished
-from conveyor.board import BoardLayout
-from conveyor.board_commit import BoardCommitter
-from conveyor.board_index import BoardIndex, Known
-from conveyor.board_reports import (
+from conveyor.board import layout as board
+from conveyor.board.archive import archive_finished
+from conveyor.board.commits import BoardCommitter
+from conveyor.board.handoff_tasks import create_handoff, followup_id, next_agent_of
+from conveyor.board.index import BoardIndex, Known
+from conveyor.board.layout import BoardLayout
+from conveyor.board.reports import (
     AGENT_STATUS,
     STATUS_MIN_INTERVAL_S,
     WORKFLOW_LOG,
@@ -33,16 +33,17 @@ from conveyor.board_reports import (
     render_agent_status,
 )
 from conveyor.config import Config
-from conveyor.errors import ConveyorError, Problem, TaskFileError
-from conveyor.handoff_tasks import create_handoff, followup_id, next_agent_of
-from conveyor.outcomes import merged_locally
-from conveyor.roadmap_sync import RoadmapSync
-from conveyor.task import Task, parse_task, task_id_from_path
-from conveyor.telemetry import Telemetry
-from conveyor.timeutil import Clock, utc_iso
-from conveyor.watcher import FileWatcher
+from conveyor.core.errors import ConveyorError, Problem, TaskFileError
+from conveyor.core.state_files import task_branch
+from conveyor.core.task import Task, parse_task, task_id_from_path
+from conveyor.core.timeutil import Clock, utc_iso
+from conveyor.daemon.periodic import Periodic
+from conveyor.daemon.watcher import FileWatcher
+from conveyor.publish.outcomes import merged_locally
+from conveyor.roadmap.sync import RoadmapSync
+from conveyor.telemetry.store import Telemetry
 
-log = structlog.get_logger("conveyor.upkeep")
+log = structlog.get_logger("conveyor.daemon.upkeep")
 ARCHIVE_EVERY_S = 3600.0
 MERGE_CHECK_EVERY_S = 60.0
 
@@ -66,32 +67,29 @@ class Upkeep:
         self._tally_ready = False
         self._status_dirty = True
         self._updated_at = clock()
-        self._archive_due = True
-        self._merge_due = True
-        self._next_forced_sync = 0.0
+        self._force_sync = True
         self._watcher: FileWatcher | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, scheduler: Any, wake: Callable[[], None], *, watch: bool) -> None:
-        """Register the periodic jobs (they set a flag and wake the loop) and watch ROADMAP.md."""
-        def flag(name: str) -> Callable[[], None]:
-            def job() -> None:
-                setattr(self, name, True)
-                wake()
-            return job
-
-        scheduler.add_job(flag("_archive_due"), "interval", seconds=ARCHIVE_EVERY_S, id="archive")
-        scheduler.add_job(flag("_merge_due"), "interval", seconds=MERGE_CHECK_EVERY_S, id="merge-check")
-        def status_files() -> None:   # a change left unwritten by the rate limit gets written soon
-            if self._status_dirty:
-                wake()
-
-        scheduler.add_job(status_files, "interval", seconds=STATUS_MIN_INTERVAL_S, id="status-files")
+    def start(self, periodic: Periodic, wake: Callable[[], None], *, watch: bool) -> None:
+        """Register the periodic jobs (run on the loop's thread by `periodic`) and watch ROADMAP.md."""
+        periodic.every("archive", ARCHIVE_EVERY_S, self._archive, at_start=True)
+        periodic.every("merge-check", MERGE_CHECK_EVERY_S, self.check_merges, at_start=True)
+        periodic.every("roadmap-resync", self.config.daemon.rescan_interval_s, self._resync_roadmap, at_start=True)
+        # a change left unwritten by the rate limit gets written on the next pass
+        periodic.every("status-files", STATUS_MIN_INTERVAL_S, lambda: None)
         self._ensure_tally()
         path = self.roadmap.path
         if watch and self.roadmap.enabled and path.parent.is_dir():
             self._watcher = FileWatcher(path, wake)
             self._watcher.start()
+
+    def check_merges(self) -> None:
+        """Mark roadmap items whose task's change reached the base branch as completed."""
+        self._guard("merge_check", lambda: self.roadmap.check_merged(self._merged))
+
+    def _resync_roadmap(self) -> None:
+        self._force_sync = True
 
     def stop(self) -> None:
         """Last words: the final AGENT_STATUS.md, the buffered log lines, and one last board commit."""
@@ -162,16 +160,8 @@ class Upkeep:
 
     # ------------------------------------------------------------------ loop hooks
     def before_intake(self) -> None:
-        """Archive and detect merges when due, then turn the roadmap's next items into inbox tasks."""
-        if self._archive_due:
-            self._archive_due = False
-            self._guard("archive", self._archive)
-        if self._merge_due:
-            self._merge_due = False
-            self._guard("merge_check", lambda: self.roadmap.check_merged(self._merged))
-        force = time.monotonic() >= self._next_forced_sync
-        if force:
-            self._next_forced_sync = time.monotonic() + self.config.daemon.rescan_interval_s
+        """Turn the roadmap's next items into inbox tasks (re-reading the file when the periodic resync is due)."""
+        force, self._force_sync = self._force_sync, False
         self._guard("roadmap", lambda: self.roadmap.sync(force=force))
 
     def after_dispatch(self) -> None:
@@ -196,6 +186,9 @@ class Upkeep:
             self._tally_ready = True
 
     def _archive(self) -> None:
+        self._guard("archive", self._archive_slice)
+
+    def _archive_slice(self) -> None:
         for moved in archive_finished(self.layout, self.clock(), self.config.daemon.archive_after_days):
             known = self.index.get(moved.task_id)
             status = known.status if known is not None else "done"
@@ -209,7 +202,7 @@ class Upkeep:
         commit is reachable from the base branch (merged locally, or the branch deleted after merging)."""
         result = document.get("result") if isinstance(document.get("result"), Mapping) else {}
         assert isinstance(result, Mapping)
-        branch = str(result.get("branch") or f"conveyor/{task_id}")
+        branch = str(result.get("branch") or task_branch(task_id))
         if self._pull_request_state(branch) == "merged":
             return True
         context = document.get("context")

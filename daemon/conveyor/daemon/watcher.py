@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import structlog
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
@@ -20,7 +21,9 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from conveyor.task import is_task_name
+from conveyor.core.task import is_task_name
+
+log = structlog.get_logger("conveyor.daemon")
 
 
 class _WakeOnInboxFiles(FileSystemEventHandler):
@@ -105,3 +108,34 @@ class FileWatcher:
     def stop(self) -> None:
         self._observer.stop()
         self._observer.join(timeout=5)
+
+
+class InboxWatch:
+    """Keeps one watch on inbox/, and watches again when the folder was replaced (deleted and made anew,
+    moved away and back): a watch follows the old folder, and its new tasks would wait for the rescan."""
+
+    def __init__(self, inbox: Path, wake: Callable[[], None], *, enabled: bool) -> None:
+        self._inbox = inbox
+        self._wake = wake
+        self._enabled = enabled
+        self.watcher: InboxWatcher | None = None
+
+    def keep(self) -> None:
+        if not self._enabled:
+            return
+        try:
+            inode = self._inbox.stat().st_ino
+        except OSError:
+            return   # no inbox/ right now: the scan reports it; look again next pass
+        if self.watcher is not None and self.watcher.inode == inode:
+            return
+        if self.watcher is not None:
+            self.watcher.stop()
+            log.info("watcher.rearmed", inbox=str(self._inbox))
+        self.watcher = InboxWatcher(self._inbox, self._wake)
+        self.watcher.start()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None

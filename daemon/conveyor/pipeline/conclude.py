@@ -22,10 +22,7 @@ from typing import Any, Literal
 
 import structlog
 
-from conveyor import git
-from conveyor.config import Config
-from conveyor.errors import ConveyorError
-from conveyor.gate.checks import (
+from conveyor.checks.gate import (
     CheckResult,
     GateFailure,
     GateResult,
@@ -38,14 +35,17 @@ from conveyor.gate.checks import (
     verify_failure,
     verify_feedback,
 )
+from conveyor.config import Config
+from conveyor.core.errors import ConveyorError
+from conveyor.core.task import Task
+from conveyor.pipeline.runs import Run, Totals, latest_session, result_block, summarize
 from conveyor.publish.task_branch import commit_message, publish_commit
 from conveyor.runner.env import build_env
 from conveyor.runner.types import Outcome
-from conveyor.runs import Run, Totals, latest_session, result_block, summarize
-from conveyor.task import Task
-from conveyor.telemetry import Telemetry
+from conveyor.telemetry.store import Telemetry
+from conveyor.workspace import git
 
-log = structlog.get_logger("conveyor.completion")
+log = structlog.get_logger("conveyor.pipeline.conclude")
 
 # prompt, session to resume (None: start afresh in the same worktree), round number → the new run
 FollowUp = Callable[[str, str | None, int], Run]

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,19 +19,22 @@ from typing import Any
 
 import structlog
 
-from conveyor import board, git
-from conveyor.agent_pids import AgentRecords
-from conveyor.board import BoardLayout
+from conveyor.board import layout as board
+from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
-from conveyor.errors import GitError, TaskFileError
-from conveyor.pipeline import AGENT_PIDS_DIR, Disposition, Report
+from conveyor.core.errors import GitError, TaskFileError
+from conveyor.core.state_files import task_branch
+from conveyor.core.task import Task, parse_task, task_id_from_path
+from conveyor.core.timeutil import Clock, utc_iso
+from conveyor.pipeline.finish import Disposition, Report, fail, finish
+from conveyor.pipeline.run import AGENT_PIDS_DIR
+from conveyor.pipeline.runs import Totals, result_from_rows
 from conveyor.publish.task_branch import PARTIAL_TRAILER, commit_summary, publish_commit
-from conveyor.runs import Totals
-from conveyor.task import Task, parse_task, task_id_from_path
-from conveyor.telemetry import Telemetry
-from conveyor.timeutil import Clock, utc_iso
+from conveyor.runner.pids import AgentRecords
+from conveyor.telemetry.store import Telemetry
+from conveyor.workspace import git
 
-log = structlog.get_logger("conveyor.recovery")
+log = structlog.get_logger("conveyor.pipeline.recovery")
 
 
 @dataclass
@@ -42,9 +44,8 @@ class RecoveryOutcome:
 
 
 def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
-            env: Mapping[str, str] | None = None) -> RecoveryOutcome:
-    """`env` is the daemon's environment (the GitHub token for publishing); None means this process's."""
-    env = os.environ if env is None else env
+            env: Mapping[str, str]) -> RecoveryOutcome:
+    """`env` is the daemon's environment (the GitHub token for publishing)."""
     outcome = RecoveryOutcome()
     interrupted = telemetry.mark_interrupted(clock())
     if interrupted:
@@ -75,7 +76,7 @@ def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Cl
 def _recover_one(task: Task, config: Config, layout: BoardLayout, telemetry: Telemetry,
                  clock: Clock, env: Mapping[str, str]) -> Report | None:
     bound = log.bind(task_id=task.id)
-    branch = f"conveyor/{task.id}"
+    branch = task_branch(task.id)
     if task.data.get("status") in ("done", "error") and telemetry.rows_for_task(task.id):
         # finished, then stopped between writing the file and moving it: only the move is left (a status
         # the author wrote, on a task that never ran here, has no telemetry and runs as usual)
@@ -93,13 +94,9 @@ def _recover_one(task: Task, config: Config, layout: BoardLayout, telemetry: Tel
     if status != "in_progress":
         return None
     if task.attempt >= config.daemon.attempts:
-        error = {"message": f"interrupted during attempt {task.attempt} of {config.daemon.attempts} "
-                            "(the daemon stopped or crashed); no attempts left",
-                 "kind": "interrupted", "timestamp": utc_iso(clock())}
-        board.rewrite(task, {"status": "error", "completed_at": utc_iso(clock()), "error": error})
-        board.move(task, layout.done_dir(task.agent))
         bound.error("recovery.attempts_exhausted", attempts=task.attempt)
-        return Report(Disposition.FAILED, task, reason=error["message"])
+        return fail(task, layout, clock(), f"interrupted during attempt {task.attempt} of "
+                    f"{config.daemon.attempts} (the daemon stopped or crashed); no attempts left", kind="interrupted")
     git.delete_branch(config.repo, branch)
     board.rewrite(task, {"status": "assigned"})
     bound.info("recovery.requeued", next_attempt=task.attempt + 1)
@@ -125,20 +122,15 @@ def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemet
         config, env, task, branch, sha=sha, summary=summary, files=files, checks=checks, totals=totals,
         tool=last.get("tool"), model=last.get("model"), partial_reason=partial,
         notes=["_Committed before a restart; published by start-up recovery._"])
-    result: dict[str, Any] = {
-        "summary": summary or "committed before a restart; finished by start-up recovery",
-        "artefacts": files, "branch": branch, "commit": sha, "pr_url": published.pr_url,
-        "publish": published.message, "tool": last.get("tool"), "model": last.get("model"),
-        "tokens": totals.tokens.as_dict(), "cost_usd": totals.cost,
-        "recovered": "committed before a restart; published by start-up recovery",
-    }
+    result = result_from_rows(rows, summary=summary or "committed before a restart; finished by start-up recovery",
+                              branch=branch, changed=files)
+    result.update({"commit": sha, "pr_url": published.pr_url, "publish": published.message, "checks": checks,
+                   "recovered": "committed before a restart; published by start-up recovery"})
     if partial:
         result.update({"partial": True, "partial_reason": partial})
     if last:
         telemetry.record_result(int(last["id"]), commit_sha=sha, pr_url=published.pr_url, branch=branch)
-    board.rewrite(task, {"status": "done", "completed_at": utc_iso(clock()), "result": result})
-    board.move(task, layout.done_dir(task.agent))
-    return Report(Disposition.DONE, task)
+    return finish(task, layout, clock(), result)
 
 
 def _rows_of_attempt(telemetry: Telemetry, task: Task) -> list[dict[str, Any]]:

@@ -11,49 +11,39 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from conveyor import agent_pids, board, completion, disk_trouble, git
-from conveyor.agent_run import Invocation, InvocationRequest, invoke
-from conveyor.availability import RouteCheck
-from conveyor.board import BoardLayout
-from conveyor.budgets import BudgetGuard, soft_warnings, task_block, tool_block
+from conveyor.board import layout as board
+from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
-from conveyor.disk_trouble import disk_problem
-from conveyor.errors import ConveyorError, GitError, ToolUnavailable
-from conveyor.pricing import invocation_cost
-from conveyor.prompt import build_prompt
-from conveyor.router import Route, Routing, agent_settings, plan_routes
+from conveyor.core import disk_trouble
+from conveyor.core.disk_trouble import disk_problem
+from conveyor.core.errors import ConveyorError, GitError, ToolUnavailable
+from conveyor.core.state_files import task_branch
+from conveyor.core.task import CLAIMER_PREFIX, Task
+from conveyor.core.timeutil import Clock, utc_iso
+from conveyor.pipeline import conclude as completion
+from conveyor.pipeline.finish import Disposition, Report, fail, finish, requeue
+from conveyor.runner import pids as agent_pids
+from conveyor.runner.invoke import Invocation, InvocationRequest, invoke
+from conveyor.runner.prompt import build_prompt
 from conveyor.runner.types import Outcome
-from conveyor.task import CLAIMER_PREFIX, Task
-from conveyor.telemetry import InvocationEnd, InvocationStart, Telemetry
-from conveyor.timeutil import Clock, utc_iso
-from conveyor.tool_gate import ToolGate
-from conveyor.tool_health import ToolHealth
+from conveyor.scheduling.availability import RouteCheck
+from conveyor.scheduling.budgets import BudgetGuard, soft_warnings, task_block, tool_block
+from conveyor.scheduling.concurrency import ToolGate
+from conveyor.scheduling.pricing import invocation_cost
+from conveyor.scheduling.router import Route, Routing, agent_settings
+from conveyor.scheduling.tool_health import ToolHealth
+from conveyor.telemetry.store import InvocationEnd, InvocationStart, Telemetry
+from conveyor.workspace import git
 
-log = structlog.get_logger("conveyor.pipeline")
+log = structlog.get_logger("conveyor.pipeline.run")
 AGENT_PIDS_DIR = "agents"   # <state_dir>/agents/<task_id>.pid while an agent runs (see agent_pids)
-
-
-class Disposition(StrEnum):
-    DONE = "done"          # finished: result block written, file in done/<agent>/
-    FAILED = "failed"      # finished with status error, file in done/<agent>/
-    REQUEUED = "requeued"  # stays in assigned/; run again later (provider limit, retryable failure, shutdown)
-
-
-@dataclass
-class Report:
-    disposition: Disposition
-    task: Task
-    not_before: float = 0.0           # for REQUEUED: earliest time to try again
-    reason: str = ""
-    paused_tools: dict[str, float] = field(default_factory=dict)   # tool → resume time (provider limits)
 
 
 @dataclass(frozen=True)
@@ -65,18 +55,19 @@ class Collaborators:
     telemetry: Telemetry
     clock: Clock
     env: Mapping[str, str]
-    is_paused: Callable[[str], float | None] = lambda tool: None   # tool → resume time if paused
-    health: ToolHealth | None = None      # provider-limit pauses (shared with the daemon, thread-safe)
-    gate: ToolGate | None = None          # per-tool concurrency and start rate
-    budgets: BudgetGuard | None = None    # spend against policies.yaml budgets
+    health: ToolHealth      # provider-limit pauses (shared with the daemon, thread-safe)
+    gate: ToolGate          # per-tool concurrency and start rate
+    budgets: BudgetGuard    # spend against policies.yaml budgets
 
 
 @dataclass
 class RunPlan:
     """What the daemon decided at dispatch: the routing, and whether it already holds the chosen tool's slot."""
 
-    routing: Routing | None                # None: routing failed; the run fails with the reason
+    routing: Routing | None                # None: routing failed; the run fails with `error`
     slot_held: bool = False
+    error: str = ""
+    error_kind: str = "ConveyorError"
 
 
 CAPACITY_RETRY_S = 5.0     # a fallback whose tool is at capacity: try the task again this much later
@@ -85,7 +76,7 @@ CAPACITY_RETRY_S = 5.0     # a fallback whose tool is at capacity: try the task 
 class _Slots:
     """The per-tool slots this run holds; a slot is given back when its route is left, or at the end."""
 
-    def __init__(self, gate: ToolGate | None) -> None:
+    def __init__(self, gate: ToolGate) -> None:
         self._gate = gate
         self._held: list[str] = []
 
@@ -95,7 +86,7 @@ class _Slots:
     def take(self, tool: str) -> str | None:
         if tool in self._held:
             return None
-        reason = self._gate.try_start(tool) if self._gate is not None else None
+        reason = self._gate.try_start(tool)
         if reason is None:
             self._held.append(tool)
         return reason
@@ -103,8 +94,7 @@ class _Slots:
     def release(self, tool: str) -> None:
         if tool in self._held:
             self._held.remove(tool)
-            if self._gate is not None:
-                self._gate.finish(tool)
+            self._gate.finish(tool)
 
     def release_all(self) -> None:
         for tool in list(self._held):
@@ -125,14 +115,14 @@ def claimer_id() -> str:
     return f"{CLAIMER_PREFIX}{socket.gethostname()}:{os.getpid()}"
 
 
-def run_task(task: Task, deps: Collaborators, cancel: threading.Event, plan: RunPlan | None = None) -> Report:
+def run_task(task: Task, deps: Collaborators, cancel: threading.Event, plan: RunPlan) -> Report:
     """Run a task that sits in `assigned/<agent>/`; never raises for the task's own failures.
 
-    `plan` is the daemon's routing decision (and the tool slot it took); without one the route is chosen here.
+    `plan` is the daemon's routing decision (and the tool slot it took): routing is decided once, at dispatch.
     """
     bound = log.bind(task_id=task.id, agent=task.agent)
     slots = _Slots(deps.gate)
-    if plan is not None and plan.slot_held and plan.routing is not None and plan.routing.route is not None:
+    if plan.slot_held and plan.routing is not None and plan.routing.route is not None:
         slots.adopt(plan.routing.route.tool_name)
     try:
         # every line logged on this thread names the task, the runner's and git's included
@@ -163,27 +153,28 @@ def _wait_for_disk(task: Task, deps: Collaborators, bound: Any, problem: str) ->
 
 def route_check(deps: Collaborators) -> RouteCheck:
     """Availability of routes as of now: installed, logged in, not paused, tool not over a hard budget."""
-    states = deps.budgets.states(deps.config.policies.budgets) if deps.budgets is not None else []
-    return RouteCheck(deps.env, deps.health, states)
+    return RouteCheck(deps.env, deps.health, deps.budgets.states(deps.config.policies.budgets))
 
 
-def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, plan: RunPlan | None,
+def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, plan: RunPlan,
          slots: _Slots) -> Report:
     config, now = deps.config, deps.clock()
     attempt = task.attempt + 1
     started = {"status": "in_progress", "assigned_at": task.data.get("assigned_at") or utc_iso(now),
                "started_at": utc_iso(now), "claimed_by": claimer_id(), "attempt": attempt}
+    if plan.routing is None:               # routing failed at dispatch: say why, spend nothing on a workspace
+        board.rewrite(task, started)
+        bound.error("task.failed", error=plan.error)
+        return _fail(task, deps, plan.error or "no route for this task", kind=plan.error_kind, log_path=None)
     board.rewrite(task, started)
     bound.info("task.started", attempt=attempt)
     base = task.base_branch or config.daemon.base_branch
-    branch = f"conveyor/{task.id}"
+    branch = task_branch(task.id)
     worktree = config.worktrees_dir / task.id
     git.add_worktree(config.repo, worktree, branch, base)
     report: Report | None = None
     try:
-        routing = plan.routing if plan is not None and plan.routing is not None else \
-            plan_routes(task, config, route_check(deps))
-        report = _run_in_worktree(task, deps, cancel, bound, worktree, branch, attempt, routing, slots)
+        report = _run_in_worktree(task, deps, cancel, bound, worktree, branch, attempt, plan.routing, slots)
         return report
     finally:
         git.remove_worktree(config.repo, worktree)
@@ -253,7 +244,7 @@ def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound:
             return last, True
         parsed = last.invocation.parsed
         if not parsed.outcome.is_provider_limit:
-            if deps.health is not None and parsed.outcome in (Outcome.OK, Outcome.AGENT_ERROR):
+            if parsed.outcome in (Outcome.OK, Outcome.AGENT_ERROR):
                 deps.health.record_success(route.tool_name)
             return last, False
         until = _pause_tool(deps, route.tool_name, parsed.outcome, parsed.reset_at, parsed.api_error_status)
@@ -270,14 +261,12 @@ def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound:
 def _pause_tool(deps: Collaborators, tool: str, outcome: Outcome, reset_at: float | None,
                 status: int | None) -> float:
     """Pause the tool after a provider limit; returns when it may run again."""
-    if deps.health is not None:
-        return deps.health.record_limit(tool, outcome, reset_at, status).until
-    return reset_at or (deps.clock() + deps.config.policies.backoff.initial_s)
+    return deps.health.record_limit(tool, outcome, reset_at, status).until
 
 
 def _budget_warning(task: Task, deps: Collaborators, tool: str, bound: Any) -> str | None:
     """Soft budgets this task's scope has spent (counting this run): a warning, never a stop."""
-    if deps.budgets is None or not deps.config.policies.budgets:
+    if not deps.config.policies.budgets:
         return None
     states = soft_warnings(deps.budgets.states(deps.config.policies.budgets, fresh=True), task.agent, tool)
     if not states:
@@ -377,7 +366,7 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, workt
                        session_id=session_id, round_no=round_no)
 
     def over_budget() -> str | None:
-        if deps.budgets is None or not deps.config.policies.budgets:
+        if not deps.config.policies.budgets:
             return None
         states = deps.budgets.states(deps.config.policies.budgets, fresh=True)
         held = task_block(states, task.agent) or tool_block(states, last.route.tool_name)
@@ -403,28 +392,14 @@ def settings_type(task: Task, deps: Collaborators) -> str:
 
 
 def _finish(task: Task, deps: Collaborators, result: dict[str, Any]) -> Report:
-    board.rewrite(task, {"status": "done", "completed_at": utc_iso(deps.clock()), "result": result})
-    board.move(task, deps.layout.done_dir(task.agent))
-    return Report(Disposition.DONE, task)
+    return finish(task, deps.layout, deps.clock(), result)
 
 
 def _fail(task: Task, deps: Collaborators, message: str, *, kind: str, log_path: str | None,
           extra: Mapping[str, Any] | None = None) -> Report:
-    error: dict[str, Any] = {"message": message, "kind": kind, "timestamp": utc_iso(deps.clock())}
-    if log_path and deps.config.daemon.privacy == "full":   # metadata mode keeps no transcript to point at
-        error["log"] = log_path
-    error.update(extra or {})
-    try:
-        board.rewrite(task, {"status": "error", "completed_at": utc_iso(deps.clock()), "error": error})
-        board.move(task, deps.layout.done_dir(task.agent))
-    except (OSError, GitError) as exc:
-        log.error("task.finish_failed", task_id=task.id, error=str(exc))
-        return Report(Disposition.REQUEUED, task, not_before=deps.clock() + 60, reason=f"cannot finish: {exc}")
-    return Report(Disposition.FAILED, task, reason=message)
+    keep_log = log_path if deps.config.daemon.privacy == "full" else None   # metadata mode keeps no transcript
+    return fail(task, deps.layout, deps.clock(), message, kind=kind, log_path=keep_log, extra=extra)
 
 
 def _requeue(task: Task, deps: Collaborators, reason: str, *, spent: bool, not_before: float = 0.0) -> Report:
-    """Put the task back to wait in `assigned/`; an attempt is spent only for the task's own failures."""
-    attempt = task.attempt if spent else max(task.attempt - 1, 0)
-    board.rewrite(task, {"status": "assigned", "attempt": attempt})
-    return Report(Disposition.REQUEUED, task, not_before=not_before, reason=reason)
+    return requeue(task, reason, spent=spent, not_before=not_before)

@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from conveyor.agent_run import Invocation
-from conveyor.gate.checks import withhold_secrets
-from conveyor.handoff import parse_handoff
-from conveyor.router import Route
+from conveyor.board.handoff import parse_handoff
+from conveyor.checks.gate import withhold_secrets
+from conveyor.runner.invoke import Invocation
 from conveyor.runner.types import Tokens
+from conveyor.scheduling.router import Route
 
 SUMMARY_LIMIT = 4000
 _ROW_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
@@ -82,22 +82,9 @@ def result_block(runs: Sequence[Run], *, branch: str, changed: list[str], checks
                  skipped: Sequence[str]) -> dict[str, Any]:
     """The task's `result` (design section 4) before commit and publishing fill in theirs."""
     last = runs[-1]
-    totals = Totals.of(runs)
-    result: dict[str, Any] = {
-        "summary": summarize(runs) or "(the agent gave no summary)",
-        "artefacts": changed,
-        "branch": branch,
-        "commit": None,
-        "pr_url": None,
-        "tool": last.route.tool_name,
-        "model": last.invocation.parsed.model or last.route.model,
-        "tokens": totals.tokens.as_dict(),
-        "cost_usd": totals.cost,
-        "cost_source": last.cost_source,
-        "duration_s": round(totals.duration_s, 3),
-        "session_id": latest_session(runs),
-        "turns": totals.turns,
-    }
+    result = _result(summary=summarize(runs), changed=changed, branch=branch, tool=last.route.tool_name,
+                     model=last.invocation.parsed.model or last.route.model, totals=Totals.of(runs),
+                     cost_source=last.cost_source, session_id=latest_session(runs))
     if checks:
         result["checks"] = checks
     if skipped:
@@ -110,3 +97,32 @@ def result_block(runs: Sequence[Run], *, branch: str, changed: list[str], checks
     if handoff is not None:
         result.update(handoff.as_result())
     return result
+
+
+def result_from_rows(rows: Sequence[Mapping[str, Any]], *, summary: str, branch: str,
+                     changed: list[str]) -> dict[str, Any]:
+    """The same block from telemetry rows: start-up recovery finishes a committed task with no runs in memory."""
+    last: Mapping[str, Any] = rows[-1] if rows else {}
+    sessions = [str(row["session_id"]) for row in rows if row.get("session_id")]
+    return _result(summary=summary, changed=changed, branch=branch, tool=last.get("tool"), model=last.get("model"),
+                   totals=Totals.of_rows(rows), cost_source=last.get("cost_source"),
+                   session_id=sessions[-1] if sessions else None)
+
+
+def _result(*, summary: str, changed: list[str], branch: str, tool: str | None, model: str | None,
+            totals: Totals, cost_source: str | None, session_id: str | None) -> dict[str, Any]:
+    return {
+        "summary": summary or "(the agent gave no summary)",
+        "artefacts": changed,
+        "branch": branch,
+        "commit": None,
+        "pr_url": None,
+        "tool": tool,
+        "model": model,
+        "tokens": totals.tokens.as_dict(),
+        "cost_usd": totals.cost,
+        "cost_source": cost_source,
+        "duration_s": round(totals.duration_s, 3),
+        "session_id": session_id,
+        "turns": totals.turns,
+    }

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import structlog
 
-from conveyor import git
 from conveyor.config.models import DaemonSettings
-from conveyor.errors import GitError
+from conveyor.core.errors import GitError
 from conveyor.publish.github_types import GitHubError, PullRequestRef, repo_from_remote_url
+from conveyor.workspace import git
 
 log = structlog.get_logger()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from conveyor.errors import ConveyorError
+from conveyor.core.errors import ConveyorError
 
 PullState = Literal["open", "merged", "closed"]
 

@@ -15,13 +15,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from conveyor import git
 from conveyor.config import Config
-from conveyor.errors import ConveyorError, GitError
-from conveyor.telemetry import Telemetry
-from conveyor.timeutil import Clock
+from conveyor.core.errors import ConveyorError, GitError
+from conveyor.core.timeutil import Clock
+from conveyor.telemetry.store import Telemetry
+from conveyor.workspace import git
 
-log = structlog.get_logger("conveyor.outcomes")
+log = structlog.get_logger("conveyor.publish.outcomes")
 DECIDED = ("merged", "closed")
 
 
@@ -45,6 +45,15 @@ def merged_locally(config: Config, branch: str, commit_sha: str | None, base: st
     except GitError:
         return False
     return True
+
+
+def detect_outcomes_safely(config: Config, telemetry: Telemetry, publisher_factory: PublisherFactory | None,
+                           clock: Clock) -> None:
+    """`detect_outcomes` for a background thread: a failing lookup is logged and tried again next period."""
+    try:
+        detect_outcomes(config, telemetry, publisher_factory, clock=clock)
+    except Exception:
+        log.exception("outcome.detection_failed")
 
 
 def detect_outcomes(config: Config, telemetry: Telemetry, publisher_factory: PublisherFactory | None = None,

@@ -8,17 +8,30 @@ work, the `Conveyor-Partial` trailer).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from conveyor.config import Config
+from conveyor.core.task import Task
 from conveyor.publish.flow import Published, PublishRequest, destination, publish
 from conveyor.publish.pull_request import PullRequestContent, labels_for, render_body, render_title, task_link
-from conveyor.runs import Totals
-from conveyor.task import Task
+from conveyor.runner.types import Tokens
 
 PARTIAL_TRAILER = "Conveyor-Partial"
 SUBJECT_LIMIT = 100
 BODY_LIMIT = 1500
+
+
+class Totals(Protocol):
+    """What a pull request reports of an attempt's runs (the pipeline's `Totals` has this shape)."""
+
+    @property
+    def tokens(self) -> Tokens: ...
+    @property
+    def cost(self) -> float: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def turns(self) -> int | None: ...
 
 
 def commit_message(task: Task, *, kind: str, tool: str, model: str | None, cost: float, summary: str,

@@ -1,6 +1,9 @@
 """ROADMAP.md as data: parse it, choose what runs next, and write progress back one line at a time.
 
-Pure functions over text; watching the file, making tasks and writing to disk belong to the daemon.
+The pure core (`lines`, `model`, `parse`, `select`, `edit`) works on text; `file` reads and writes
+ROADMAP.md safely and `sync` turns items into tasks and task progress into status lines.
+
+May import: core, config, board.
 """
 
 from conveyor.roadmap.edit import (

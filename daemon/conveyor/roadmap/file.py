@@ -21,7 +21,8 @@ from pathlib import Path
 
 import structlog
 
-from conveyor.fsops import exchange
+from conveyor.core.fsops import exchange
+from conveyor.core.yamlio import fsync_dir
 from conveyor.roadmap import (
     Roadmap,
     RoadmapEditConflict,
@@ -31,7 +32,6 @@ from conveyor.roadmap import (
     reapply_status,
     set_status,
 )
-from conveyor.yamlio import fsync_dir
 
 log = structlog.get_logger("conveyor.roadmap")
 MAX_ROUNDS = 8

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from conveyor.errors import ConveyorError, Problem
+from conveyor.core.errors import ConveyorError, Problem
 
 # Ids and agent names (design section 6): the task id inside "In Progress (task <id>)" must be one.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

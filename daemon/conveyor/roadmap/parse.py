@@ -25,7 +25,7 @@ import bisect
 import re
 from dataclasses import dataclass, field
 
-from conveyor.errors import Problem
+from conveyor.core.errors import Problem
 from conveyor.roadmap.lines import (
     FENCE,
     HEADING,

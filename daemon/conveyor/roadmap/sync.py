@@ -19,9 +19,12 @@ from typing import Any
 
 import structlog
 
-from conveyor import board, yamlio
-from conveyor.board import BoardLayout
+from conveyor.board import layout as board
+from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
+from conveyor.core import yamlio
+from conveyor.core.task import Task, new_task_document, slugify
+from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.roadmap import (
     RoadmapError,
     RoadmapItem,
@@ -33,10 +36,8 @@ from conveyor.roadmap import (
     status_in_progress,
     status_in_review,
 )
+from conveyor.roadmap.file import Locate, StatusWrite, WriteOutcome, read_roadmap, update_status
 from conveyor.roadmap.model import Roadmap
-from conveyor.roadmap_file import Locate, StatusWrite, WriteOutcome, read_roadmap, update_status
-from conveyor.task import Task, new_task_document, slugify
-from conveyor.timeutil import Clock, utc_iso
 
 log = structlog.get_logger("conveyor.roadmap")
 ROADMAP_KEY = "roadmap_item"      # in a task made from the roadmap: {file, number, title}

@@ -12,15 +12,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor.config.argv import render_argv
 from conveyor.config.models import ToolSettings
-from conveyor.errors import ToolUnavailable
-from conveyor.runner.argv import render_argv
+from conveyor.core.errors import ToolUnavailable
+from conveyor.core.timeutil import Clock
 from conveyor.runner.env import build_env
 from conveyor.runner.parsers import make_parser
 from conveyor.runner.parsers.limits import DEFAULT_LIMITS
 from conveyor.runner.process import run_process
 from conveyor.runner.types import Outcome, ParsedRun, ProcessResult, ProcessSpec
-from conveyor.timeutil import Clock
 
 # Provider signals that make us stop the CLI at once instead of letting it retry on its own: a rate or
 # usage limit and expired credentials do not go away within a CLI's retry budget. Overload does.

@@ -21,7 +21,7 @@ import structlog
 
 from conveyor.runner.process import live_members
 
-log = structlog.get_logger("conveyor.agent_pids")
+log = structlog.get_logger("conveyor.runner.pids")
 _POLL_S = 0.05
 
 

@@ -39,7 +39,7 @@ from typing import BinaryIO
 
 import structlog
 
-from conveyor.errors import ConveyorError
+from conveyor.core.errors import ConveyorError
 from conveyor.runner.types import ProcessResult, ProcessSpec
 
 log = structlog.get_logger()

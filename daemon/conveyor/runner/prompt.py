@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor import yamlio
-from conveyor.task import WORK_KEYS, Task
+from conveyor.core import yamlio
+from conveyor.core.task import WORK_KEYS, Task
 
 HANDOFF_MARKERS = ("NEXT_AGENT:", "NEXT_TASK_TITLE:", "NEXT_TASK_NOTES:")
 

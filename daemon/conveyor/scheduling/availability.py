@@ -11,15 +11,15 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from conveyor import budgets
-from conveyor.agent_run import resolve_binary
-from conveyor.budgets import BudgetState
 from conveyor.config.models import ToolSettings
-from conveyor.errors import ToolUnavailable
-from conveyor.router import Route, Skip
+from conveyor.core.errors import ToolUnavailable
+from conveyor.core.timeutil import utc_iso
 from conveyor.runner.env import build_env
-from conveyor.timeutil import utc_iso
-from conveyor.tool_health import ToolHealth
+from conveyor.runner.invoke import resolve_binary
+from conveyor.scheduling import budgets
+from conveyor.scheduling.budgets import BudgetState
+from conveyor.scheduling.router import Route, Skip
+from conveyor.scheduling.tool_health import ToolHealth
 
 
 def credentials_problem(tool_name: str, tool: ToolSettings, env: Mapping[str, str]) -> str | None:

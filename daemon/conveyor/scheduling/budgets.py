@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from conveyor.config.models import Budget
-from conveyor.timeutil import Clock, utc_iso
+from conveyor.core.timeutil import Clock, utc_iso
 
 SpendFn = Callable[[float, float, str | None, str | None], float]
 """(since, until, agent, tool) → USD spent by invocations started in [since, until)."""

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from conveyor.config.models import ToolLimits
-from conveyor.timeutil import Clock, utc_iso
+from conveyor.core.timeutil import Clock, utc_iso
 
 
 def rate_window(rate: float) -> tuple[int, float]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from conveyor.board_index import Known
-from conveyor.task import Task
-from conveyor.timeutil import parse_iso
+from conveyor.board.index import Known
+from conveyor.core.task import Task
+from conveyor.core.timeutil import parse_iso
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Any
 
 from conveyor.config import Config
 from conveyor.config.models import AgentSettings, ToolSettings
-from conveyor.errors import ConveyorError
-from conveyor.task import Task
+from conveyor.core.errors import ConveyorError
+from conveyor.core.task import Task
 
 # Complexity estimate for a task that gives none: the size of what the agent must read (title, description,
 # context and notes, in characters) and the number of artefacts it names. Small and focused → low; long or

@@ -19,12 +19,12 @@ from typing import Any
 
 import structlog
 
-from conveyor import yamlio
 from conveyor.config.models import Backoff
+from conveyor.core import yamlio
+from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.runner.types import Outcome
-from conveyor.timeutil import Clock, utc_iso
 
-log = structlog.get_logger("conveyor.tool_health")
+log = structlog.get_logger("conveyor.scheduling.tool_health")
 PAUSES_FILE = "tool_pauses.json"
 MIN_PAUSE_S = 1.0          # a reset time already past still pauses this long (clock skew, a racing limit)
 

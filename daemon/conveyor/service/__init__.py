@@ -3,6 +3,8 @@
 `render` builds the systemd user unit and the launchd plist from the templates in `templates/`; `install`
 writes them into the user's service directory and drives `systemctl --user` / `launchctl`; `notify` tells
 systemd the truth (READY=1 after recovery, STATUS=, STOPPING=1, and WATCHDOG=1 only while the loop lives).
+
+May import: core.
 """
 
 from conveyor.service.install import ServiceReport, ServiceStatus, install, status, uninstall

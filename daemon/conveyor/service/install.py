@@ -18,8 +18,8 @@ from pathlib import Path
 
 import structlog
 
+from conveyor.core.yamlio import atomic_write
 from conveyor.service.render import ServiceParams, render_launchd_plist, render_systemd_unit
-from conveyor.yamlio import atomic_write
 
 log = structlog.get_logger()
 

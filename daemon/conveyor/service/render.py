@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from conveyor.errors import ConveyorError
+from conveyor.core.errors import ConveyorError
 
 AGENT_BINARIES = ("claude", "codex")
 HELPER_BINARIES = ("git", "node")  # codex is a node wrapper; every task needs git

@@ -11,14 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor import git
-from conveyor.agent_run import resolve_binary
 from conveyor.config import Config
 from conveyor.config.models import ToolSettings
-from conveyor.errors import ConveyorError, GitError, ToolUnavailable
-from conveyor.lock import holder_pid
+from conveyor.core.errors import ConveyorError, GitError, ToolUnavailable
+from conveyor.core.state_files import LOCK_FILE
+from conveyor.daemon.lock import holder_pid
 from conveyor.runner.env import build_env
+from conveyor.runner.invoke import resolve_binary
 from conveyor.runner.process import log_tail, run_command, succeeded
+from conveyor.workspace import git
 
 MIN_GIT = (2, 25)
 
@@ -48,7 +49,7 @@ def check_repository(config: Config) -> list[Check]:
     board = config.board_root
     checks.append(Check("board", "ok" if (board / "inbox").is_dir() else "warn",
                         str(board) if (board / "inbox").is_dir() else f"{board}/inbox is missing; run `conveyor init`"))
-    pid = holder_pid(config.state_dir / "daemon.lock")
+    pid = holder_pid(config.state_dir / LOCK_FILE)
     checks.append(Check("daemon", "ok", f"running (pid {pid})" if pid else "not running"))
     return checks
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from conveyor.board import BoardLayout
+from conveyor.board.layout import BoardLayout
 from conveyor.config import CONFIG_FILES, builtin_text
 
 IGNORE_MARKER = "# conveyor: temporary and editor files on the task board"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from conveyor.stats_schema import COUNTED, bucket_bounds
+from conveyor.telemetry.schema import COUNTED, bucket_bounds
 
 GroupBy = Literal["day", "month", "agent", "model", "tool"]
 GROUPS: tuple[GroupBy, ...] = ("day", "month", "agent", "model", "tool")

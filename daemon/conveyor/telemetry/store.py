@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.disk_trouble import disk_state
-from conveyor.errors import ConveyorError
+from conveyor.core.disk_trouble import disk_state
+from conveyor.core.errors import ConveyorError
 from conveyor.runner.types import Tokens
-from conveyor.stats_schema import rollup_statements
+from conveyor.telemetry.schema import rollup_statements
 
 SCHEMA_VERSION = 3
 RUNNING = "running"

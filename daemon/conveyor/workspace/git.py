@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from conveyor.errors import GitError
+from conveyor.core.errors import GitError
 
 
 def _lazy_module(name: str) -> ModuleType:

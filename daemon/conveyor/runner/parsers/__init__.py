@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, tzinfo
 
-from conveyor.errors import ConveyorError
+from conveyor.config.models import PARSER_NAMES
+from conveyor.core.errors import ConveyorError
 from conveyor.runner.parsers.base import Clock, OutputParser
 from conveyor.runner.parsers.claude import ClaudeParser
 from conveyor.runner.parsers.codex import CodexParser
@@ -30,8 +31,8 @@ _FACTORIES: dict[str, _Factory] = {
     "text": lambda limits, clock, tz: TextParser(limits=limits, clock=clock, tz=tz),
 }
 
-PARSER_NAMES: tuple[str, ...] = tuple(_FACTORIES)
-"""The names tools.yaml may use for `parser`."""
+if set(_FACTORIES) != set(PARSER_NAMES):  # the configuration's vocabulary and this registry are one list
+    raise ImportError(f"parsers {sorted(_FACTORIES)} differ from config PARSER_NAMES {sorted(PARSER_NAMES)}")
 
 
 class UnknownParserError(ConveyorError):

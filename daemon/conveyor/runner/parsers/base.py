@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import structlog
 
+from conveyor.core.timeutil import utc_iso
 from conveyor.runner.parsers.limits import LimitVerdict
 from conveyor.runner.types import Outcome, ParsedRun, ProcessResult
-from conveyor.timeutil import utc_iso
 
 Clock = Callable[[], float]
 

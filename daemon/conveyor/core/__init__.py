@@ -1,0 +1,6 @@
+"""The vocabulary every box shares: the task file model and its statuses, errors that name file, line,
+field and fix, UTC time, durable YAML writes, state file names.
+
+Owns: `task`, `errors`, `timeutil`, `yamlio`, `fsops`, `state_files`, `openfiles`, `disk_trouble`, `logs`.
+May import: nothing else of conveyor.
+"""

@@ -1,0 +1,135 @@
+"""Intake: read inbox/, reject what cannot run, claim what may run now into the ready queue.
+
+inbox/ is listed on every pass. The finished and claimed folders are re-listed only when a rescan is due
+(the periodic job): between rescans the index learns the daemon's own transitions from `note()`, so a pass
+per finished task does not re-list a done/ folder of a thousand files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from conveyor.board import layout as board
+from conveyor.board.inbox import InboxReader
+from conveyor.board.index import BoardIndex, Known
+from conveyor.board.layout import BoardLayout
+from conveyor.config import Config
+from conveyor.core import disk_trouble, openfiles
+from conveyor.core.errors import Problem
+from conveyor.core.task import Task, task_id_from_path
+from conveyor.core.timeutil import Clock, utc_iso
+from conveyor.daemon.ready_queue import ReadyQueue
+from conveyor.daemon.upkeep import Upkeep
+from conveyor.scheduling import budgets
+from conveyor.scheduling.budgets import BudgetGuard
+from conveyor.scheduling.queue import Waiting, plan
+from conveyor.workspace import git
+
+log = structlog.get_logger("conveyor.daemon")
+
+
+class Intake:
+    """Moves valid inbox tasks into assigned/ (exactly once) and the ready queue; says why others wait."""
+
+    def __init__(self, config: Callable[[], Config], layout: BoardLayout, index: BoardIndex,
+                 ready: ReadyQueue, budgets_guard: BudgetGuard, upkeep: Upkeep, clock: Clock) -> None:
+        self._config = config
+        self._layout = layout
+        self._index = index
+        self._ready = ready
+        self._budgets = budgets_guard
+        self._upkeep = upkeep
+        self._clock = clock
+        self.inbox = InboxReader(layout, index, clock, lambda agent: config().agent(agent) is not None,
+                                 self.reject)
+        self.waiting: list[Waiting] = []
+        self.rescan_due = True   # re-list the board's folders on the first pass and on each rescan tick
+        self._claim_stamp: tuple[int, str] = (-1, "")
+
+    def request_rescan(self) -> None:
+        """The periodic rescan: re-list the board's folders on the next pass."""
+        self.rescan_due = True
+
+    def run(self) -> int:
+        """Scan inbox, reject what cannot run, plan the rest, claim what may run now; returns claims."""
+        config = self._config()
+        if self.rescan_due:
+            self.rescan_due = False
+            self._index.refresh()
+        result = plan(self.inbox.read(), self._index.get, self.inbox.first_seen())
+        for cycle in result.cycles:
+            names = " → ".join(t.id for t in cycle)
+            for task in cycle:
+                self.reject(task.path, [Problem(str(task.path), f"is part of a dependency cycle: {names}",
+                                                "remove one of the dependencies so the tasks can run in order",
+                                                field="dependencies")])
+        waiting = list(result.waiting)
+        claimed = 0
+        not_ready: dict[str, str | None] = {}
+        states = self._budgets.states(config.policies.budgets) if result.runnable else []
+        for task in result.runnable:
+            base = task.base_branch or config.daemon.base_branch
+            if base not in not_ready:
+                not_ready[base] = git.base_not_ready(config.repo, base, config.git_dir)
+            reason = not_ready[base]
+            spent = budgets.task_block(states, task.agent) if reason is None else None
+            if spent is not None:   # a hard budget: leave the file in inbox/ untouched until it lifts
+                reason = f"budget: {spent.describe()}"
+            if reason:
+                waiting.append(Waiting(task, reason))
+                self._ready.hold(task, reason)   # logged once, with what to do
+                continue
+            claimed += self._claim(task)
+        self.waiting = waiting
+        self._ready.forget_holds_except({w.task.id for w in waiting})
+        return claimed
+
+    def reject(self, path: Path, problems: list[Problem]) -> None:
+        try:
+            target = board.reject(self._layout, path, problems, utc_iso(self._clock()))
+        except OSError as exc:   # a full or read-only board: say so, keep serving, try again next scan
+            log.error("task.reject_failed", task_id=task_id_from_path(path), file=path.name, error=str(exc),
+                      problems=[p.render() for p in problems], note=disk_trouble.NOTE)
+            return
+        self.inbox.forget(path)
+        if target is not None:
+            log.error("task.rejected", task_id=task_id_from_path(path), file=path.name, moved_to=str(target),
+                      problems=[p.render() for p in problems])
+            self._upkeep.rejected(path, problems)
+
+    def _claim(self, task: Task) -> int:
+        source = task.path
+        sig = self.inbox.signature_of(source)
+        if openfiles.open_for_writing(source):   # reopened since it was read: read it again once closed
+            self.inbox.still_being_written(source, sig or (0, 0, 0), self._clock())
+            return 0
+        try:
+            target = board.claim(self._layout, source, task.agent)
+        except FileExistsError:
+            self.reject(source, [Problem(str(source), f"{task.id!r} is already assigned",
+                                         "a task runs once: give the new task a new id", field="id")])
+            return 0
+        except OSError as exc:   # e.g. no room for assigned/<agent>/: it stays in inbox/ for the next scan
+            log.error("task.claim_failed", task_id=task.id, error=str(exc), note=disk_trouble.NOTE)
+            return 0
+        self.inbox.forget(source)
+        if target is None:
+            return 0
+        task.path = target
+        if "assigned_at" not in task.data:
+            task.data["assigned_at"] = self._claim_time()
+        self._index.note(Known(task.id, "assigned", target))
+        self._ready.push(task, sig=sig, base_ok=True)
+        log.info("task.claimed", task_id=task.id, agent=task.agent, priority=task.priority)
+        self._upkeep.note("claimed", task)
+        return 1
+
+    def _claim_time(self) -> str:
+        """The claim timestamp, formatted once per second rather than once per task in a flood."""
+        now = int(self._clock())
+        if self._claim_stamp[0] != now:
+            self._claim_stamp = (now, utc_iso(now))
+        return self._claim_stamp[1]

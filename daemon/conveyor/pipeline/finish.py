@@ -1,0 +1,69 @@
+"""The one way a task leaves a run: done (result block), error (error block) or back to wait in assigned/.
+
+Both the pipeline and start-up recovery end tasks here, so a finished file looks the same whichever path
+wrote it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from conveyor.board import layout as board
+from conveyor.board.layout import BoardLayout
+from conveyor.core.errors import GitError
+from conveyor.core.task import Task, TaskStatus
+from conveyor.core.timeutil import utc_iso
+
+log = structlog.get_logger("conveyor.pipeline")
+FINISH_RETRY_S = 60.0   # a task whose file could not be finished (full disk) is tried again this much later
+
+
+class Disposition(StrEnum):
+    DONE = "done"          # finished: result block written, file in done/<agent>/
+    FAILED = "failed"      # finished with status error, file in done/<agent>/
+    REQUEUED = "requeued"  # stays in assigned/; run again later (provider limit, retryable failure, shutdown)
+
+
+@dataclass
+class Report:
+    disposition: Disposition
+    task: Task
+    not_before: float = 0.0           # for REQUEUED: earliest time to try again
+    reason: str = ""
+    paused_tools: dict[str, float] = field(default_factory=dict)   # tool → resume time (provider limits)
+
+
+def finish(task: Task, layout: BoardLayout, now: float, result: dict[str, Any]) -> Report:
+    """`status: done` with its result block, moved to done/<agent>/."""
+    board.rewrite(task, {"status": TaskStatus.DONE.value, "completed_at": utc_iso(now), "result": result})
+    board.move(task, layout.done_dir(task.agent))
+    return Report(Disposition.DONE, task)
+
+
+def fail(task: Task, layout: BoardLayout, now: float, message: str, *, kind: str, log_path: str | None = None,
+         extra: Mapping[str, Any] | None = None) -> Report:
+    """`status: error` with an error block (message, kind, timestamp, log) moved to done/<agent>/; a board
+    that cannot be written (full disk) leaves the task to be finished again later."""
+    error: dict[str, Any] = {"message": message, "kind": kind, "timestamp": utc_iso(now)}
+    if log_path:
+        error["log"] = log_path
+    error.update(extra or {})
+    try:
+        board.rewrite(task, {"status": TaskStatus.ERROR.value, "completed_at": utc_iso(now), "error": error})
+        board.move(task, layout.done_dir(task.agent))
+    except (OSError, GitError) as exc:
+        log.error("task.finish_failed", task_id=task.id, error=str(exc))
+        return Report(Disposition.REQUEUED, task, not_before=now + FINISH_RETRY_S, reason=f"cannot finish: {exc}")
+    return Report(Disposition.FAILED, task, reason=message)
+
+
+def requeue(task: Task, reason: str, *, spent: bool, not_before: float = 0.0) -> Report:
+    """Put the task back to wait in `assigned/`; an attempt is spent only for the task's own failures."""
+    attempt = task.attempt if spent else max(task.attempt - 1, 0)
+    board.rewrite(task, {"status": TaskStatus.ASSIGNED.value, "attempt": attempt})
+    return Report(Disposition.REQUEUED, task, not_before=not_before, reason=reason)
