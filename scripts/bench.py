@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The daemon's own cost, measured side by side with its floor in one run; one JSON document on stdout.
 
-Scenarios (design section 13, issue 6):
+Scenarios (scripts/bench.py, issue 6):
   drop_to_spawn_ms  a task renamed into inbox/ → the agent process starts, next to a bare watchdog observer
   overhead          full pipeline per task with a no-op agent, next to a bare-git shell loop (small, 20k files)
   flood             1,000 tasks dropped at once, max_parallel 1/2/4: time to claim all, tasks/s, lost, doubled

@@ -1,4 +1,4 @@
-"""Start-up recovery (design section 6), one rule per test: whatever a crash left in `assigned/`, in git and in
+"""Start-up recovery (README, "How it behaves"), one rule per test: whatever a crash left in `assigned/`, in git and in
 telemetry is resumed, run again or finished, never lost and never done twice."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pinned real agent CLIs from npm, installed once per machine into a cache folder (design section 12).
+"""The pinned real agent CLIs from npm, installed once per machine into a cache folder (tests/e2e/).
 
 Tests and the offline demo drive the real `claude` and `codex` against the fake model server. The CLIs'
 flags and output shapes drift between releases, so the versions are pinned and each lives in its own

@@ -1,4 +1,4 @@
-"""A scripted fake model on 127.0.0.1 that the real `claude` and `codex` CLIs talk to (design section 12).
+"""A scripted fake model on 127.0.0.1 that the real `claude` and `codex` CLIs talk to (tests/e2e/).
 
 It speaks just enough of the Anthropic Messages API (`POST /v1/messages`, SSE or JSON) and the OpenAI
 Responses API (`POST /v1/responses`, SSE) for the real CLIs to run their agent loop against it, so a test

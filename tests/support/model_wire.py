@@ -1,8 +1,8 @@
 """How a script step looks on the wire: Anthropic Messages API and OpenAI Responses API bodies and events.
 
 Shapes follow what the pinned claude (2.1.328) and codex (0.169.0) accept, measured against the real
-CLIs (docs: agent-clis.md). Usage given here is in `Tokens` terms; each API's own convention is applied
-on the way out (OpenAI counts cached input inside `input_tokens`, Anthropic does not).
+CLIs (their captured output: tests/fixtures/agent-output/). Usage given here is in `Tokens` terms; each
+API's own convention is applied on the way out (OpenAI counts cached input inside `input_tokens`, Anthropic does not).
 """
 
 from __future__ import annotations

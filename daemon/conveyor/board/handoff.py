@@ -36,7 +36,7 @@ class Handoff:
     next_task_notes: str | None = None
 
     def as_result(self) -> dict[str, str]:
-        """The keys of a task's `result` block (design section 4), without the empty ones."""
+        """The keys of a task's `result` block (README, "A task file"), without the empty ones."""
         fields = {"next_agent": self.next_agent, "next_task_title": self.next_task_title,
                   "next_task_notes": self.next_task_notes}
         return {key: value for key, value in fields.items() if value}

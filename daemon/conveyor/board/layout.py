@@ -1,4 +1,5 @@
-"""The task board on disk: folders, claiming by atomic rename, rewrites, rejection and finishing.
+"""The task board on disk: folders, claiming (hard link + unlink: one claimer wins), rewrites, rejection and
+finishing.
 
 The folder a file is in is its state: `inbox/` (new) → `assigned/<agent>/` (claimed, running) →
 `done/<agent>/` (done or error) → `archive/YYYY-MM/`. Files that cannot be read as tasks move unchanged to

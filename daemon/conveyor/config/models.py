@@ -1,4 +1,4 @@
-"""Pydantic models of the five configuration files (design section 5).
+"""Pydantic models of the five configuration files (README, "Configuration").
 
 Models are frozen and forbid unknown keys, so a typo'd key is an error that names the key and the
 closest known one, never a silently ignored setting.

@@ -1,4 +1,5 @@
-"""A rename that never replaces its target: the claim primitive.
+"""Moves that never replace their target: the claim (`claim_move`: hard link, then unlink) and the
+no-replace rename used for finishing and rejecting.
 
 `os.rename` silently replaces an existing file, so a task with a duplicate id could overwrite another.
 Linux has `renameat2(RENAME_NOREPLACE)` and macOS `renamex_np(RENAME_EXCL)`, both atomic; where neither

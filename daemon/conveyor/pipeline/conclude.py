@@ -2,7 +2,7 @@
 
 The pipeline hands over the agent's last run and gets back a `Verdict` (finish, fail, retry, stopped):
 this module decides, the pipeline writes the board. Order matters: nothing is committed before the
-change passes the whole gate (design section 8), and nothing is published before it is committed, so
+change passes the whole gate (README, "Before the commit"), and nothing is published before it is committed, so
 the commit on the branch is the point of no return that start-up recovery resumes from.
 
 Partial work: when a timeout or a provider limit stops an agent that has already changed files, the

@@ -1,4 +1,4 @@
-"""Start-up recovery (design section 6): nothing left in `assigned/` by a crash is lost or done twice.
+"""Start-up recovery (README, "How it behaves"): nothing left in `assigned/` by a crash is lost or done twice.
 
 - A task whose branch already holds its commit (trailer `Conveyor-Task: <id>`) is finished from that
   commit instead of running the agent again.

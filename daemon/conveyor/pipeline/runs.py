@@ -80,7 +80,7 @@ def latest_session(runs: Sequence[Run]) -> str | None:
 
 def result_block(runs: Sequence[Run], *, branch: str, changed: list[str], checks: list[dict[str, Any]],
                  skipped: Sequence[str]) -> dict[str, Any]:
-    """The task's `result` (design section 4) before commit and publishing fill in theirs."""
+    """The task's `result` (README, "A task file") before commit and publishing fill in theirs."""
     last = runs[-1]
     result = _result(summary=summarize(runs), changed=changed, branch=branch, tool=last.route.tool_name,
                      model=last.invocation.parsed.model or last.route.model, totals=Totals.of(runs),

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from conveyor.core.errors import ConveyorError, Problem
 
-# Ids and agent names (design section 6): the task id inside "In Progress (task <id>)" must be one.
+# Ids and agent names (README, "How it behaves"): the task id inside "In Progress (task <id>)" must be one.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 

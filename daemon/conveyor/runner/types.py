@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 class Outcome(StrEnum):
-    """How an agent invocation ended (design section 7, plus `auth_expired` from section 6)."""
+    """How an agent invocation ended (README, "How it behaves", plus `auth_expired` from section 6)."""
 
     OK = "ok"
     AGENT_ERROR = "agent_error"      # the agent ran and reported failure (is_error, turn.failed...)

@@ -2,7 +2,7 @@
 
 Both end with the same `result` object; stream-json adds `system/init`, `system/api_retry`, messages and
 `rate_limit_event` lines on the way, which is how limits show up while the CLI is still retrying.
-A failed run keeps `subtype: "success"` (measured on 2.1.328, see agent-clis.md), so the verdict comes from
+A failed run keeps `subtype: "success"` (measured on 2.1.328: tests/fixtures/agent-output/), so the verdict comes from
 `is_error`, `api_error_status` and `terminal_reason`; the only subtypes that matter are the error ones.
 """
 
@@ -26,7 +26,7 @@ from conveyor.runner.parsers.base import (
 from conveyor.runner.parsers.limits import LimitPatterns, LimitVerdict, classify_text, outcome_for_status
 from conveyor.runner.types import Outcome, ParsedRun, ProcessResult, Tokens
 
-# api_retry `error` values (agent-clis.md) for retries that report no HTTP status.
+# api_retry `error` values (captured in tests/fixtures/agent-output/) for retries that report no HTTP status.
 _RETRY_ERRORS = {"rate_limit": Outcome.RATE_LIMITED, "overloaded": Outcome.OVERLOADED,
                  "server_error": Outcome.OVERLOADED, "authentication_failed": Outcome.AUTH_EXPIRED}
 _SYNTHETIC_MODEL = "<synthetic>"          # the model name claude puts on its own error messages

@@ -1,4 +1,4 @@
-"""OpenAI Codex `codex exec --json` output (JSONL events, measured on 0.169.0; see agent-clis.md).
+"""OpenAI Codex `codex exec --json` output (JSONL events, measured on 0.169.0; see tests/fixtures/agent-output/).
 
 `thread.started` names the session, `item.completed` carries the agent's messages, `turn.completed` the
 usage, and a failure is `error` events (one per retry: "Reconnecting... N/M (...)") then `turn.failed`.
