@@ -152,8 +152,8 @@ def test_status_json_shows_queued_waiting_done_errors_and_rejected(repo: Repo, c
     assert [item["id"] for item in status["errors"]] == ["st-error"]
     assert "5" in status["errors"][0]["message"]
     assert [item["file"] for item in status["rejected"]] == ["st-broken.yaml"]
-    assert status["counts"] == {"queued": 1, "waiting": 2, "running": 0, "claimed": 0, "done": 1, "errors": 1,
-                                "rejected": 1}
+    assert status["counts"] == {"queued": 1, "waiting": 2, "running": 0, "claimed": 0, "needs_input": 0, "done": 1,
+                                "errors": 1, "rejected": 1}
     assert status["daemon"]["running"] is False
 
 

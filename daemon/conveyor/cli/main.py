@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "status": "conveyor.cli.status_cmd", "task": "conveyor.cli.task_cmd", "stats": "conveyor.cli.stats_cmd",
     "config": "conveyor.cli.config_cmd", "doctor": "conveyor.cli.doctor_cmd", "logs": "conveyor.cli.logs_cmd",
     "service": "conveyor.cli.service_cmd", "roadmap": "conveyor.cli.roadmap_cmd",
+    "dashboard": "conveyor.cli.dashboard_cmd",
 }
 
 

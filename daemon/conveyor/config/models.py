@@ -52,6 +52,15 @@ class RoadmapSettings(Frozen):
     max_in_flight: int = Field(default=1, ge=1)
 
 
+class DashboardSettings(Frozen):
+    """`conveyor dashboard` (and the daemon, when `enabled`): where the local web page listens."""
+
+    enabled: bool = False              # the daemon serves the dashboard beside its loop
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    allow_remote: bool = False         # a non-loopback host is refused unless this says it is meant
+
+
 class DaemonSettings(Frozen):
     base_branch: str = "main"
     board_dir: str = "work/collaboration"
@@ -75,6 +84,7 @@ class DaemonSettings(Frozen):
     remote: RemoteSettings = Field(default_factory=RemoteSettings)
     pull_requests: PullRequestSettings = Field(default_factory=PullRequestSettings)
     roadmap: RoadmapSettings = Field(default_factory=RoadmapSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     @field_validator("verify")
     @classmethod

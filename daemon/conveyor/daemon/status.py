@@ -36,6 +36,7 @@ class BoardStatus:
     waiting: list[dict[str, Any]] = field(default_factory=list)
     running: list[dict[str, Any]] = field(default_factory=list)
     claimed: list[dict[str, Any]] = field(default_factory=list)
+    needs_input: list[dict[str, Any]] = field(default_factory=list)
     done: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
@@ -58,7 +59,8 @@ def collect_status(config: Config, now: float) -> BoardStatus:
     _finished(layout, status)
     _rejected(layout, status)
     status.counts = {"queued": len(status.queued), "waiting": len(status.waiting), "running": len(status.running),
-                     "claimed": len(status.claimed), "done": status.counts.get("done", 0),
+                     "claimed": len(status.claimed), "needs_input": len(status.needs_input),
+                     "done": status.counts.get("done", 0),
                      "errors": status.counts.get("errors", 0), "rejected": len(status.rejected)}
     return status
 
@@ -130,7 +132,11 @@ def _assigned(layout: BoardLayout, status: BoardStatus, now: float) -> None:
         except TaskFileError:
             continue
         entry = {"id": task.id, "agent": task.agent, "attempt": task.attempt}
-        if task.data.get("status") == "in_progress":
+        if task.data.get("status") == "needs_input":
+            status.needs_input.append({**entry, "question": task.data.get("question"),
+                                       "asked_at": task.data.get("asked_at"),
+                                       "answered": bool(task.data.get("answer"))})
+        elif task.data.get("status") == "in_progress":
             started = task.data.get("started_at")
             status.running.append({**entry, "started_at": started, "elapsed_s": _age(str(started), now)})
         else:
