@@ -63,6 +63,7 @@ def tools_yaml(agent_bin: Path, out_dir: Path, telemetry_db: Path) -> str:
             parser: text
             env: {env}
             env_allowlist: [PATH, HOME, LANG, "FAKE_*"]
+            version_argv: [--version]       # doctor asks a tool its version only when told how
           fake-claude:
             binary: {agent_bin}
             argv: [--json, --task, "{{task_id}}", [--model, "{{model}}"], "{{prompt}}"]

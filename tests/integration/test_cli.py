@@ -89,6 +89,7 @@ def test_init_keeps_a_users_files(git_repo: Path, cli: Cli) -> None:
 
 # ------------------------------------------------------------------ submit
 def test_submit_writes_a_task_that_validates(repo: Repo, cli: Cli) -> None:
+    repo.submit("other-task")          # issue 16: a dependency must name a task on the board
     result = cli("submit", "--agent", "backend-dev", "--title", "Add a /health endpoint!", "--description",
                  "Return ok.", "--artefact", "src/health.py", "--artefact", "tests/test_health.py", "--priority",
                  "high", "--depends-on", "other-task", "--complexity", "low", "--tool", "fake", "--verify",
@@ -243,6 +244,9 @@ def test_doctor_runs_and_reports(repo: Repo, cli: Cli) -> None:
     assert re.search(r"^✔ base branch\s+main", result.out, re.MULTILINE)
     assert re.search(r"^! tool ghost\s+.*not on PATH", result.out, re.MULTILINE)
     assert re.search(r"^✔ tool fake\s+.*fake-agent — fake-agent 1\.0", result.out, re.MULTILINE)
+    # issue 16: a tool without version_argv is never run by doctor just to ask its version
+    assert re.search(r"^✔ tool fake-claude\s+.*version not asked", result.out, re.MULTILINE)
+    assert re.search(r"^✔ agents can run\s+on fake", result.out, re.MULTILINE)
 
 
 def test_doctor_fails_on_a_broken_config(repo: Repo, cli: Cli) -> None:

@@ -134,9 +134,10 @@ def test_a_verify_command_that_cannot_start_fails_the_task(local: Project) -> No
     local.repo.submit("t-nocmd", description="Write a greeting")
     local.run()
     error = done(local, "t-nocmd")["error"]
-    assert error["kind"] == "verify"
-    assert "could not start" in error["message"] and "/nonexistent/conveyor-check" in error["message"]
-    assert len(local.invocations("t-nocmd")) == 1        # verify_rounds: 0 → no fix round
+    assert error["kind"] == "verify_setup"     # issue 16: a set-up problem, found before the agent starts
+    assert "no agent was started" in error["message"] and "/nonexistent/conveyor-check" in error["message"]
+    assert "conveyor task retry t-nocmd" in error["message"]
+    assert len(local.invocations("t-nocmd")) == 0        # no agent round spent on what no agent can fix
 
 
 def test_a_task_verify_command_that_cannot_be_split_fails_the_task(local: Project) -> None:
@@ -144,7 +145,8 @@ def test_a_task_verify_command_that_cannot_be_split_fails_the_task(local: Projec
     local.repo.submit("t-quote", description="Write a greeting", verify=["pytest -k 'unclosed"])
     local.run()
     error = done(local, "t-quote")["error"]
-    assert error["kind"] == "verify" and "close the quotes" in error["message"]
+    assert error["kind"] == "verify_setup" and "close the quotes" in error["message"]
+    assert len(local.invocations("t-quote")) == 0
 
 
 def test_the_fix_round_ending_in_an_error_fails_the_task(local: Project) -> None:

@@ -85,6 +85,10 @@ class InboxReader:
                                             "give each task a unique id (and file name)", field="id")])
                 continue
             known = self._index.get(task.id)
+            if known is not None and not os.path.lexists(known.path):
+                # moved away since the index last looked (a retry: done/ → inbox/): look again now
+                self._index.refresh()
+                known = self._index.get(task.id)
             if known is not None and is_interrupted_claim(path, known.path):
                 with contextlib.suppress(FileNotFoundError):   # a claim cut short by a crash: finish it
                     os.unlink(path)

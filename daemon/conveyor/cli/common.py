@@ -28,9 +28,35 @@ def resolve_repo(repo: Path | None) -> Path:
     return git.repo_root((repo or Path.cwd()).resolve())
 
 
+CONFIG_POINTER = "config-dir"   # in <git common dir>/conveyor/: the folder `init --config-dir` chose
+
+
 def load(repo: Path | None, config_dir: Path | None) -> Config:
+    """The repository's configuration: from `--config-dir`, else the folder `init` remembered, else config/."""
     root = resolve_repo(repo)
-    return load_config(root, git.common_git_dir(root), config_dir.resolve() if config_dir else None)
+    git_dir = git.common_git_dir(root)
+    chosen = config_dir.resolve() if config_dir else remembered_config_dir(git_dir)
+    return load_config(root, git_dir, chosen)
+
+
+def remembered_config_dir(git_dir: Path) -> Path | None:
+    """The configuration folder `conveyor init --config-dir` recorded for this repository, if any."""
+    try:
+        text = (git_dir / "conveyor" / CONFIG_POINTER).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return Path(text) if text else None
+
+
+def remember_config_dir(root: Path, config_dir: Path | None) -> Path | None:
+    """Record a non-default configuration folder so every later command (and the service) finds it."""
+    pointer = git.common_git_dir(root) / "conveyor" / CONFIG_POINTER
+    if config_dir is None or config_dir.resolve() == (root / "config").resolve():
+        pointer.unlink(missing_ok=True)
+        return None
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(f"{config_dir.resolve()}\n", encoding="utf-8")
+    return pointer
 
 
 def console() -> Console:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
+from conveyor.checks.verify_setup import verify_problems
 from conveyor.cli.common import load, repo_option
+from conveyor.core.errors import ConfigError, Problem
 from conveyor.setup.doctor import check_tool
 
 
@@ -28,4 +30,9 @@ def validate(repo: Path | None, config_dir: Path | None) -> None:
         for check in check_tool(name, tool, os.environ):
             if check.status != "ok" and check.name.startswith("tool"):
                 click.echo(f"warning: {check.detail}")
+    problems = verify_problems(config.daemon.verify, config, os.environ, where="command")
+    if problems:   # a command that cannot start would fail every task: an error, like any other set-up one
+        raise ConfigError([Problem(str(config.config_dir / "daemon.yaml"), problem, "verify runs without a "
+                                   "shell, from the repository's virtualenv (README, 'Before the commit')",
+                                   field="verify") for problem in problems])
     click.echo(f"configuration OK ({config.config_dir})")

@@ -9,7 +9,16 @@ import click
 
 from conveyor.cli.common import load, repo_option
 from conveyor.core.errors import ProblemsError
-from conveyor.setup.doctor import Check, check_git, check_repository, check_tool
+from conveyor.setup.doctor import (
+    Check,
+    check_git,
+    check_publishing,
+    check_repository,
+    check_routing,
+    check_tool,
+    check_verify,
+)
+from conveyor.setup.first_run import first_run_lines
 
 MARKS = {"ok": "✔", "warn": "!", "fail": "✘"}
 
@@ -30,7 +39,14 @@ def command(repo: Path | None, config_dir: Path | None) -> None:
         checks.extend(check_repository(config))
         for name, tool in config.tools.items():
             checks.extend(check_tool(name, tool, os.environ))
+        checks.append(check_routing(config, os.environ))
+        checks.append(check_verify(config, os.environ))
+        checks.extend(check_publishing(config, os.environ))
     for check in checks:
         click.echo(f"{MARKS[check.status]} {check.name:<24} {check.detail}")
+    if config is not None:
+        click.echo("\nThe next `conveyor run`:")
+        for line in first_run_lines(config):
+            click.echo(f"  - {line}")
     if any(check.status == "fail" for check in checks):
         raise click.exceptions.Exit(1)

@@ -9,12 +9,17 @@ from typing import TextIO
 
 import click
 
+from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout
+from conveyor.checks.verify_setup import verify_problems
 from conveyor.cli.common import load, repo_option
+from conveyor.config import Config
 from conveyor.core import yamlio
 from conveyor.core.errors import TaskFileError
+from conveyor.core.state_files import LOCK_FILE
 from conveyor.core.task import PRIORITY_RANK, new_task_document, slugify, validate_document
 from conveyor.core.timeutil import utc_iso
+from conveyor.daemon.lock import holder_pid
 
 
 @click.command("submit")
@@ -57,8 +62,35 @@ def command(repo: Path | None, config_dir: Path | None, agent: str, title: str, 
         raise click.BadParameter("; ".join(p.message for p in exc.problems)) from exc
     if path.exists():
         raise click.BadParameter(f"{path} already exists; choose another --id")
+    _check_against_board(config, layout, tool, dependencies, verify)
     yamlio.write_yaml(path, document)
     click.echo(str(path))
+    if holder_pid(config.state_dir / LOCK_FILE) is None:
+        click.echo("note: no daemon is running for this repository; start one with `conveyor run` (or "
+                   "`conveyor service install --start`) and it picks this task up", err=True)
+
+
+def _check_against_board(config: Config, layout: BoardLayout, tool: str | None, dependencies: tuple[str, ...],
+                         verify: tuple[str, ...]) -> None:
+    """What would only fail later, refused now: an unknown tool, a dependency no task has, a verify that
+    cannot start."""
+    import difflib
+    import os
+
+    if tool is not None and tool not in config.tools:
+        close = difflib.get_close_matches(tool, list(config.tools), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise click.BadParameter(f"unknown tool {tool!r}; {hint}known tools: {', '.join(sorted(config.tools))}",
+                                 param_hint="--tool")
+    for dependency in dependencies:
+        if board.find_task(layout, dependency) is None:
+            raise click.BadParameter(f"no task {dependency!r} on the board, so this task would wait for it for "
+                                     "ever; give the id of a task in inbox/, assigned/ or done/ "
+                                     "(`conveyor status` lists them)", param_hint="--depends-on")
+    problems = [*verify_problems(config.daemon.verify, config, os.environ, where="daemon.yaml verify"),
+                *verify_problems(list(verify), config, os.environ, where="--verify")]
+    if problems:
+        raise click.BadParameter("; ".join(problems), param_hint="--verify")
 
 
 def _free_id(layout: BoardLayout, base: str) -> str:

@@ -46,7 +46,9 @@ class PullRequestSettings(Frozen):
 
 
 class RoadmapSettings(Frozen):
-    enabled: bool = True
+    # Opt-in: a repository's existing ROADMAP.md may hold Planned items nobody meant as work orders for an
+    # agent, and starting one spends money on the first `conveyor run` (README, "ROADMAP.md drives work").
+    enabled: bool = False
     file: str = "ROADMAP.md"
     default_agent: str = "default"
     max_in_flight: int = Field(default=1, ge=1)
@@ -80,6 +82,9 @@ class DaemonSettings(Frozen):
     commit_board: bool = False
     verify: list[str] = Field(default_factory=list)
     verify_rounds: int = Field(default=2, ge=0)
+    # The repository's virtualenv (of the main checkout: ignored files are not in a task's workspace); its
+    # bin/ leads verify's PATH so `pytest` and `python -m pytest` are the project's. null: none.
+    verify_venv: str | None = ".venv"
     commit: CommitSettings = Field(default_factory=CommitSettings)
     remote: RemoteSettings = Field(default_factory=RemoteSettings)
     pull_requests: PullRequestSettings = Field(default_factory=PullRequestSettings)
@@ -133,7 +138,9 @@ class ToolSettings(Frozen):
     parser: str = "text"
     env: dict[str, str] = Field(default_factory=dict)
     env_allowlist: list[str] = Field(default_factory=lambda: ["PATH", "HOME", "LANG"])
-    version_argv: list[str] = Field(default_factory=lambda: ["--version"])
+    # Arguments that print the version; None: never run the tool just to ask (a custom CLI may not know
+    # `--version` and start working instead).
+    version_argv: list[str] | None = None
     credentials_env: list[str] = Field(default_factory=list)
     credentials_files: list[str] = Field(default_factory=list)
     limits: LimitPatternSettings = Field(default_factory=LimitPatternSettings)

@@ -170,6 +170,9 @@ def fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+NEW_FILE_MODE = 0o644   # a board file people read and commit, like WORKFLOW_LOG.md
+
+
 def atomic_write(path: Path, data: bytes | str, *, durable: bool = True) -> None:
     """Write via a temporary file in the same folder, fsync it, rename over `path`, fsync the folder.
 
@@ -177,8 +180,14 @@ def atomic_write(path: Path, data: bytes | str, *, durable: bool = True) -> None
     name starts with a dot so the inbox scanner ignores it.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:   # mkstemp makes 0600: keep the file's own mode, or give a new one the usual 0644
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = NEW_FILE_MODE
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()

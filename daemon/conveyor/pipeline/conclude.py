@@ -35,6 +35,7 @@ from conveyor.checks.gate import (
     verify_failure,
     verify_feedback,
 )
+from conveyor.checks.verify_setup import verify_env
 from conveyor.config import Config
 from conveyor.core.errors import ConveyorError
 from conveyor.core.task import Task
@@ -164,7 +165,8 @@ def _verify(job: Job, last: Run, commands: Sequence[VerifyCommand], round_no: in
     if not commands:
         return []
     tool = last.route.tool
-    runs = run_verify(commands, worktree=job.worktree, env=build_env(job.env, tool.env_allowlist, tool.env),
+    env = verify_env(job.config, build_env(job.env, tool.env_allowlist, tool.env))
+    runs = run_verify(commands, worktree=job.worktree, env=env,
                       log_dir=job.config.logs_dir / job.task.id, timeout_s=_timeout_s(job), stop=job.cancel,
                       label=f"attempt-{job.attempt}-round-{round_no}")
     if not _keeps_logs(job):   # metadata privacy keeps no transcripts; the output tail is already read

@@ -20,6 +20,7 @@ import structlog
 
 from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout
+from conveyor.checks.verify_setup import verify_problems
 from conveyor.config import Config
 from conveyor.core import disk_trouble
 from conveyor.core.disk_trouble import disk_problem
@@ -30,6 +31,7 @@ from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline import conclude as completion
 from conveyor.pipeline.finish import Disposition, Report, fail, finish, requeue
 from conveyor.runner import pids as agent_pids
+from conveyor.runner.env import build_env
 from conveyor.runner.invoke import Invocation, InvocationRequest, invoke
 from conveyor.runner.prompt import build_prompt
 from conveyor.runner.types import Outcome
@@ -167,6 +169,12 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, p
         bound.error("task.failed", error=plan.error)
         return _fail(task, deps, plan.error or "no route for this task", kind=plan.error_kind, log_path=None)
     board.rewrite(task, started)
+    unrunnable = _verify_setup_problems(task, deps, plan.routing)
+    if unrunnable:   # no agent can fix a command that cannot start: fail now, before anything is spent
+        message = ("verify cannot run, so no agent was started (nothing spent): " + "; ".join(unrunnable)
+                   + f". Fix it, then `conveyor task retry {task.id}`")
+        bound.error("task.failed", error=message)
+        return _fail(task, deps, message, kind="verify_setup", log_path=None)
     bound.info("task.started", attempt=attempt)
     base = task.base_branch or config.daemon.base_branch
     branch = task_branch(task.id)
@@ -181,6 +189,14 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, p
         bound.debug("worktree.removed", path=str(worktree))
         if report is None or report.disposition is not Disposition.DONE:
             _drop_branch_without_work(config.repo, branch, task.id)
+
+
+def _verify_setup_problems(task: Task, deps: Collaborators, routing: Routing) -> list[str]:
+    """What keeps the verify commands from starting where they will run (the chosen tool's environment)."""
+    tool = routing.route.tool if routing.route is not None else None
+    env = build_env(deps.env, tool.env_allowlist, tool.env) if tool is not None else dict(deps.env)
+    return [*verify_problems(deps.config.daemon.verify, deps.config, env, where="daemon.yaml verify"),
+            *verify_problems(task.get_list("verify"), deps.config, env, where="the task's verify")]
 
 
 def _drop_branch_without_work(repo: Path, branch: str, task_id: str) -> None:

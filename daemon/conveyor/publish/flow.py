@@ -84,14 +84,15 @@ def publish(repo: Path, settings: DaemonSettings, env: Mapping[str, str], where:
         return Published(f"not pushed to '{where.remote}' ({reason}); the branch stays local")
     bound.info("publish.pushed", remote=where.remote)
     pushed = f"pushed to '{where.remote}'"
-    missing = _why_no_pull_request(settings, env, where)
+    missing = why_no_pull_request(settings, env, where)
     if missing is not None or where.github_repo is None:
         bound.info("publish.no_pull_request", reason=missing)
         return Published(f"{pushed}; {missing}", pushed=True)
     return _open(settings, env[settings.pull_requests.token_env].strip(), where.github_repo, request, pushed)
 
 
-def _why_no_pull_request(settings: DaemonSettings, env: Mapping[str, str], where: Destination) -> str | None:
+def why_no_pull_request(settings: DaemonSettings, env: Mapping[str, str], where: Destination) -> str | None:
+    """Why no pull request would be opened (None: one would); `conveyor doctor` asks this before any run."""
     prs = settings.pull_requests
     if not prs.enabled:
         return "no pull request opened (pull_requests.enabled is false)"

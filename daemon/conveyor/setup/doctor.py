@@ -6,16 +6,19 @@ Credentials are reported by name only (which variable or file is present), never
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor.checks.verify_setup import verify_problems, where_verify_runs
 from conveyor.config import Config
 from conveyor.config.models import ToolSettings
 from conveyor.core.errors import ConveyorError, GitError, ToolUnavailable
 from conveyor.core.state_files import LOCK_FILE
 from conveyor.daemon.lock import holder_pid
+from conveyor.publish.flow import destination, why_no_pull_request
 from conveyor.runner.env import build_env
 from conveyor.runner.invoke import resolve_binary
 from conveyor.runner.process import log_tail, run_command, succeeded
@@ -54,13 +57,87 @@ def check_repository(config: Config) -> list[Check]:
     return checks
 
 
+def routed_tools(config: Config) -> list[str]:
+    """Tools some agent routes to (first choice or fallback): the ones a task can actually run on."""
+    names: list[str] = []
+    for agent in config.agents.values():
+        for entry in (agent.tool, *agent.fallback):
+            tool = entry.split(":", 1)[0]
+            if tool in config.tools and tool not in names:
+                names.append(tool)
+    return names
+
+
+def check_routing(config: Config, env: Mapping[str, str]) -> Check:
+    """Fails when none of the routed tools can start: every task would fail (or wait) with nothing to run it."""
+    routed = routed_tools(config)
+    runnable = []
+    for name in routed:
+        try:
+            resolve_binary(name, config.tools[name], env)
+        except ToolUnavailable:
+            continue
+        runnable.append(name)
+    if runnable:
+        return Check("agents can run", "ok", f"on {', '.join(runnable)}")
+    return Check("agents can run", "fail",
+                 f"none of the tools agents.yaml routes to ({', '.join(routed) or 'none'}) is installed, so no "
+                 "task can run; install one (Claude Code: `npm install -g @anthropic-ai/claude-code`; Codex: "
+                 "`npm install -g @openai/codex`) or point tools.yaml `binary:` at it")
+
+
+def check_publishing(config: Config, env: Mapping[str, str]) -> list[Check]:
+    """Remote, GitHub repository and token: what publishing needs, asked now rather than after an agent ran."""
+    settings = config.daemon
+    if not settings.remote.name:
+        return [Check("remote", "ok", "none (remote.name: null): each result stays a local branch conveyor/<id>")]
+    try:
+        where = destination(config.repo, settings)
+    except GitError as exc:
+        return [Check("remote", "warn", f"cannot read the remote ({exc})")]
+    if where.remote is None:
+        fix = (f"add it (`git remote add {settings.remote.name} URL`), or set `remote: {{name: null}}` in "
+               "daemon.yaml to keep results as local branches") if "no remote" in (where.why_local or "") else \
+            "set remote.push: true in daemon.yaml to push"
+        return [Check("remote", "warn", f"{where.why_local}: results stay local branches; {fix}")]
+    url = git.remote_url(config.repo, where.remote) or "?"
+    checks = [Check("remote", "ok", f"{where.remote} ({_without_credentials(url)})")]
+    missing = why_no_pull_request(settings, env, where)
+    if missing:
+        checks.append(Check("pull requests", "ok" if not settings.pull_requests.enabled else "warn",
+                            missing.removeprefix("no pull request opened").lstrip(": ") or missing))
+    else:
+        checks.append(Check("pull requests", "ok", f"{where.github_repo} at {settings.pull_requests.api_url}, "
+                            f"token from ${settings.pull_requests.token_env} (present; not tried online)"))
+    return checks
+
+
+def _without_credentials(url: str) -> str:
+    import re
+
+    return re.sub(r"(://)[^/@]*@", r"\1***@", url)
+
+
+def check_verify(config: Config, env: Mapping[str, str]) -> Check:
+    """Whether daemon.yaml's verify commands can start where they run; says where that is."""
+    problems = verify_problems(config.daemon.verify, config, env, where="daemon.yaml verify")
+    if problems:
+        return Check("verify", "fail", "; ".join(problems))
+    count = len(config.daemon.verify)
+    return Check("verify", "ok", f"{count} command(s) from daemon.yaml, and each task's own; they run "
+                                 f"{where_verify_runs(config)}")
+
+
 def check_tool(name: str, tool: ToolSettings, env: Mapping[str, str]) -> list[Check]:
     try:
         binary = resolve_binary(name, tool, env)
     except ToolUnavailable as exc:
         return [Check(f"tool {name}", "warn", str(exc))]
-    version = _version(binary, tool, env)
-    checks = [Check(f"tool {name}", "ok" if version else "warn", f"{binary} — {version or 'version unknown'}")]
+    if tool.version_argv is None:
+        checks = [Check(f"tool {name}", "ok", f"{binary} — version not asked (no version_argv in tools.yaml)")]
+    else:
+        version = _version(binary, tool.version_argv, tool, env)
+        checks = [Check(f"tool {name}", "ok" if version else "warn", f"{binary} — {version or 'version unknown'}")]
     present = [var for var in tool.credentials_env if env.get(var)]
     files = [f for f in tool.credentials_files if Path(os.path.expanduser(f)).exists()]
     if present or files:
@@ -72,14 +149,23 @@ def check_tool(name: str, tool: ToolSettings, env: Mapping[str, str]) -> list[Ch
     return checks
 
 
-def _version(binary: Path, tool: ToolSettings, env: Mapping[str, str]) -> str | None:
-    """First line the CLI prints for its version flag, through the one subprocess wrapper."""
+VERSION_LIKE = re.compile(r"\d+\.\d+")
+
+
+def _version(binary: Path, argv: list[str], tool: ToolSettings, env: Mapping[str, str]) -> str | None:
+    """The line the CLI prints for its version flag that holds a version number (a CLI may print warnings
+    first), through the one subprocess wrapper."""
     with tempfile.TemporaryDirectory(prefix="conveyor-doctor-") as scratch:
         log_path = Path(scratch) / "version.log"
         try:
-            result = run_command([str(binary), *tool.version_argv], cwd=Path(scratch), log_path=log_path,
+            result = run_command([str(binary), *argv], cwd=Path(scratch), log_path=log_path,
                                  env=build_env(env, tool.env_allowlist, tool.env), timeout_s=20, check=False)
         except ConveyorError:
             return None
-        lines = [line.removeprefix("[stderr] ") for line in log_tail(log_path).splitlines() if line.strip()]
-    return lines[0][:120] if succeeded(result) and lines else None
+        lines = [line for line in log_tail(log_path).splitlines() if line.strip()]
+    if not succeeded(result) or not lines:
+        return None
+    stdout = [line for line in lines if not line.startswith("[stderr] ")]
+    chosen = next((line for line in stdout if VERSION_LIKE.search(line)),
+                  next((line for line in lines if VERSION_LIKE.search(line)), lines[0]))
+    return chosen.removeprefix("[stderr] ").strip()[:120]

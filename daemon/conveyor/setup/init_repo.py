@@ -20,6 +20,7 @@ IGNORE_MARKER = "# conveyor: temporary and editor files on the task board"
 class InitReport:
     created: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)    # what a person should know about where things went
 
 
 def init_repository(repo: Path, *, board_dir: str = "work/collaboration", roadmap_file: str = "ROADMAP.md",
@@ -30,16 +31,35 @@ def init_repository(repo: Path, *, board_dir: str = "work/collaboration", roadma
         keep = folder / ".gitkeep"
         _write_once(keep, "", report, repo)
     config_dir = config_dir or repo / "config"
+    theirs = _own_files(config_dir)
     for name in CONFIG_FILES:
         _write_once(config_dir / name, builtin_text(name), report, repo)
     roadmap = resources.files("conveyor").joinpath("defaults", "ROADMAP.md").read_text(encoding="utf-8")
     _write_once(repo / roadmap_file, roadmap, report, repo)
     _add_ignore_block(repo, board_dir, report)
+    added = [name for name in CONFIG_FILES if _label(config_dir / name, repo) in report.created]
+    if theirs and added:
+        report.notes.append(
+            f"{_label(config_dir, repo)}/ already held your own files ({', '.join(theirs[:4])}"
+            f"{' …' if len(theirs) > 4 else ''}); Conveyor added {len(added)} of its own beside them "
+            f"({', '.join(added)}) and reads only those. To keep them apart, delete them and run "
+            "`conveyor init --config-dir .conveyor` (every command then remembers that folder).")
     return report
 
 
+def _own_files(config_dir: Path) -> list[str]:
+    """Files already in the configuration folder that are not Conveyor's (the user's own config/)."""
+    if not config_dir.is_dir():
+        return []
+    return sorted(p.name for p in config_dir.iterdir() if p.name not in CONFIG_FILES)
+
+
+def _label(path: Path, repo: Path) -> str:
+    return str(path.relative_to(repo)) if path.is_relative_to(repo) else str(path)
+
+
 def _write_once(path: Path, text: str, report: InitReport, repo: Path) -> None:
-    label = str(path.relative_to(repo)) if path.is_relative_to(repo) else str(path)
+    label = _label(path, repo)
     if path.exists():
         report.kept.append(label)
         return
