@@ -43,6 +43,26 @@ def test_new_database_is_wal_with_the_schema_version(tmp_path: Path) -> None:
     assert pragma(db, "user_version") == SCHEMA_VERSION
 
 
+def test_a_version_3_database_gains_the_role_column_in_place(tmp_path: Path) -> None:
+    """Rows written before the review stage existed are the author's runs."""
+    db = tmp_path / "telemetry.db"
+    # a v3 database as v3 built it: the schema, then migrations 1 and 2
+    conn = sqlite3.connect(db, isolation_level=None)
+    from conveyor.telemetry import store
+    conn.executescript(store._SCHEMA)
+    for version in (1, 2):
+        for statement in store.MIGRATIONS[version]():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO invocations (task_id, agent, tool, started_at) VALUES ('t-old', 'dev', 'fake', 1.0)")
+    conn.close()
+    telemetry = Telemetry(db)
+    assert pragma(db, "user_version") == SCHEMA_VERSION == 4
+    row_id = telemetry.start(InvocationStart("t-new", "dev", "codex", None, 1, 2.0, role="reviewer"))
+    rows = {row["task_id"]: row for task in ("t-old", "t-new") for row in telemetry.rows_for_task(task)}
+    assert (rows["t-old"]["role"], rows["t-new"]["role"], rows["t-new"]["id"]) == ("author", "reviewer", row_id)
+
+
 def test_a_database_from_a_newer_conveyor_is_refused_untouched(tmp_path: Path) -> None:
     db = tmp_path / "telemetry.db"
     conn = sqlite3.connect(db)

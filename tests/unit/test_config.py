@@ -275,3 +275,29 @@ def test_line_of_path_follows_keys_and_indexes() -> None:
     assert line_of_path(text, ["tools", "x", "missing"]) == 2
     assert line_of_path("", ["a"]) is None
     assert line_of_path("a: [", ["a"]) is None
+
+
+# ------------------------------------------------------------------ the review stage and the size gate
+def test_review_and_size_settings_load_with_an_agent_override(repo: Path) -> None:
+    write(repo, "daemon.yaml", "review: {enabled: true, block_at: high}\nsize: {max_changed_lines: 400}\n")
+    write(repo, "agents.yaml", "agents:\n  default: {tool: claude-code}\n"
+                               "  careful: {tool: codex, review: {enabled: true, tool: claude-code, rounds: 3}}\n")
+    config = load(repo)
+    assert (config.daemon.review.enabled, config.daemon.review.block_at) == (True, "high")
+    assert config.daemon.size.max_changed_lines == 400 and config.daemon.size.max_changed_files is None
+    careful = config.agents["careful"].review
+    assert careful is not None and (careful.tool, careful.rounds, careful.required) == ("claude-code", 3, True)
+    assert config.tools["claude-code"].review_argv is not None and config.tools["codex"].review_argv is not None
+
+
+def test_a_review_tool_missing_from_tools_yaml_names_file_line_and_field(repo: Path) -> None:
+    write(repo, "daemon.yaml", "review:\n  enabled: true\n  tool: gemini\n")
+    problem = one_problem(repo)
+    assert (problem.file.endswith("daemon.yaml"), problem.field, problem.line) == (True, "review.tool", 3)
+    assert "gemini" in problem.message and "claude-code" in problem.fix
+
+
+def test_an_unknown_severity_lists_the_choices(repo: Path) -> None:
+    write(repo, "daemon.yaml", "review: {block_at: urgent}\n")
+    problem = one_problem(repo)
+    assert problem.field == "review.block_at" and "'critical'" in problem.fix

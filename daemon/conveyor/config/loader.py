@@ -300,6 +300,7 @@ def cross_check(config: Config, texts: dict[str, tuple[str, str]]) -> tuple[list
                                 "rejected", "add `default: {tool: claude-code}` under `agents:`", field="agents"))
     errors.extend(_check_tools(config, texts["tools.yaml"]))
     errors.extend(_check_policies(config, texts["policies.yaml"]))
+    errors.extend(_check_reviewers(config, texts["daemon.yaml"], texts["agents.yaml"]))
     errors.extend(_check_paths(config, texts["daemon.yaml"]))
     return errors, warnings
 
@@ -310,7 +311,7 @@ def _check_tools(config: Config, source: tuple[str, str]) -> list[Problem]:
     label, text = source
     problems = []
     for name, tool in config.tools.items():
-        for key in ("argv", "resume_argv"):
+        for key in ("argv", "resume_argv", "review_argv"):
             template = getattr(tool, key)
             if template is None:
                 continue
@@ -338,6 +339,24 @@ def _check_tools(config: Config, source: tuple[str, str]) -> list[Problem]:
                     problems.append(Problem(label, f"pattern {pattern!r} is not a valid regex ({exc})",
                                             "fix the regular expression", field=".".join(where),
                                             line=line_of_path(text, where)))
+    return problems
+
+
+def _check_reviewers(config: Config, daemon: tuple[str, str], agents: tuple[str, str]) -> list[Problem]:
+    """A `review.tool` or `review.fallback` entry must name a tool of tools.yaml (else no review would run)."""
+    places = [(daemon, ["review"], config.daemon.review)]
+    places += [(agents, ["agents", name, "review"], agent.review) for name, agent in config.agents.items()
+               if agent.review is not None]
+    problems = []
+    for (label, text), where, review in places:
+        named = [("tool", review.tool)] if review.tool else []
+        named += [(f"fallback.{index}", entry.partition(":")[0]) for index, entry in enumerate(review.fallback or [])]
+        for key, tool in named:
+            if tool not in config.tools:
+                path = [*where, *key.split(".")]
+                problems.append(Problem(label, f"review tool '{tool}' is not defined in tools.yaml",
+                                        f"use one of {', '.join(sorted(config.tools))}", field=".".join(path),
+                                        line=line_of_path(text, path)))
     return problems
 
 

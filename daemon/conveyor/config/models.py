@@ -45,6 +45,35 @@ class PullRequestSettings(Frozen):
     labels: list[str] = Field(default_factory=lambda: ["conveyor"])
 
 
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
+
+
+class ReviewSettings(Frozen):
+    """The review stage: a second CLI reads the change (read-only) and approves it or requests changes.
+
+    `tool` unset: the other CLI than the author's (claude-code <-> codex); `fallback` unset: the author's
+    own tool (with `model` when set). `rounds` caps the author's fix rounds after `request_changes`;
+    `block_at` is the lowest severity that blocks; `required`: a change without an approving verdict
+    opens as a draft (labelled `unreviewed` or `changes-requested`), never as a normal pull request.
+    """
+
+    enabled: bool = False
+    tool: str | None = None
+    model: str | None = None
+    fallback: list[str] | None = None
+    rounds: int = Field(default=2, ge=0)
+    required: bool = True
+    block_at: Severity = "medium"
+
+
+class SizeLimits(Frozen):
+    """The size gate: over either limit the change opens no normal pull request (None = no limit)."""
+
+    max_changed_lines: int | None = Field(default=None, ge=1)
+    max_changed_files: int | None = Field(default=None, ge=1)
+
+
 class RoadmapSettings(Frozen):
     # Opt-in: a repository's existing ROADMAP.md may hold Planned items nobody meant as work orders for an
     # agent, and starting one spends money on the first `conveyor run` (README, "ROADMAP.md drives work").
@@ -90,6 +119,8 @@ class DaemonSettings(Frozen):
     pull_requests: PullRequestSettings = Field(default_factory=PullRequestSettings)
     roadmap: RoadmapSettings = Field(default_factory=RoadmapSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    size: SizeLimits = Field(default_factory=SizeLimits)
 
     @field_validator("verify")
     @classmethod
@@ -117,6 +148,8 @@ class AgentSettings(Frozen):
     max_turns: int | None = Field(default=None, ge=1)
     max_cost_usd: float | None = Field(default=None, gt=0)
     commit_type: str = "feat"
+    review: ReviewSettings | None = None                     # None: daemon.yaml's `review`
+    size: SizeLimits | None = None                           # None: daemon.yaml's `size`
 
 
 class AgentsFile(Frozen):
@@ -134,6 +167,7 @@ class ToolSettings(Frozen):
     binary: str
     argv: ArgvTemplate
     resume_argv: ArgvTemplate | None = None
+    review_argv: ArgvTemplate | None = None    # read-only run for the review stage (plan mode, read-only sandbox)
     prompt_via: Literal["argument", "stdin"] = "argument"
     parser: str = "text"
     env: dict[str, str] = Field(default_factory=dict)

@@ -34,11 +34,14 @@ from conveyor.checks.gate import (
     verify_commands,
     verify_failure,
     verify_feedback,
+    withhold_secrets,
 )
 from conveyor.checks.verify_setup import verify_env
 from conveyor.config import Config
 from conveyor.core.errors import ConveyorError
 from conveyor.core.task import Task
+from conveyor.pipeline import review as reviewing
+from conveyor.pipeline import size_gate
 from conveyor.pipeline.runs import Run, Totals, latest_session, result_block, summarize
 from conveyor.publish.task_branch import commit_message, publish_commit
 from conveyor.runner.env import build_env
@@ -71,6 +74,8 @@ class Job:
     # A hard budget (policies.yaml) spent since the run started, described; None while spending may go on.
     # Asked before each fix round: a round is new spend, and `limit: hard` means no new spend.
     over_budget: Callable[[], str | None] = lambda: None
+    # The review stage's read-only reviewer run (None: this pipeline cannot review; see pipeline.review).
+    review: reviewing.ReviewRunner | None = None
 
 
 @dataclass(frozen=True)
@@ -119,13 +124,15 @@ def _log_of(job: Job, run: Run, round_no: int) -> Path:
 
 # ------------------------------------------------------------------ the gate and the verify rounds
 def _complete(job: Job, runs: list[Run]) -> Verdict:
-    """Gate → verify; on a verify failure resume the agent, up to `verify_rounds`, then gate again."""
+    """Gate → verify → size → review; a failing verify or a blocking review resumes the agent (each up
+    to its own number of rounds), then everything runs again on the new change."""
     try:
         commands = verify_commands(job.config.daemon.verify, job.task.get_list("verify"))
     except ConveyorError as exc:
         return _discard(job, runs, GateFailure("verify", str(exc)))
     rounds = job.config.daemon.verify_rounds
-    round_no = 0
+    verify_fixes = 0
+    state = _review_state(job, runs[-1])
     while True:
         staged = git.stage_change(job.worktree)
         changed = staged.paths
@@ -134,24 +141,114 @@ def _complete(job: Job, runs: list[Run]) -> Verdict:
         gate = _gate(job, changed, staged.diff)
         if gate.failure is not None:
             return _discard(job, runs, gate.failure)
-        verified = _verify(job, runs[-1], commands, round_no)
+        verified = _verify(job, runs[-1], commands, len(runs) - 1)
         if job.cancel.is_set():
             return Verdict("stopped", message="stopped by daemon shutdown")
         failed = next((run for run in verified if not run.passed), None)
         checks = [*gate.checks, *(run.check() for run in verified)]
         if failed is None:
-            return _commit_and_publish(job, runs, changed, checks, rounds_used=round_no)
-        if round_no >= rounds:
-            return _discard(job, runs, verify_failure(failed, round_no), _verify_extra(job, failed, checks))
+            passed = _passed(job, runs, changed, checks, state, verify_fixes)
+            if passed is None:
+                continue
+            return passed
+        if verify_fixes >= rounds:
+            return _discard(job, runs, verify_failure(failed, verify_fixes), _verify_extra(job, failed, checks))
         held = job.over_budget()
         if held is not None:
             log.warning("verify.no_fix_round", task_id=job.task.id, budget=held)
-            return _discard(job, runs, verify_failure(failed, round_no, f"no fix round: {held}"),
+            return _discard(job, runs, verify_failure(failed, verify_fixes, f"no fix round: {held}"),
                             _verify_extra(job, failed, checks))
-        round_no += 1
-        verdict = _resume(job, runs, failed, round_no, rounds)
+        verify_fixes += 1
+        verdict = _resume(job, runs, failed, verify_fixes, rounds)
         if verdict is not None:
             return verdict
+
+
+# ------------------------------------------------------------------ the review stage and the size gate
+def _passed(job: Job, runs: list[Run], changed: list[str], checks: list[CheckResult],
+            state: reviewing.ReviewState | None, verify_fixes: int) -> Verdict | None:
+    """Gate and verify passed: the size gate, then the review; None when the author fixed review findings
+    (so gate, verify and review run again)."""
+    too_large = size_gate.over_limit(size_gate.limits_for(job.task, job.config), size_gate.measure(job.worktree))
+    if too_large is not None:
+        return _too_large(job, runs, changed, checks, too_large, rounds_used=verify_fixes)
+    if state is not None:
+        step = _review_round(job, runs, state, checks)
+        if isinstance(step, Verdict):
+            return step
+        if step == "again":
+            return None
+    return _commit_and_publish(job, runs, changed, checks, rounds_used=verify_fixes, review=state)
+
+
+def _review_state(job: Job, last: Run) -> reviewing.ReviewState | None:
+    """The review stage's state for this attempt, or None when it is off (or the pipeline cannot review)."""
+    settings = reviewing.settings_for(job.task, job.config)
+    if not settings.enabled or job.review is None:
+        return None
+    state = reviewing.ReviewState(settings, reviewing.reviewer_routes(settings, job.config, last.route))
+    if not state.routes:
+        state.notes.append("no reviewer: none of the review tools is defined in tools.yaml")
+    return state
+
+
+def _review_round(job: Job, runs: list[Run], state: reviewing.ReviewState,
+                  checks: Sequence[CheckResult]) -> Verdict | Literal["publish", "again"]:
+    """Review the change; blocking findings go back to the author while rounds and budget last."""
+    assert job.review is not None
+    reviewing.review_change(state, job.task, job.worktree, [check.as_dict() for check in checks],
+                            runner=job.review, over_budget=job.over_budget, cancel=job.cancel)
+    if job.cancel.is_set():
+        return Verdict("stopped", message="stopped by daemon shutdown")
+    if state.status != "changes_requested" or state.fixes >= state.settings.rounds:
+        return "publish"
+    held = job.over_budget()
+    if held is not None:
+        state.notes.append(f"no review fix round: {held}")
+        return "publish"
+    state.fixes += 1
+    log.info("review.resume", task_id=job.task.id, round=state.fixes, findings=len(state.blocking()))
+    run = _send_back(job, runs, reviewing.fix_prompt(state.blocking(), state.fixes, state.settings.rounds),
+                     "## A reviewer requested changes")
+    if job.cancel.is_set():
+        return Verdict("stopped", message="stopped by daemon shutdown")
+    outcome = run.invocation.parsed.outcome
+    if outcome is Outcome.TIMEOUT or outcome.is_provider_limit:
+        return _partial(job, runs, _stop_reason(run) + " (while fixing review findings)")
+    if outcome is not Outcome.OK:
+        state.notes.append(f"the author's review fix round {state.fixes} ended with {outcome.value}")
+    return "again"
+
+
+def _too_large(job: Job, runs: list[Run], changed: list[str], checks: list[CheckResult], reason: str, *,
+               rounds_used: int) -> Verdict:
+    """Over the size gate: a draft labelled `too-large` when the task asks for one, else fail with the
+    author's own proposal of how to split the task."""
+    log.warning("task.too_large", task_id=job.task.id, reason=reason)
+    if size_gate.wants_draft(job.task):
+        note = f"> [!WARNING]\n> **Too large.** {reason}. Opened as a draft because the task asks for one."
+        return _commit_and_publish(job, runs, changed, [*checks, CheckResult("size", False, reason)],
+                                   rounds_used=rounds_used, extra_labels=[size_gate.TOO_LARGE_LABEL],
+                                   draft=True, notes=[note])
+    extra: dict[str, Any] = {}
+    if job.over_budget() is None:
+        run = _send_back(job, runs, size_gate.proposal_prompt(reason), "## Your change is too large")
+        proposal = withhold_secrets((run.invocation.parsed.final_text or "").strip())
+        if run.invocation.parsed.outcome is Outcome.OK and proposal:
+            extra["split_proposal"] = proposal[:4000]
+    return _discard(job, runs, GateFailure(size_gate.TOO_LARGE_KIND, reason + "; split the task (see "
+                                           "split_proposal) or raise the limit"), extra)
+
+
+def _send_back(job: Job, runs: list[Run], feedback: str, header: str) -> Run:
+    """Resume the author's session with `feedback` (or start afresh with the task plus it); the new run is
+    appended to `runs`."""
+    session = latest_session(runs)
+    resumable = session is not None and runs[-1].route.tool.resume_argv is not None
+    prompt = feedback if resumable else f"{job.prompt}\n{header}\n\n{feedback}"
+    run = job.follow_up(prompt, session if resumable else None, len(runs))
+    runs.append(run)
+    return run
 
 
 def _gate(job: Job, changed: list[str], diff: bytes) -> GateResult:
@@ -186,14 +283,8 @@ def _timeout_s(job: Job) -> float:
 def _resume(job: Job, runs: list[Run], failed: VerifyRun, round_no: int, rounds: int) -> Verdict | None:
     """Send the failure back to the agent; None when it ran fine (gate and verify again), else the verdict."""
     feedback = verify_feedback(failed, round_no, rounds)
-    session = latest_session(runs)
-    resumable = session is not None and runs[-1].route.tool.resume_argv is not None
-    retry = f"{job.prompt}\n## Your previous attempt failed verification\n\n{feedback}"
-    prompt = feedback if resumable else retry
-    log.info("verify.resume", task_id=job.task.id, round=round_no, command=failed.command.text,
-             session=session if resumable else None)
-    run = job.follow_up(prompt, session if resumable else None, round_no)
-    runs.append(run)
+    log.info("verify.resume", task_id=job.task.id, round=round_no, command=failed.command.text)
+    run = _send_back(job, runs, feedback, "## Your previous attempt failed verification")
     if job.cancel.is_set():
         return Verdict("stopped", message="stopped by daemon shutdown")
     outcome = run.invocation.parsed.outcome
@@ -202,7 +293,7 @@ def _resume(job: Job, runs: list[Run], failed: VerifyRun, round_no: int, rounds:
     if outcome is not Outcome.OK:
         note = f"the agent's fix round {round_no} ended with {outcome.value}: {_stop_reason(run)}"
         return _discard(job, runs, verify_failure(failed, round_no - 1, note), _verify_extra(job, failed, []),
-                        round_no=round_no)
+                        round_no=len(runs) - 1)
     return None
 
 
@@ -268,21 +359,29 @@ def _partial(job: Job, runs: list[Run], reason: str) -> Verdict:
 
 # ------------------------------------------------------------------ commit and publish
 def _commit_and_publish(job: Job, runs: list[Run], changed: list[str], checks: list[CheckResult], *,
-                        rounds_used: int, partial_reason: str | None = None) -> Verdict:
+                        rounds_used: int, partial_reason: str | None = None,
+                        review: reviewing.ReviewState | None = None, extra_labels: Sequence[str] = (),
+                        draft: bool = False, notes: Sequence[str] = ()) -> Verdict:
     totals = Totals.of(runs)
     summary = summarize(runs)
     last = runs[-1]
     model = last.invocation.parsed.model or last.route.model
     message = commit_message(job.task, kind=job.commit_type, tool=last.route.tool_name, model=model,
-                             cost=totals.cost, summary=summary, partial_reason=partial_reason)
+                             cost=totals.cost, summary=summary, partial_reason=partial_reason,
+                             review=review.status if review is not None else None)
     author = job.config.daemon.commit
     sha = git.commit(job.worktree, message, author.author_name, author.author_email)
     log.info("task.committed", task_id=job.task.id, commit=sha, files=len(changed),
              partial=bool(partial_reason))
     check_dicts = [check.as_dict() for check in checks]
+    if review is not None:
+        notes = [review.body_section(), *notes]
+        extra_labels = [*review.labels(), *extra_labels]
+        draft = draft or review.holds_draft()
     published = publish_commit(job.config, job.env, job.task, job.branch, sha=sha, summary=summary,
                                files=changed, checks=check_dicts, totals=totals, tool=last.route.tool_name,
-                               model=model, partial_reason=partial_reason)
+                               model=model, partial_reason=partial_reason, notes=notes,
+                               extra_labels=extra_labels, draft=draft)
     job.telemetry.record_result(last.row_id, commit_sha=sha, pr_url=published.pr_url, branch=job.branch)
     result = result_block(runs, branch=job.branch, changed=changed, checks=check_dicts, skipped=job.skipped)
     result.update({"commit": sha, "pr_url": published.pr_url, "publish": published.message})
@@ -290,4 +389,8 @@ def _commit_and_publish(job: Job, runs: list[Run], changed: list[str], checks: l
         result["verify_rounds"] = rounds_used
     if partial_reason:
         result.update({"partial": True, "partial_reason": partial_reason})
+    if review is not None:
+        result["review"] = review.record()
+    if extra_labels:
+        result["labels"] = list(dict.fromkeys(extra_labels))
     return Verdict("finish", result=result)

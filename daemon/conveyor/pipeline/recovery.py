@@ -27,9 +27,10 @@ from conveyor.core.state_files import task_branch
 from conveyor.core.task import Task, parse_task, task_id_from_path
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline.finish import Disposition, Report, fail, finish
+from conveyor.pipeline.review import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.pipeline.run import AGENT_PIDS_DIR
 from conveyor.pipeline.runs import Totals, result_from_rows
-from conveyor.publish.task_branch import PARTIAL_TRAILER, commit_summary, publish_commit
+from conveyor.publish.task_branch import PARTIAL_TRAILER, REVIEW_TRAILER, commit_summary, publish_commit
 from conveyor.runner.pids import AgentRecords
 from conveyor.telemetry.store import Telemetry
 from conveyor.workspace import git
@@ -113,6 +114,8 @@ def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemet
     base = task.base_branch or config.daemon.base_branch
     files = _files(config, base, sha)
     partial = git.trailer(config.repo, sha, PARTIAL_TRAILER)
+    review = git.trailer(config.repo, sha, REVIEW_TRAILER)   # anything but `approved` stays a labelled draft
+    held = [] if review in (None, "approved") else [UNREVIEWED_LABEL if review == "unreviewed" else CHANGES_LABEL]
     summary = commit_summary(git.message_of(config.repo, sha))
     checks: list[dict[str, Any]] = [{"check": "completion gate", "result": "passed",
                                      "detail": "passed before the commit (details not kept over a restart)"}]
@@ -121,13 +124,16 @@ def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemet
     published = publish_commit(
         config, env, task, branch, sha=sha, summary=summary, files=files, checks=checks, totals=totals,
         tool=last.get("tool"), model=last.get("model"), partial_reason=partial,
-        notes=["_Committed before a restart; published by start-up recovery._"])
+        notes=["_Committed before a restart; published by start-up recovery._"], extra_labels=held,
+        draft=bool(held))
     result = result_from_rows(rows, summary=summary or "committed before a restart; finished by start-up recovery",
                               branch=branch, changed=files)
     result.update({"commit": sha, "pr_url": published.pr_url, "publish": published.message, "checks": checks,
                    "recovered": "committed before a restart; published by start-up recovery"})
     if partial:
         result.update({"partial": True, "partial_reason": partial})
+    if review:
+        result["review"] = {"status": review, "details": "not kept over a restart"}
     if last:
         telemetry.record_result(int(last["id"]), commit_sha=sha, pr_url=published.pr_url, branch=branch)
     return finish(task, layout, clock(), result)
@@ -135,7 +141,8 @@ def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemet
 
 def _rows_of_attempt(telemetry: Telemetry, task: Task) -> list[dict[str, Any]]:
     """Finished invocations of the attempt that made the commit (the agent's run and its fix rounds)."""
-    rows = [row for row in telemetry.rows_for_task(task.id) if row["outcome"] not in ("running", "skipped")]
+    rows = [row for row in telemetry.rows_for_task(task.id)
+            if row["outcome"] not in ("running", "skipped") and row.get("role") != "reviewer"]
     mine = [row for row in rows if row.get("attempt") == task.attempt]
     return mine or [row for row in rows if row["outcome"] == "ok"][-1:]
 

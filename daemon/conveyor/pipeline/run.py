@@ -306,11 +306,15 @@ def _read_instructions(repo: Path, relative: str | None) -> str | None:
 
 def _invoke(task: Task, deps: Collaborators, cancel: threading.Event, route: Route, prompt: str,
             worktree: Path, branch: str, attempt: int, *, session_id: str | None = None,
-            round_no: int = 0, routing: Routing | None = None) -> _Attempt:
-    """One run of the agent; with `session_id` it resumes that session (a fix round after a failing verify)."""
+            round_no: int = 0, routing: Routing | None = None, role: str = "author") -> _Attempt:
+    """One run of the agent; with `session_id` it resumes that session (a fix round after a failing verify).
+
+    `role` goes to telemetry; a `reviewer` runs read-only (the tool's `review_argv`) with its own log file."""
     config = deps.config
     settings = agent_settings(task, config)
-    log_path = completion.agent_log_path(config.logs_dir, task.id, attempt, route.tool_name, round_no)
+    reviewer = role == "reviewer"
+    log_name = f"{route.tool_name}-review" if reviewer else route.tool_name
+    log_path = completion.agent_log_path(config.logs_dir, task.id, attempt, log_name, round_no)
     request = InvocationRequest(
         tool_name=route.tool_name, tool=route.tool, model=route.model, prompt=prompt, workdir=worktree,
         task_id=task.id, log_path=log_path,
@@ -318,11 +322,13 @@ def _invoke(task: Task, deps: Collaborators, cancel: threading.Event, route: Rou
         idle_timeout_s=settings.idle_timeout_s or config.daemon.idle_timeout_s,
         kill_grace_s=config.daemon.kill_grace_s, log_cap_bytes=config.daemon.log_cap_bytes,
         max_turns=int(task.get_number("max_turns") or 0) or settings.max_turns,
-        max_cost_usd=task.get_number("max_cost_usd") or settings.max_cost_usd, session_id=session_id)
+        max_cost_usd=task.get_number("max_cost_usd") or settings.max_cost_usd, session_id=session_id,
+        read_only=reviewer)
     started = deps.clock()
     decision = json.dumps(routing.record()) if routing is not None else None
     row_id = deps.telemetry.start(InvocationStart(task.id, task.agent, route.tool_name, route.model, attempt,
-                                                  started, branch, prompt, round=round_no, routing=decision))
+                                                  started, branch, prompt, round=round_no, routing=decision,
+                                                  role=role))
     full = config.daemon.privacy == "full"
     records = agent_pids.AgentRecords(config.state_dir / AGENT_PIDS_DIR)   # what recovery stops after a crash
     try:
@@ -379,7 +385,10 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, workt
 
     def follow_up(text: str, session_id: str | None, round_no: int) -> _Attempt:
         return _invoke(task, deps, cancel, last.route, text, worktree, branch, attempt,
-                       session_id=session_id, round_no=round_no)
+                       session_id=session_id, round_no=round_no, role="fixer")
+
+    def review(text: str, route: Route, number: int) -> _Attempt:
+        return _review_run(task, deps, cancel, route, text, (worktree, branch, attempt, number))
 
     def over_budget() -> str | None:
         if not deps.config.policies.budgets:
@@ -390,7 +399,8 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, workt
 
     job = completion.Job(task=task, config=deps.config, env=deps.env, telemetry=deps.telemetry, worktree=worktree,
                          branch=branch, attempt=attempt, commit_type=settings_type(task, deps), prompt=prompt,
-                         cancel=cancel, follow_up=follow_up, skipped=tuple(skipped), over_budget=over_budget)
+                         cancel=cancel, follow_up=follow_up, skipped=tuple(skipped), over_budget=over_budget,
+                         review=review)
     verdict = completion.conclude(job, last)
     bound.debug("task.verdict", action=verdict.action, kind=verdict.kind or None)
     if verdict.action == "finish":
@@ -400,6 +410,21 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, workt
     if verdict.action == "stopped":
         return _requeue(task, deps, verdict.message, spent=False)
     return _fail(task, deps, verdict.message, kind=verdict.kind, log_path=verdict.log_path, extra=verdict.extra)
+
+
+def _review_run(task: Task, deps: Collaborators, cancel: threading.Event, route: Route, prompt: str,
+                where: tuple[Path, str, int, int]) -> _Attempt:
+    """The review stage's read-only run; a paused, logged-out or over-budget reviewer tool is unavailable,
+    and a provider limit pauses the tool as for any agent run."""
+    worktree, branch, attempt, number = where
+    skip = route_check(deps)(route)
+    if skip is not None:
+        raise ToolUnavailable(skip.reason)
+    run = _invoke(task, deps, cancel, route, prompt, worktree, branch, attempt, round_no=number, role="reviewer")
+    parsed = run.invocation.parsed
+    if parsed.outcome.is_provider_limit:
+        _pause_tool(deps, route.tool_name, parsed.outcome, parsed.reset_at, parsed.api_error_status)
+    return run
 
 
 def settings_type(task: Task, deps: Collaborators) -> str:

@@ -17,6 +17,7 @@ from conveyor.publish.pull_request import PullRequestContent, labels_for, render
 from conveyor.runner.types import Tokens
 
 PARTIAL_TRAILER = "Conveyor-Partial"
+REVIEW_TRAILER = "Conveyor-Review"     # the review stage's outcome; recovery publishes a draft unless `approved`
 SUBJECT_LIMIT = 100
 BODY_LIMIT = 1500
 
@@ -35,7 +36,7 @@ class Totals(Protocol):
 
 
 def commit_message(task: Task, *, kind: str, tool: str, model: str | None, cost: float, summary: str,
-                   partial_reason: str | None = None) -> str:
+                   partial_reason: str | None = None, review: str | None = None) -> str:
     """`<type>(<agent>): <title>` then the agent's summary, then Conveyor's trailers."""
     title = " ".join(task.title.split())
     subject = f"{kind}({task.agent}): {title}"
@@ -46,6 +47,8 @@ def commit_message(task: Task, *, kind: str, tool: str, model: str | None, cost:
                 f"Model: {model or 'default'}", f"Cost-USD: {cost:.4f}"]
     if partial_reason:
         trailers.append(f"{PARTIAL_TRAILER}: {' '.join(partial_reason.split())[:200]}")
+    if review:
+        trailers.append(f"{REVIEW_TRAILER}: {review}")
     return f"{subject}\n\n" + (f"{body}\n\n" if body else "") + "\n".join(trailers) + "\n"
 
 
@@ -58,8 +61,11 @@ def commit_summary(message: str) -> str:
 def publish_commit(config: Config, env: Mapping[str, str], task: Task, branch: str, *, sha: str, summary: str,
                    files: Sequence[str], checks: Sequence[Mapping[str, Any]], totals: Totals,
                    tool: str | None, model: str | None, partial_reason: str | None,
-                   notes: Sequence[str] = ()) -> Published:
-    """Push the task's branch and open (or find) its pull request; partial work goes as a labelled draft."""
+                   notes: Sequence[str] = (), extra_labels: Sequence[str] = (), draft: bool = False) -> Published:
+    """Push the task's branch and open (or find) its pull request; partial work goes as a labelled draft.
+
+    `extra_labels` and `draft` come from the review stage and the size gate (`unreviewed`,
+    `changes-requested`, `too-large`): work nobody approved is not offered as ready to merge."""
     settings = config.daemon
     where = destination(config.repo, settings)
     base = task.base_branch or settings.base_branch
@@ -73,6 +79,7 @@ def publish_commit(config: Config, env: Mapping[str, str], task: Task, branch: s
     partial = partial_reason is not None
     request = PublishRequest(
         branch=branch, base=base, title=render_title(task.title, partial=partial), body=render_body(content),
-        labels=labels_for(settings.pull_requests.labels, task.get_list("labels"), partial=partial),
-        draft=settings.pull_requests.draft or partial)
+        labels=labels_for([*settings.pull_requests.labels, *extra_labels], task.get_list("labels"),
+                          partial=partial),
+        draft=settings.pull_requests.draft or partial or draft)
     return publish(config.repo, settings, env, where, request)

@@ -43,6 +43,7 @@ class InvocationRequest:
     max_turns: int | None = None
     max_cost_usd: float | None = None
     session_id: str | None = None
+    read_only: bool = False          # the review stage: the tool's `review_argv` (no edits, no commands)
 
 
 @dataclass
@@ -81,7 +82,13 @@ def render(request: InvocationRequest, env: Mapping[str, str]) -> tuple[list[str
         "max_cost_usd": (f"{request.max_cost_usd:.2f}" if request.max_cost_usd and "max_cost_usd" in supports
                          else None),
     }
-    template = tool.resume_argv if request.session_id and tool.resume_argv else tool.argv
+    if request.read_only:
+        if tool.review_argv is None:
+            raise ToolUnavailable(f"tool '{request.tool_name}' has no read-only mode for reviews; set "
+                                  f"tools.{request.tool_name}.review_argv in config/tools.yaml")
+        template = tool.review_argv
+    else:
+        template = tool.resume_argv if request.session_id and tool.resume_argv else tool.argv
     binary = resolve_binary(request.tool_name, tool, env)
     argv = [str(binary), *render_argv(template, values)]
     agent_env = build_env(env, tool.env_allowlist, tool.env)

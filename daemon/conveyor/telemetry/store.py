@@ -23,7 +23,7 @@ from conveyor.core.errors import ConveyorError
 from conveyor.runner.types import Tokens
 from conveyor.telemetry.schema import rollup_statements
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RUNNING = "running"
 INTERRUPTED = "interrupted"
 
@@ -76,7 +76,11 @@ MIGRATIONS: dict[int, Callable[[], list[str]]] = {
                 *rollup_statements()],
     # round: 0 for an agent's run, n for its n-th resume to fix a failing verify command (same attempt)
     2: lambda: ["ALTER TABLE invocations ADD COLUMN round INTEGER NOT NULL DEFAULT 0"],
+    # role: author (the agent's run), fixer (a resume after a failing verify or a review), reviewer
+    3: lambda: ["ALTER TABLE invocations ADD COLUMN role TEXT NOT NULL DEFAULT 'author'",
+                "CREATE INDEX IF NOT EXISTS invocations_role ON invocations (role, task_id)"],
 }
+ROLES = ("author", "fixer", "reviewer")
 
 
 class TelemetryError(ConveyorError):
@@ -95,6 +99,7 @@ class InvocationStart:
     prompt: str | None = None
     routing: str | None = None       # JSON of the routing decision (our own words only, never CLI text)
     round: int = 0                   # 0 = the agent's run; n = its n-th resume after a failing verify
+    role: str = "author"             # author | fixer | reviewer (see ROLES)
 
 
 @dataclass(frozen=True)
@@ -190,9 +195,9 @@ class Telemetry:
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO invocations (task_id, agent, tool, model, attempt, started_at, branch, prompt, outcome,"
-                " routing, round) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " routing, round, role) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (start.task_id, start.agent, start.tool, start.model, start.attempt, start.started_at,
-                 start.branch, prompt, RUNNING, start.routing, start.round))
+                 start.branch, prompt, RUNNING, start.routing, start.round, start.role))
             return int(cursor.lastrowid or 0)
 
     def finish(self, row_id: int, end: InvocationEnd) -> None:

@@ -318,6 +318,34 @@ def staged_diff_bytes(worktree: Path) -> bytes:
     return out if isinstance(out, bytes) else out.encode()
 
 
+def index_tree(worktree: Path) -> str:
+    """The tree of what is staged now: the review stage diffs a later round against the tree it reviewed."""
+    return run(worktree, "write-tree").strip()
+
+
+def review_diff(worktree: Path, since: str | None = None) -> str:
+    """The staged change with context, for a reviewer: against HEAD (the base), or against the tree `since`.
+
+    Same safety flags as the secret scan's diff: no external diff or textconv programs, fixed prefixes."""
+    args = ["diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
+            "--src-prefix=a/", "--dst-prefix=b/"]
+    if since is not None:
+        args.append(since)
+    return run(worktree, *args)
+
+
+def staged_line_counts(worktree: Path) -> list[tuple[int, int, str]]:
+    """(added, deleted, path) of each staged file; a binary file counts as 0 lines."""
+    out = run(worktree, "diff", "--cached", "--numstat", "-z", "--no-renames")
+    counts = []
+    for record in out.split("\0"):
+        added, _, rest = record.partition("\t")
+        deleted, _, path = rest.partition("\t")
+        if path:
+            counts.append((int(added) if added.isdigit() else 0, int(deleted) if deleted.isdigit() else 0, path))
+    return counts
+
+
 def has_changes(worktree: Path) -> bool:
     """Whether the worktree differs from its HEAD in any file git would stage (ignored files do not count)."""
     return bool(run(worktree, "status", "--porcelain", "--untracked-files=all").strip())
