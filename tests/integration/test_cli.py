@@ -18,6 +18,7 @@ import pytest
 from conveyor.cli.main import main
 from conveyor.core.task import parse_task
 from conveyor.daemon.lock import DaemonLock
+from conveyor.telemetry.store import InvocationEnd, InvocationStart, Telemetry
 from tests.conftest import git
 from tests.integration.conftest import DAEMON_YAML, ConveyorCli, Repo
 
@@ -183,6 +184,40 @@ def test_stats_json_totals(repo: Repo, cli: Cli) -> None:
     assert {row["key"] for row in stats["model"]} == {"fake-model-1", "-"}
     table = cli("stats", cwd=repo.path)
     assert table.code == 0 and "json-agent" in table.out
+
+
+def test_stats_shows_review_rounds_reviewer_cost_and_acceptance_per_author_and_reviewer(repo: Repo,
+                                                                                       cli: Cli) -> None:
+    telemetry = Telemetry(repo.telemetry_db)
+
+    def run(task: str, tool: str, role: str, cost: float, at: float) -> None:
+        row = telemetry.start(InvocationStart(task, "dev", tool, None, 1, at, f"conveyor/{task}", role=role))
+        telemetry.finish(row, InvocationEnd(at + 1, 1.0, "ok", cost_usd=cost))
+
+    # r1: claude wrote, codex asked for changes, claude fixed, codex approved; merged
+    for tool, role, cost in [("claude-code", "author", 1.0), ("codex", "reviewer", 0.25), ("claude-code", "fixer", 0.5),
+                             ("codex", "reviewer", 0.25)]:
+        run("r1", tool, role, cost, 1000.0)
+    # r2: codex wrote, claude approved at once; closed without merge.  r3: never reviewed
+    run("r2", "codex", "author", 1.0, 2000.0)
+    run("r2", "claude-code", "reviewer", 0.5, 2000.0)
+    run("r3", "codex", "author", 1.0, 3000.0)
+    telemetry.record_outcome({"branch": "conveyor/r1", "task_id": "r1"}, "merged", 5000.0)
+    telemetry.record_outcome({"branch": "conveyor/r2", "task_id": "r2"}, "closed", 5000.0)
+    telemetry.close()
+
+    result = cli("stats", "--format", "json", cwd=repo.path)
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    by_reviewer = {row["key"]: row for row in data["review_by_reviewer"]}
+    assert by_reviewer["codex"] == {"key": "codex", "tasks": 1, "reviews": 2, "review_cost_usd": 0.5, "fix_rounds": 1,
+                                    "merged": 1, "closed": 0, "acceptance_rate": 1.0}
+    assert by_reviewer["claude-code"]["reviews"] == 1 and by_reviewer["claude-code"]["acceptance_rate"] == 0.0
+    by_author = {row["key"]: row for row in data["review_by_author"]}
+    assert (by_author["claude-code"]["tasks"], by_author["codex"]["tasks"]) == (1, 1)   # r3 was never reviewed
+    assert by_author["codex"]["review_cost_usd"] == 0.5
+    table = cli("stats", "--by", "reviewer", cwd=repo.path)
+    assert table.code == 0 and "Reviews by reviewer" in table.out and "codex" in table.out
 
 
 def test_stats_refuses_a_newer_database(repo: Repo, cli: Cli) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.runner.types import Tokens
+from conveyor.telemetry import store
 from conveyor.telemetry.store import SCHEMA_VERSION, InvocationEnd, InvocationStart, Telemetry, TelemetryError
 from tests.integration.conftest import Repo
 
@@ -48,7 +49,6 @@ def test_a_version_3_database_gains_the_role_column_in_place(tmp_path: Path) -> 
     db = tmp_path / "telemetry.db"
     # a v3 database as v3 built it: the schema, then migrations 1 and 2
     conn = sqlite3.connect(db, isolation_level=None)
-    from conveyor.telemetry import store
     conn.executescript(store._SCHEMA)
     for version in (1, 2):
         for statement in store.MIGRATIONS[version]():

@@ -19,9 +19,11 @@ from rich.table import Table
 
 from conveyor.cli.common import console, load, repo_option
 from conveyor.telemetry import stats
+from conveyor.telemetry.review_stats import REVIEW_GROUPS, collect_reviews
 from conveyor.telemetry.store import Telemetry
 
 DEFAULT_GROUPS = ("agent", "tool", "model")
+REVIEW_COLUMNS = ("key", "tasks", "reviews", "review_cost_usd", "fix_rounds", "merged", "closed", "acceptance_rate")
 TOKEN_NAMES = {"input_tokens": "input", "output_tokens": "output", "cache_read_tokens": "cache_read",
                "cache_write_tokens": "cache_write"}
 COLUMNS = ("key", "invocations", "ok", "success_rate", "input", "output", "cache_read", "cache_write", "cost_usd",
@@ -32,8 +34,9 @@ COLUMNS = ("key", "invocations", "ok", "success_rate", "input", "output", "cache
 @repo_option
 @click.option("--since", default=None, help="From this moment: YYYY-MM-DD (UTC midnight) or ISO 8601.")
 @click.option("--until", default=None, help="Up to this moment (exclusive); a bare date includes that whole day.")
-@click.option("--by", "by", type=click.Choice(stats.GROUPS), default=None,
-              help="Group by day, month, agent, model or tool (default: agent, tool and model).")
+@click.option("--by", "by", type=click.Choice([*stats.GROUPS, *REVIEW_GROUPS]), default=None,
+              help="Group by day, month, agent, model or tool (default: agent, tool and model, and the "
+                   "review figures by author and reviewer when any task was reviewed).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 def command(repo: Path | None, config_dir: Path | None, since: str | None, until: str | None, by: str | None,
             fmt: str) -> None:
@@ -44,13 +47,19 @@ def command(repo: Path | None, config_dir: Path | None, since: str | None, until
     groups = (by,) if by else DEFAULT_GROUPS
     with telemetry.connect() as conn:
         data = {group: [_public(row) for row in stats.collect(conn, group, window)]  # type: ignore[arg-type]
-                for group in groups}
+                for group in groups if group not in REVIEW_GROUPS}
+        reviews = {f"review_by_{group}": collect_reviews(conn, group, window.since, window.until)
+                   for group in REVIEW_GROUPS if by in (None, group)}
+    if not by:
+        reviews = {name: rows for name, rows in reviews.items() if rows}
     if fmt == "json":
-        click.echo(json.dumps(data, indent=1))
+        click.echo(json.dumps({**data, **reviews}, indent=1))
     elif fmt == "csv":
         _csv(data)
+        _review_csv(reviews)
     else:
         _tables(data)
+        _review_tables(reviews)
 
 
 def _window(since: str | None, until: str | None) -> stats.Window:
@@ -94,6 +103,30 @@ def _tables(data: dict[str, list[dict[str, Any]]]) -> None:
         out.print(_table(f"By {group}: tokens", group, rows, [
             (name.replace("_", " "), lambda r, n=name: _count(r[n])) for name in ("input", "output", "cache_read",
                                                                                   "cache_write")]))
+
+
+def _review_csv(reviews: dict[str, list[dict[str, Any]]]) -> None:
+    if not reviews:
+        return
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["group", *REVIEW_COLUMNS])
+    for group, rows in reviews.items():
+        for row in rows:
+            writer.writerow([group, *("" if row.get(name) is None else row.get(name) for name in REVIEW_COLUMNS)])
+
+
+def _review_tables(reviews: dict[str, list[dict[str, Any]]]) -> None:
+    out = console()
+    for group, rows in reviews.items():
+        who = group.removeprefix("review_by_")
+        if not rows:
+            out.print(f"Reviews by {who}: no reviewed task in this period")
+            continue
+        out.print(_table(f"Reviews by {who}", who, rows, [
+            ("tasks", lambda r: str(r["tasks"])), ("reviews", lambda r: str(r["reviews"])),
+            ("review USD", lambda r: _money(r["review_cost_usd"])), ("fix rounds", lambda r: str(r["fix_rounds"])),
+            ("merged", lambda r: str(r["merged"])), ("closed", lambda r: str(r["closed"])),
+            ("accept %", lambda r: _percent(r["acceptance_rate"]))]))
 
 
 def _table(title: str, group: str, rows: list[dict[str, Any]], columns: list[tuple[str, Any]]) -> Table:
