@@ -20,6 +20,7 @@ class DashboardProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.runtime = repo / ".git" / "conveyor" / "dashboard.json"
         self.clients: list[httpx.Client] = []
+        self._login: str | None = None
 
     def start(self, timeout: float = 30.0) -> DashboardProcess:
         self.runtime.unlink(missing_ok=True)
@@ -50,9 +51,12 @@ class DashboardProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def login_url(self) -> str:
+        if self._login is not None:
+            return self._login
         done = subprocess.run([sys.executable, "-m", "conveyor", "dashboard", "--repo", str(self.repo), "--print-url"],
                               capture_output=True, text=True, check=True, cwd=self.repo)
-        return done.stdout.strip()
+        self._login = done.stdout.strip()
+        return self._login
 
     def client(self) -> httpx.Client:
         """A client holding the session cookie, as a browser would after opening the login link."""

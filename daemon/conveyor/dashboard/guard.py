@@ -55,7 +55,7 @@ def same_origin(scope: Scope) -> bool:
     if site is not None and site not in ("same-origin", "none"):
         return False
     origin = header(scope, b"origin")
-    if origin is None:
+    if origin is None or origin == "null":   # `null`: our pages' Referrer-Policy no-referrer hides it
         return True
     host = header(scope, b"host") or ""
     return urlsplit(origin).netloc == host
