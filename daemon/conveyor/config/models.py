@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 from typing import Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -121,6 +122,26 @@ class DaemonSettings(Frozen):
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     size: SizeLimits = Field(default_factory=SizeLimits)
+    # A fleet: several daemons serve one repository through this PostgreSQL database (README, "Running several
+    # machines"); None is the single-host mode, which needs no server. The password belongs in PGPASSWORD or
+    # ~/.pgpass, never in this committed file.
+    coordination: str | None = None
+    lease_timeout_s: float = Field(default=30.0, ge=1.0)   # a node silent this long loses its task leases
+    fleet_poll_s: float = Field(default=1.0, gt=0)         # how often a node asks the database for work
+
+    @field_validator("coordination")
+    @classmethod
+    def _coordination_is_postgres(cls, value: str | None) -> str | None:
+        """Only PostgreSQL coordinates a fleet; a password in the URL would be committed with the file."""
+        if value is None:
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"{value!r} is not a PostgreSQL URL; write postgresql://host[:port]/database "
+                             "or remove the key for the single-host mode")
+        if _has_password(value):
+            raise ValueError("the URL holds a password, and daemon.yaml is committed; remove it and put it in "
+                             "PGPASSWORD or ~/.pgpass")
+        return value
 
     @field_validator("verify")
     @classmethod
@@ -236,3 +257,9 @@ class PoliciesFile(Frozen):
     complexity_tiers: dict[Complexity, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     tools: dict[str, ToolLimits] = Field(default_factory=dict)
     backoff: Backoff = Field(default_factory=Backoff)
+
+
+def _has_password(url: str) -> bool:
+    """postgresql://user:secret@host/db or ...?password=secret."""
+    parts = urlsplit(url)
+    return bool(parts.password) or "password" in parse_qs(parts.query)

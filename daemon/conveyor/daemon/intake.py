@@ -35,7 +35,9 @@ class Intake:
     """Moves valid inbox tasks into assigned/ (exactly once) and the ready queue; says why others wait."""
 
     def __init__(self, config: Callable[[], Config], layout: BoardLayout, index: BoardIndex,
-                 ready: ReadyQueue, budgets_guard: BudgetGuard, upkeep: Upkeep, clock: Clock) -> None:
+                 ready: ReadyQueue, budgets_guard: BudgetGuard, upkeep: Upkeep, clock: Clock,
+                 offer: Callable[[Task], bool] = lambda _task: False) -> None:
+        """`offer` hands a claimed task to a fleet (True) instead of this daemon's ready queue."""
         self._config = config
         self._layout = layout
         self._index = index
@@ -43,6 +45,7 @@ class Intake:
         self._budgets = budgets_guard
         self._upkeep = upkeep
         self._clock = clock
+        self._offer = offer
         self.inbox = InboxReader(layout, index, clock, lambda agent: config().agent(agent) is not None,
                                  self.reject)
         self.waiting: list[Waiting] = []
@@ -122,7 +125,8 @@ class Intake:
         if "assigned_at" not in task.data:
             task.data["assigned_at"] = self._claim_time()
         self._index.note(Known(task.id, "assigned", target))
-        self._ready.push(task, sig=sig, base_ok=True)
+        if not self._offer(task):
+            self._ready.push(task, sig=sig, base_ok=True)
         log.info("task.claimed", task_id=task.id, agent=task.agent, priority=task.priority)
         self._upkeep.note("claimed", task)
         return 1

@@ -22,10 +22,12 @@ from conveyor.board.inbox import SETTLE_S
 from conveyor.board.index import BoardIndex, Known
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
+from conveyor.coordination import open_coordinator
 from conveyor.core.errors import ConveyorError
 from conveyor.core.state_files import LOCK_FILE
 from conveyor.core.task import Task
 from conveyor.core.timeutil import Clock, utc_iso
+from conveyor.daemon.fleet import FleetPump
 from conveyor.daemon.intake import Intake
 from conveyor.daemon.lock import DaemonLock
 from conveyor.daemon.periodic import Periodic
@@ -91,8 +93,11 @@ class Daemon:
         self.upkeep = Upkeep(config, self.layout, self.index, self.telemetry, clock, snapshot=lambda: Snapshot(
             self.ready.tasks(), [r.task for r in self._running.values()], [w.task for w in self.intake.waiting]))
         self.ready = ReadyQueue(lambda: self.config, self.gate, clock, lambda path, why: self.intake.reject(path, why))
+        self.coordination = open_coordinator(config, lambda: DaemonLock(config.state_dir / LOCK_FILE))
         self.intake = Intake(lambda: self.config, self.layout, self.index, self.ready, self.budgets, self.upkeep,
-                             clock)
+                             clock, offer=self.coordination.enqueue)
+        self.fleet = FleetPump(self.coordination, lambda: self.config, self.layout, self.ready, self.telemetry,
+                               clock, self.env, self._apply)
         self.inbox = self.intake.inbox
         self.started_at = clock()
         self.completed = 0
@@ -128,7 +133,7 @@ class Daemon:
         """Serve until stopped; returns a process exit code."""
         self.layout.ensure()
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        with DaemonLock(self.config.state_dir / LOCK_FILE):
+        with self.coordination.hold():   # the host lock; in a fleet also membership and the heartbeat
             _install_signal_handlers(self)
             self._recover()
             self._start_background()
@@ -172,11 +177,12 @@ class Daemon:
                 self._reload()
             self._reap()
             self.inbox_watch.keep()
-            if not self._stop_requested.is_set():
+            leader = self.fleet.lead()             # always, on a single host; in a fleet, one node at a time
+            if leader and not self._stop_requested.is_set():
                 self.periodic.run_due()            # rescan, worktree reaper, outcomes, archive, merges, roadmap
                 self.upkeep.before_intake()        # roadmap tasks made here (and hand-offs made while
                                                    # reaping) are claimed below, in the same pass
-            claimed = self.intake.run() if not self._stop_requested.is_set() else 0
+            claimed = self.intake.run() if leader and not self._stop_requested.is_set() else 0
             if claimed >= BURST_CLAIMS:
                 # A flood: keep claiming before starting anything. Workers starting tasks compete with
                 # this thread for the GIL and made each claim several times slower; the queue is the
@@ -199,7 +205,7 @@ class Daemon:
 
     def _sleep_time(self) -> float:
         timeout = self.config.daemon.rescan_interval_s if not self.once else 0.5
-        for soonest in (self.ready.next_wake(), self.periodic.next_in()):
+        for soonest in (self.ready.next_wake(), self.periodic.next_in(), self.coordination.poll_s):
             if soonest is not None:
                 timeout = min(timeout, max(soonest, 0.01))
         if self.inbox.settling():
@@ -231,6 +237,7 @@ class Daemon:
             return 0
         deps = self._collaborators()
         slots = self.config.daemon.max_parallel - len(self._running)
+        self.fleet.pull(slots - len(self.ready))   # a fleet's share of the work: leases, into the ready queue
         if slots <= 0 or not len(self.ready):
             return 0
         check = route_check(deps)                  # one availability answer per tool for this pass
@@ -248,7 +255,7 @@ class Daemon:
     def _collaborators(self) -> Collaborators:
         return Collaborators(config=self.config, layout=self.layout, telemetry=self.telemetry, clock=self.clock,
                              env=self.env, health=self.health, gate=self.gate,
-                             budgets=self.budgets)
+                             budgets=self.budgets, fence=self.coordination)
 
     def _reap(self) -> None:
         for task_id, running in list(self._running.items()):
@@ -259,15 +266,15 @@ class Daemon:
                 report = running.future.result()
             except Exception as exc:  # a bug in the pipeline must not take the daemon down
                 log.exception("task.internal_error", task_id=task_id)
-                report = self._internal_error(running.task, exc)
+                report = fail(running.task, self.layout, self.clock(), f"internal error: {type(exc).__name__}: "
+                              f"{exc}", kind="internal")
             self._apply(report)
-
-    def _internal_error(self, task: Task, exc: Exception) -> Report:
-        return fail(task, self.layout, self.clock(), f"internal error: {type(exc).__name__}: {exc}", kind="internal")
 
     def _apply(self, report: Report) -> None:
         task = report.task
         self.budgets.invalidate()                 # this run's cost counts from now on
+        if report.disposition is Disposition.LOST:   # the fleet gave it to another node: nothing to do here
+            return
         if report.disposition is Disposition.REQUEUED:
             self.ready.requeue(task, report.not_before)
             log.info("task.requeued", task_id=task.id, reason=report.reason,
@@ -283,7 +290,8 @@ class Daemon:
     # ------------------------------------------------------------------ recovery, reload, shutdown
     def _recover(self) -> None:
         """Start-up: requeue or resume what a previous run left in assigned/; mark stale telemetry."""
-        outcome = recovery.recover(self.config, self.layout, self.telemetry, self.clock, self.env)
+        outcome = recovery.recover(self.config, self.layout, self.telemetry, self.clock, self.env,
+                                   shared=self.coordination.shared)
         for item in outcome.ready:
             self.ready.push(item, sig=signature(item.path))
         for report in outcome.finished:
@@ -305,15 +313,12 @@ class Daemon:
             log.info("config.reloaded", max_parallel=fresh.daemon.max_parallel)
         self.notifier.ready(self._status_line())
 
-    def _force_stop(self) -> None:
-        for running in self._running.values():
-            running.cancel.set()
-
     def _shutdown(self) -> None:
         self.inbox_watch.stop()
         self.periodic.stop_timer()
         self._drain()
-        self._force_stop()
+        for running in self._running.values():   # what the drain left is stopped now
+            running.cancel.set()
         for running in list(self._running.values()):
             try:
                 running.future.result(timeout=self.config.daemon.kill_grace_s + 30)
@@ -347,7 +352,6 @@ class Daemon:
             log.warning("daemon.stopping_agents", running=sorted(self._running),
                         reason="second stop signal" if self._force_requested.is_set() else "drain grace over",
                         note="their tasks stay in assigned/ and run again, without spending an attempt")
-
 
     # ------------------------------------------------------------------ status snapshot
     def _status_line(self) -> str:

@@ -27,6 +27,7 @@ class Disposition(StrEnum):
     DONE = "done"          # finished: result block written, file in done/<agent>/
     FAILED = "failed"      # finished with status error, file in done/<agent>/
     REQUEUED = "requeued"  # stays in assigned/; run again later (provider limit, retryable failure, shutdown)
+    LOST = "lost"          # a fleet gave the task's lease to another node: nothing written, this node forgets it
 
 
 @dataclass
@@ -67,3 +68,8 @@ def requeue(task: Task, reason: str, *, spent: bool, not_before: float = 0.0) ->
     attempt = task.attempt if spent else max(task.attempt - 1, 0)
     board.rewrite(task, {"status": TaskStatus.ASSIGNED.value, "attempt": attempt})
     return Report(Disposition.REQUEUED, task, not_before=not_before, reason=reason)
+
+
+def lost(task: Task) -> Report:
+    """Another node holds the task now (its lease expired here): write nothing, leave the board to that node."""
+    return Report(Disposition.LOST, task, reason="the lease passed to another node")

@@ -22,11 +22,12 @@ import structlog
 from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
+from conveyor.coordination.base import Fence
 from conveyor.core.errors import GitError, TaskFileError
 from conveyor.core.state_files import task_branch
 from conveyor.core.task import Task, parse_task, task_id_from_path
 from conveyor.core.timeutil import Clock, utc_iso
-from conveyor.pipeline.finish import Disposition, Report, fail, finish
+from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost
 from conveyor.pipeline.review import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.pipeline.run import AGENT_PIDS_DIR
 from conveyor.pipeline.runs import Totals, result_from_rows
@@ -45,8 +46,10 @@ class RecoveryOutcome:
 
 
 def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
-            env: Mapping[str, str]) -> RecoveryOutcome:
-    """`env` is the daemon's environment (the GitHub token for publishing)."""
+            env: Mapping[str, str], *, shared: bool = False) -> RecoveryOutcome:
+    """`env` is the daemon's environment (the GitHub token for publishing). With `shared` (a fleet) only this
+    node's own state is recovered: the board and the task branches belong to the fleet, whose leases say
+    which tasks were left by a dead node (`take_over`)."""
     outcome = RecoveryOutcome()
     interrupted = telemetry.mark_interrupted(clock())
     if interrupted:
@@ -54,6 +57,8 @@ def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Cl
     # agents a killed daemon left running go first: they would write into the worktrees recreated below
     AgentRecords(config.state_dir / AGENT_PIDS_DIR).stop_orphans(config.daemon.kill_grace_s)
     reap_worktrees(config, keep=set())
+    if shared:
+        return outcome
     remove_stale_temp_files(layout)
     _clear_ref_locks(config)
     for path in list(board.task_files(layout.assigned)):
@@ -101,6 +106,34 @@ def _recover_one(task: Task, config: Config, layout: BoardLayout, telemetry: Tel
     git.delete_branch(config.repo, branch)
     board.rewrite(task, {"status": "assigned"})
     bound.info("recovery.requeued", next_attempt=task.attempt + 1)
+    return None
+
+
+def take_over(task: Task, config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
+              env: Mapping[str, str], fence: Fence) -> Report | None:
+    """A fleet task whose node died holding its lease. Work already committed is published (under this node's
+    fence); otherwise it runs again, and the crash does not count as the task's attempt. None: run it."""
+    bound = log.bind(task_id=task.id)
+    branch = task_branch(task.id)
+    try:
+        sha = git.find_task_commit(config.repo, branch, task.id)
+    except GitError:
+        sha = None
+    if sha is not None:
+        if not fence.commit(task.id, "done"):
+            return lost(task)
+        bound.info("fleet.resume_from_commit", commit=sha)
+        return _finish_from_commit(task, config, layout, telemetry, clock, branch, sha, env)
+    # the old node's worktree still has the branch checked out (a shared repository): git would refuse it
+    for entry in git.list_worktrees(config.repo):
+        if entry.branch == branch:
+            git.remove_worktree(config.repo, entry.path)
+            bound.info("fleet.worktree_taken", path=str(entry.path))
+    if task.data.get("status") == "in_progress":
+        with contextlib.suppress(GitError):
+            git.delete_branch(config.repo, branch)
+        board.rewrite(task, {"status": "assigned", "attempt": max(task.attempt - 1, 0)})
+    bound.info("fleet.takeover", attempt=task.attempt)
     return None
 
 

@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout
 from conveyor.checks.verify_setup import verify_problems
 from conveyor.config import Config
+from conveyor.coordination.base import Fence, Unfenced
 from conveyor.core import disk_trouble
 from conveyor.core.disk_trouble import disk_problem
 from conveyor.core.errors import ConveyorError, GitError, ToolUnavailable
@@ -29,7 +30,7 @@ from conveyor.core.state_files import task_branch
 from conveyor.core.task import CLAIMER_PREFIX, Task
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline import conclude as completion
-from conveyor.pipeline.finish import Disposition, Report, fail, finish, requeue
+from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost, requeue
 from conveyor.runner import pids as agent_pids
 from conveyor.runner.env import build_env
 from conveyor.runner.invoke import Invocation, InvocationRequest, invoke
@@ -60,6 +61,7 @@ class Collaborators:
     health: ToolHealth      # provider-limit pauses (shared with the daemon, thread-safe)
     gate: ToolGate          # per-tool concurrency and start rate
     budgets: BudgetGuard    # spend against policies.yaml budgets
+    fence: Fence = field(default_factory=Unfenced)   # a fleet's lease check before each write (single host: yes)
 
 
 @dataclass
@@ -187,7 +189,7 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, p
     finally:
         git.remove_worktree(config.repo, worktree)
         bound.debug("worktree.removed", path=str(worktree))
-        if report is None or report.disposition is not Disposition.DONE:
+        if report is None or report.disposition not in (Disposition.DONE, Disposition.LOST):   # LOST: not ours
             _drop_branch_without_work(config.repo, branch, task.id)
 
 
@@ -401,6 +403,8 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, workt
                          branch=branch, attempt=attempt, commit_type=settings_type(task, deps), prompt=prompt,
                          cancel=cancel, follow_up=follow_up, skipped=tuple(skipped), over_budget=over_budget,
                          review=review)
+    if not deps.fence.still_mine(task.id):   # a late node publishes nothing: the task is another node's now
+        return lost(task)
     verdict = completion.conclude(job, last)
     bound.debug("task.verdict", action=verdict.action, kind=verdict.kind or None)
     if verdict.action == "finish":
@@ -433,14 +437,20 @@ def settings_type(task: Task, deps: Collaborators) -> str:
 
 
 def _finish(task: Task, deps: Collaborators, result: dict[str, Any]) -> Report:
+    if not deps.fence.commit(task.id, "done"):
+        return lost(task)
     return finish(task, deps.layout, deps.clock(), result)
 
 
 def _fail(task: Task, deps: Collaborators, message: str, *, kind: str, log_path: str | None,
           extra: Mapping[str, Any] | None = None) -> Report:
+    if not deps.fence.commit(task.id, "error"):
+        return lost(task)
     keep_log = log_path if deps.config.daemon.privacy == "full" else None   # metadata mode keeps no transcript
     return fail(task, deps.layout, deps.clock(), message, kind=kind, log_path=keep_log, extra=extra)
 
 
 def _requeue(task: Task, deps: Collaborators, reason: str, *, spent: bool, not_before: float = 0.0) -> Report:
+    if not deps.fence.still_mine(task.id):
+        return lost(task)
     return requeue(task, reason, spent=spent, not_before=not_before)

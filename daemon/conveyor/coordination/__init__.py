@@ -1,0 +1,34 @@
+"""Who does what when one or several daemons serve a board: membership, the board leader, the exactly-once
+claim as a lease with a fencing token, and the fence the pipeline quotes before it writes. Single host
+(an flock and the hard-link claim, no server) by default; a fleet through PostgreSQL with
+`coordination: postgresql://...` in daemon.yaml.
+
+May import: core, config, board.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from conveyor.config import Config
+from conveyor.coordination.base import Coordinator, Fence, Grant, NodeInfo, Unfenced
+from conveyor.coordination.local import LocalCoordinator
+from conveyor.core.errors import ConveyorError
+
+
+def open_coordinator(config: Config, host_lock: Callable[[], AbstractContextManager[object]]) -> Coordinator:
+    """The coordinator daemon.yaml asks for; `host_lock` keeps one daemon per state folder in either mode."""
+    url = config.daemon.coordination
+    if url is None:
+        return LocalCoordinator(host_lock)
+    try:
+        from conveyor.coordination.postgres import PostgresCoordinator
+    except ImportError as exc:
+        raise ConveyorError(f"daemon.yaml: coordination: needs the PostgreSQL driver ({exc}); install it with "
+                            "`pip install 'conveyor[fleet]'`, or remove the key for the single-host mode") from exc
+    return PostgresCoordinator(url, lease_timeout_s=config.daemon.lease_timeout_s,
+                               poll_s=config.daemon.fleet_poll_s, host_lock=host_lock())
+
+
+__all__ = ["Coordinator", "Fence", "Grant", "LocalCoordinator", "NodeInfo", "Unfenced", "open_coordinator"]

@@ -1,0 +1,226 @@
+"""A fleet through PostgreSQL: task leases with heartbeats and fencing tokens, and the board leader elected
+with a session-level advisory lock (ARCHITECTURE.md, "Coordination", says why plain SQL and not a queue
+library).
+
+- The leader (whoever holds LEADER_LOCK) reads inbox/, moves files into assigned/ and enqueues a row for each.
+- Every node, the leader too, takes rows with `SELECT ... FOR UPDATE SKIP LOCKED`: exactly one gets each,
+  with a lease of `lease_timeout_s` and a fence one higher than the last grant's.
+- A heartbeat thread extends this node's leases; a node that dies or freezes stops extending them, and
+  once they expire the next `take` of any node grants the task again (flagged `takeover`).
+- The pipeline asks `still_mine` before it publishes and `commit` before it writes the finished file: both
+  quote the fence, so a late writer whose lease passed to another node changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+
+import psycopg
+import structlog
+
+from conveyor.coordination import schema
+from conveyor.coordination.base import Grant, NodeInfo
+from conveyor.coordination.link import Link, Row, Unreachable, retrying
+from conveyor.core.task import Task
+
+log = structlog.get_logger("conveyor.coordination")
+
+
+def node_name() -> str:
+    """Unique per daemon process: a restarted daemon is a new node, so it never mistakes old leases for its own."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+class PostgresCoordinator:
+    shared = True
+
+    def __init__(self, url: str, *, lease_timeout_s: float, poll_s: float,
+                 host_lock: AbstractContextManager[object], node: str | None = None) -> None:
+        self.node = node or node_name()
+        self.lease_timeout_s = lease_timeout_s
+        self.poll_s: float | None = poll_s
+        self._host_lock = host_lock
+        self._work = Link(url, f"conveyor {self.node}")
+        # the leader's session: its advisory lock is the leadership; a frozen node's session times out
+        self._leader_link = Link(url, f"conveyor leader {self.node}", session_timeout_s=lease_timeout_s)
+        self._leader_generation = -1
+        self._held: dict[str, int] = {}          # task id → fence, for the tasks this node holds
+        self._held_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[object]:
+        """This node's membership: the host lock on its state folder, the schema, the heartbeat thread; on the
+        way out its leases go back to the queue (others run them now, not after a timeout)."""
+        with self._host_lock:
+            self.prepare()
+            self._beat()
+            self._beat_thread = threading.Thread(target=self._beat_loop, name="fleet-heartbeat", daemon=True)
+            self._beat_thread.start()
+            log.info("fleet.joined", node=self.node, lease_timeout_s=self.lease_timeout_s)
+            try:
+                yield self
+            finally:
+                self._stop.set()
+                self._beat_thread.join(10)
+                with contextlib.suppress(Unreachable):
+                    self._work.run(schema.RELEASE, {"node": self.node, "task_id": None})
+                    self._work.run(schema.STOPPED, {"node": self.node})
+                self.close()
+                log.info("fleet.left", node=self.node)
+
+    def close(self) -> None:
+        """End both sessions; the leader session's end passes the leadership on at once."""
+        self._leader_link.close()
+        self._work.close()
+
+    def prepare(self) -> None:
+        """The tables, made by whichever node comes first (waiting out a database that is still starting)."""
+        retrying(lambda: self._work.transaction(_create_schema), self.lease_timeout_s)
+
+    # ------------------------------------------------------------------ leadership
+    def is_leader(self) -> bool:
+        """Hold or try to take the leader lock. A lost session (server restart, idle timeout of a frozen
+        node) loses the lock with it: then this node follows until it wins the lock again."""
+        try:
+            if self._leader_generation >= 0 and self._leader_generation == self._leader_link.generation:
+                self._leader_link.run("SELECT 1")
+                if self._leader_generation == self._leader_link.generation:
+                    return True
+            self._leader_generation = -1
+            won = self._leader_link.run("SELECT pg_try_advisory_lock(%s)", (schema.LEADER_LOCK,))
+        except Unreachable as exc:
+            if self._leader_generation >= 0:
+                log.warning("fleet.leadership_lost", node=self.node, error=str(exc))
+            self._leader_generation = -1
+            return False
+        if won and won[0][0]:
+            self._leader_generation = self._leader_link.generation
+            log.info("fleet.leader", node=self.node)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ the queue
+    def enqueue(self, task: Task) -> bool:
+        """The leader claimed `task` into assigned/: offer it to the fleet. A row the database did not take
+        now is added by the next `reconcile` (the file in assigned/ is the record)."""
+        try:
+            self._work.run(schema.ENQUEUE, _row(task))
+        except Unreachable as exc:
+            log.warning("fleet.enqueue_failed", task_id=task.id, error=str(exc), note="offered again on rescan")
+        return True
+
+    def reconcile(self, tasks: list[Task]) -> None:
+        """Every task in assigned/ has a row; one whose row is finished but whose file was never moved is
+        reopened for a takeover."""
+        if not tasks:
+            return
+        try:
+            self._work.many(schema.ENQUEUE, [_row(task) for task in tasks])
+            self._work.run(schema.REOPEN, {"ids": [t.id for t in tasks], "lease": self.lease_timeout_s})
+        except Unreachable as exc:
+            log.warning("fleet.reconcile_failed", error=str(exc))
+
+    def take(self, limit: int) -> list[Grant]:
+        if limit <= 0:
+            return []
+        try:
+            rows = self._work.run(schema.TAKE, {"limit": limit, "node": self.node, "lease": self.lease_timeout_s})
+        except Unreachable as exc:
+            log.warning("fleet.take_failed", error=str(exc))
+            return []
+        grants = [Grant(str(r[0]), str(r[1]), int(r[2]), bool(r[3])) for r in rows]
+        with self._held_lock:
+            for grant in grants:
+                self._held[grant.task_id] = grant.fence
+        for grant in grants:
+            log.info("fleet.granted", task_id=grant.task_id, node=self.node, fence=grant.fence,
+                     takeover=grant.takeover)
+        return grants
+
+    def drop(self, task_id: str) -> None:
+        """Give a task's lease back (it waits in assigned/ for any node)."""
+        with self._held_lock:
+            self._held.pop(task_id, None)
+        with contextlib.suppress(Unreachable):
+            self._work.run(schema.RELEASE, {"node": self.node, "task_id": task_id})
+
+    # ------------------------------------------------------------------ the fence
+    def still_mine(self, task_id: str) -> bool:
+        """Before publishing: extend the lease if this node still holds it under its fence."""
+        return self._fenced(task_id, schema.EXTEND, {"lease": self.lease_timeout_s}, forget=False)
+
+    def commit(self, task_id: str, status: str) -> bool:
+        """The task's end, recorded under its fence before the board is written; False: another node has it."""
+        return self._fenced(task_id, schema.COMMIT, {"status": status}, forget=True)
+
+    def _fenced(self, task_id: str, sql: str, params: dict[str, object], *, forget: bool) -> bool:
+        with self._held_lock:
+            fence = self._held.get(task_id)
+        if fence is None:
+            log.warning("fleet.fenced", task_id=task_id, node=self.node, reason="this node holds no lease on it")
+            return False
+        query = {**params, "task_id": task_id, "node": self.node, "fence": fence}
+        try:
+            confirmed = bool(retrying(lambda: self._work.run(sql, query), self.lease_timeout_s))
+        except Unreachable as exc:
+            log.error("fleet.fence_unconfirmed", task_id=task_id, fence=fence, error=str(exc),
+                      note="nothing written; the lease expires and another node takes the task over")
+            confirmed = False
+        if not confirmed or forget:
+            with self._held_lock:
+                self._held.pop(task_id, None)
+        if not confirmed:
+            log.warning("fleet.fenced", task_id=task_id, node=self.node, fence=fence,
+                        reason="the lease passed to another node: this node's write is refused")
+        return confirmed
+
+    # ------------------------------------------------------------------ heartbeat and status
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(self.lease_timeout_s / 3):
+            try:
+                self._beat()
+            except Unreachable as exc:
+                log.warning("fleet.heartbeat_failed", node=self.node, error=str(exc))
+
+    def _beat(self) -> None:
+        leader = self._leader_generation >= 0
+        self._work.run(schema.BEAT, {"node": self.node, "host": socket.gethostname(), "pid": os.getpid(),
+                                     "leader": leader})
+        with self._held_lock:
+            held = dict(self._held)
+        if held:
+            rows = self._work.run(schema.EXTEND_ALL, {"node": self.node, "ids": list(held),
+                                                      "lease": self.lease_timeout_s})
+            kept = {str(r[0]): int(r[1]) for r in rows}
+            with self._held_lock:
+                for task_id, fence in held.items():
+                    if kept.get(task_id) != fence and self._held.get(task_id) == fence:
+                        del self._held[task_id]
+                        log.warning("fleet.lease_lost", task_id=task_id, node=self.node, fence=fence)
+        if leader:
+            with contextlib.suppress(Unreachable):   # keeps the leader's session from timing out while idle
+                self._leader_link.run("SELECT 1")
+
+    def nodes(self) -> list[NodeInfo]:
+        rows = self._work.run(schema.NODES)
+        return [NodeInfo(str(r[0]), bool(r[1]), float(r[2]), bool(r[3]) and float(r[2]) < self.lease_timeout_s,
+                         tuple(str(t) for t in r[4])) for r in rows]
+
+
+def _create_schema(conn: psycopg.Connection[Row]) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.SCHEMA_LOCK,))
+    conn.execute(schema.SCHEMA)
+
+
+def _row(task: Task) -> tuple[str, str, str, int]:
+    board_root = task.path.parent.parent.parent   # <board>/assigned/<agent>/<file>
+    return (task.id, str(task.path.relative_to(board_root)), task.agent, -task.priority_rank)

@@ -1,0 +1,106 @@
+"""The fleet's tables: one row per task that entered assigned/ (its lease and fence), one per node.
+
+Times are the server's `now()`, never a node's clock: leases between machines whose clocks disagree still
+expire after the same wall time.
+"""
+
+from __future__ import annotations
+
+SCHEMA_LOCK = 0x636F6E76_0001    # advisory lock around CREATE TABLE: nodes starting together race otherwise
+LEADER_LOCK = 0x636F6E76_0002    # the board leader holds this session-level advisory lock
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conveyor_tasks (
+    task_id     text PRIMARY KEY,
+    path        text NOT NULL,                 -- the task file, relative to the board root
+    agent       text NOT NULL,
+    priority    integer NOT NULL DEFAULT 0,    -- higher first
+    state       text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'leased', 'done', 'error')),
+    owner       text,                          -- the node holding (or last holding) the lease
+    fence       bigint NOT NULL DEFAULT 0,     -- grows with every grant; a write must quote the current one
+    lease_until timestamptz,
+    grants      integer NOT NULL DEFAULT 0,
+    enqueued_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS conveyor_tasks_open ON conveyor_tasks (state, lease_until)
+    WHERE state IN ('queued', 'leased');
+CREATE TABLE IF NOT EXISTS conveyor_nodes (
+    node         text PRIMARY KEY,
+    host         text NOT NULL,
+    pid          integer NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    leader       boolean NOT NULL DEFAULT false,
+    stopped_at   timestamptz
+);
+"""
+
+# Exactly one node gets each row: the row lock is taken by the first, SKIP LOCKED makes the others pass over
+# it instead of waiting, and the fence grows in the same statement. An expired lease is taken like a new task.
+TAKE = """
+WITH picked AS (
+    SELECT task_id, owner AS previous FROM conveyor_tasks
+    WHERE state = 'queued' OR (state = 'leased' AND lease_until < now())
+    ORDER BY priority DESC, enqueued_at, task_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE conveyor_tasks AS t
+SET state = 'leased', owner = %(node)s, fence = t.fence + 1, grants = t.grants + 1,
+    lease_until = now() + make_interval(secs => %(lease)s)
+FROM picked WHERE t.task_id = picked.task_id
+RETURNING t.task_id, t.path, t.fence, picked.previous IS NOT NULL
+"""
+
+EXTEND = """
+UPDATE conveyor_tasks SET lease_until = now() + make_interval(secs => %(lease)s)
+WHERE task_id = %(task_id)s AND owner = %(node)s AND fence = %(fence)s AND state = 'leased'
+RETURNING task_id
+"""
+
+EXTEND_ALL = """
+UPDATE conveyor_tasks SET lease_until = now() + make_interval(secs => %(lease)s)
+WHERE owner = %(node)s AND task_id = ANY(%(ids)s) AND state = 'leased'
+RETURNING task_id, fence
+"""
+
+COMMIT = """
+UPDATE conveyor_tasks SET state = %(status)s, finished_at = now(), lease_until = NULL
+WHERE task_id = %(task_id)s AND owner = %(node)s AND fence = %(fence)s AND state = 'leased'
+RETURNING task_id
+"""
+
+RELEASE = """
+UPDATE conveyor_tasks SET state = 'queued', owner = NULL, lease_until = NULL
+WHERE owner = %(node)s AND state = 'leased' AND (%(task_id)s::text IS NULL OR task_id = %(task_id)s)
+"""
+
+ENQUEUE = """
+INSERT INTO conveyor_tasks (task_id, path, agent, priority) VALUES (%s, %s, %s, %s)
+ON CONFLICT (task_id) DO NOTHING
+"""
+
+# A file still in assigned/ whose row says finished: its node died between the database and the board move.
+# Expire it under its old owner, so the next node takes it over (and finishes it from its commit, if any).
+REOPEN = """
+UPDATE conveyor_tasks SET state = 'leased', lease_until = now() - interval '1 second'
+WHERE task_id = ANY(%(ids)s) AND state IN ('done', 'error')
+  AND finished_at < now() - make_interval(secs => %(lease)s)
+"""
+
+BEAT = """
+INSERT INTO conveyor_nodes (node, host, pid, leader) VALUES (%(node)s, %(host)s, %(pid)s, %(leader)s)
+ON CONFLICT (node) DO UPDATE SET heartbeat_at = now(), leader = %(leader)s, stopped_at = NULL
+"""
+
+STOPPED = "UPDATE conveyor_nodes SET stopped_at = now(), leader = false WHERE node = %(node)s"
+
+NODES = """
+SELECT n.node, n.leader, EXTRACT(EPOCH FROM now() - n.heartbeat_at)::float8, n.stopped_at IS NULL,
+       COALESCE(array_agg(t.task_id ORDER BY t.task_id) FILTER (WHERE t.task_id IS NOT NULL), '{}')
+FROM conveyor_nodes n
+LEFT JOIN conveyor_tasks t ON t.owner = n.node AND t.state = 'leased'
+WHERE n.stopped_at IS NULL OR n.stopped_at > now() - interval '1 hour'
+GROUP BY n.node ORDER BY n.node
+"""

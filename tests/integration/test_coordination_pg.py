@@ -1,0 +1,204 @@
+"""The PostgreSQL coordinator against a real server: exactly one node per task, leases that expire,
+fences that refuse a late writer, leader election with failover, and a server restart survived."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conveyor.coordination.postgres import PostgresCoordinator
+from conveyor.core.task import Task, parse_task
+from tests.integration.fleet_support import pg_server, pg_url
+from tests.support.postgres import PostgresServer
+
+__all__ = ["pg_server", "pg_url"]
+
+
+NodeFactory = Callable[..., PostgresCoordinator]
+
+
+@pytest.fixture
+def node(pg_url: str) -> Iterator[NodeFactory]:
+    """Coordinators on one database, as several daemons would hold them; closed after the test."""
+    made: list[PostgresCoordinator] = []
+
+    def make(name: str, lease: float = 30.0) -> PostgresCoordinator:
+        coordinator = PostgresCoordinator(pg_url, lease_timeout_s=lease, poll_s=0.1,
+                                          host_lock=contextlib.nullcontext(), node=name)
+        coordinator.prepare()
+        made.append(coordinator)
+        return coordinator
+
+    yield make
+    for coordinator in made:
+        coordinator.close()
+
+
+def make_tasks(board: Path, count: int) -> list[Task]:
+    folder = board / "assigned" / "backend-dev"
+    folder.mkdir(parents=True)
+    tasks = []
+    for number in range(count):
+        path = folder / f"t{number:03d}.yaml"
+        path.write_text(f"id: t{number:03d}\nagent: backend-dev\nstatus: assigned\ntitle: T\n", encoding="utf-8")
+        tasks.append(parse_task(path))
+    return tasks
+
+
+def row(url: str, task_id: str) -> dict[str, object]:
+    with psycopg.connect(url) as conn:
+        cursor = conn.execute("SELECT state, owner, fence, grants FROM conveyor_tasks WHERE task_id = %s",
+                              (task_id,))
+        found = cursor.fetchone()
+    assert found is not None
+    return dict(zip(("state", "owner", "fence", "grants"), found, strict=True))
+
+
+def test_exactly_one_node_gets_each_task_when_three_take_at_once(node: NodeFactory, pg_url: str,
+                                                                 tmp_path: Path) -> None:
+    nodes = [node(f"n{i}") for i in range(3)]
+    for task in make_tasks(tmp_path, 60):
+        assert nodes[0].enqueue(task)
+    taken: dict[str, list[str]] = {n.node: [] for n in nodes}
+    start = threading.Barrier(3)
+
+    def worker(coordinator: PostgresCoordinator) -> None:
+        start.wait()
+        while grants := coordinator.take(3):
+            taken[coordinator.node].extend(g.task_id for g in grants)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    everything = [task_id for ids in taken.values() for task_id in ids]
+    assert sorted(everything) == [f"t{i:03d}" for i in range(60)]      # all, each exactly once
+    assert all(ids for ids in taken.values())                         # and shared out
+    assert {row(pg_url, "t007")["fence"], row(pg_url, "t007")["grants"]} == {1}
+
+
+def test_an_expired_lease_is_granted_again_and_the_late_writer_is_fenced(node: NodeFactory, pg_url: str,
+                                                                         tmp_path: Path) -> None:
+    first, second = node("first", lease=1.0), node("second", lease=1.0)
+    (task,) = make_tasks(tmp_path, 1)
+    first.enqueue(task)
+    (grant,) = first.take(5)
+    assert (grant.fence, grant.takeover) == (1, False)
+    assert second.take(5) == []                      # leased: nobody else gets it
+    time.sleep(1.3)                                  # `first` stops beating (died or froze)
+    (again,) = second.take(5)
+    assert (again.task_id, again.fence, again.takeover) == (task.id, 2, True)
+    assert first.still_mine(task.id) is False        # the late writer asks before publishing: refused
+    assert first.commit(task.id, "done") is False    # ... and before writing the finished file: refused
+    assert row(pg_url, task.id) == {"state": "leased", "owner": "second", "fence": 2, "grants": 2}
+    assert second.still_mine(task.id) is True
+    assert second.commit(task.id, "done") is True
+    assert row(pg_url, task.id)["state"] == "done"
+    assert second.commit(task.id, "done") is False   # a result is recorded once
+    assert first.take(5) == [] and second.take(5) == []
+
+
+def test_a_node_whose_heartbeat_runs_keeps_its_lease(node: NodeFactory, pg_url: str, tmp_path: Path) -> None:
+    keeper, other = node("keeper", lease=1.0), node("other", lease=1.0)
+    (task,) = make_tasks(tmp_path, 1)
+    keeper.enqueue(task)
+    with keeper.hold():
+        assert [g.task_id for g in keeper.take(1)] == [task.id]
+        time.sleep(2.5)                                  # two and a half lease times, beating every third
+        assert other.take(1) == []
+        assert keeper.commit(task.id, "done")
+    assert row(pg_url, task.id)["state"] == "done"
+
+
+def test_leaving_gives_the_leases_back_at_once(node: NodeFactory, pg_url: str, tmp_path: Path) -> None:
+    leaving, staying = node("leaving"), node("staying")
+    tasks = make_tasks(tmp_path, 2)
+    for task in tasks:
+        leaving.enqueue(task)
+    with leaving.hold():
+        assert len(leaving.take(5)) == 2
+    grants = staying.take(5)
+    assert sorted(g.task_id for g in grants) == [t.id for t in tasks]
+    assert not any(g.takeover for g in grants)           # handed back, not lost: no takeover
+    assert [n.node for n in staying.nodes() if n.alive] == []
+
+
+def test_one_leader_at_a_time_and_the_next_takes_over_when_it_goes(node: NodeFactory, pg_url: str) -> None:
+    nodes = [node(f"n{i}") for i in range(3)]
+    assert [n.is_leader() for n in nodes] == [True, False, False]
+    assert [n.is_leader() for n in nodes] == [True, False, False]    # held, not re-won
+    nodes[0]._leader_link.close()                                    # its session ends (the process died)
+    assert [n.is_leader() for n in nodes[1:]] == [True, False]
+    assert nodes[0].is_leader() is False                             # back, but the lock is taken
+
+
+def test_a_frozen_leaders_session_times_out_and_leadership_moves(node: NodeFactory, pg_url: str) -> None:
+    frozen, waiting = node("frozen", lease=1.0), node("waiting", lease=1.0)
+    assert frozen.is_leader()
+    time.sleep(2.0)                    # no heartbeat pings its session: the server ends it after 1 s idle
+    assert waiting.is_leader()
+    assert frozen.is_leader() is False
+
+
+def test_reconcile_offers_what_assigned_holds_and_reopens_a_finished_row_never_moved(node: NodeFactory, pg_url: str,
+                                                                                     tmp_path: Path) -> None:
+    leader, worker = node("leader", lease=1.0), node("worker", lease=1.0)
+    tasks = make_tasks(tmp_path, 3)
+    leader.reconcile(tasks)                                 # a leader died before offering them
+    grants = worker.take(1)
+    assert worker.commit(grants[0].task_id, "done")         # ... then this worker died before the board move
+    time.sleep(1.2)
+    leader.reconcile(tasks)                                 # its file is still in assigned/: taken over
+    taken = {g.task_id: g.takeover for g in worker.take(5)}
+    assert taken == {tasks[0].id: True, tasks[1].id: False, tasks[2].id: False}
+
+
+def test_a_server_restart_is_ridden_out(node: NodeFactory, pg_server: PostgresServer, pg_url: str,
+                                        tmp_path: Path) -> None:
+    coordinator = node("n", lease=10.0)
+    tasks = make_tasks(tmp_path, 2)
+    for task in tasks:
+        coordinator.enqueue(task)
+    assert coordinator.is_leader()
+    (grant,) = coordinator.take(1)
+    pg_server.restart()
+    assert coordinator.is_leader() is False or coordinator.is_leader()   # the old session is gone
+    assert coordinator.is_leader()                                       # ... and the lock won again
+    assert coordinator.commit(grant.task_id, "done")                     # reconnects; the fence still holds
+    assert [g.task_id for g in coordinator.take(5)] == [tasks[1].id]
+
+
+def test_a_commit_waits_for_a_server_that_is_coming_back(node: NodeFactory, pg_server: PostgresServer, pg_url: str,
+                                                         tmp_path: Path) -> None:
+    coordinator = node("n", lease=20.0)
+    (task,) = make_tasks(tmp_path, 1)
+    coordinator.enqueue(task)
+    coordinator.take(1)
+    pg_server.stop("immediate")
+    restarter = threading.Timer(2.0, pg_server.start)
+    restarter.start()
+    try:
+        assert coordinator.commit(task.id, "done")          # retried until the server answered again
+    finally:
+        restarter.join()
+    assert row(pg_url, task.id)["state"] == "done"
+
+
+@pytest.mark.parametrize("url", ["postgresql://me:secret@db/conveyor", "postgresql://db/c?password=x"])
+def test_a_password_in_daemon_yaml_is_refused(url: str) -> None:
+    from pydantic import ValidationError
+
+    from conveyor.config.models import DaemonSettings
+
+    with pytest.raises(ValidationError, match="PGPASSWORD"):
+        DaemonSettings(coordination=url)
+    with pytest.raises(ValidationError, match="not a PostgreSQL URL"):
+        DaemonSettings(coordination="mysql://db/conveyor")
+    assert DaemonSettings(coordination="postgresql://db:5433/conveyor").coordination
