@@ -30,7 +30,12 @@ def command(repo: Path | None, config_dir: Path | None, fmt: str) -> None:
 def _print(status: BoardStatus) -> None:
     out = console()
     daemon = status.daemon
-    if daemon and daemon.get("running"):
+    if daemon and daemon.get("running") and daemon.get("draining"):
+        out.print(f"daemon: draining (pid {daemon['pid']}): it starts nothing new and stops once the running "
+                  f"agents finish (at the latest {daemon.get('drain_until') or 'after drain_grace_s'}); "
+                  f"`kill -INT {daemon['pid']}` (or Ctrl-C again) stops them now, their tasks run again at the "
+                  "next start")
+    elif daemon and daemon.get("running"):
         out.print(f"daemon: running (pid {daemon['pid']}), last looked {daemon.get('updated_at') or '?'}")
     else:
         out.print("daemon: not running" + (f" (last seen {daemon['last_seen']})" if daemon else ""))
@@ -43,7 +48,9 @@ def _print(status: BoardStatus) -> None:
     _table(out, "Running", status.running, [("id", "task"), ("agent", "agent"), ("attempt", "try"),
                                             ("elapsed_s", "elapsed s")])
     _table(out, "Queued", status.queued, [("id", "task"), ("agent", "agent"), ("priority", "priority")])
-    _table(out, "Claimed (waiting for a slot or a paused tool)", status.claimed,
+    running = bool(daemon and daemon.get("running"))
+    _table(out, "Claimed (waiting for a slot or a paused tool)" if running else
+           "Claimed (waiting for the daemon: they run again at `conveyor run`)", status.claimed,
            [("id", "task"), ("agent", "agent"), ("attempt", "try")])
     _table(out, "Waiting", status.waiting, [("id", "task"), ("reason", "why")])
     _table(out, "Done (latest)", status.done, [("id", "task"), ("branch", "branch"), ("commit", "commit"),

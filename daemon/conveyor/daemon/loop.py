@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
+from typing import cast
 
 import structlog
 
@@ -52,6 +53,8 @@ OUTCOMES_EVERY_MIN = 5   # how often merged or closed task changes are looked fo
 REAP_EVERY_S = 600.0     # how often workspaces of tasks that are not running are removed
 EXTEND_EVERY_S = 5.0    # during a drain, ask the service manager for more time this often
 STOP_MARGIN_S = 15.0    # ... enough for what is left of the grace, the kill grace and this margin
+DRAIN_NOTE = ("no new task starts; the running agents get up to %g s to finish. Stop again (Ctrl-C) to stop "
+              "them now: their tasks stay in assigned/ and run again, without spending an attempt, at the next start")
 LOOP_FAILURES = 10            # unexpected errors in the main loop within ...
 LOOP_FAILURE_WINDOW_S = 60.0  # ... this long end the daemon (the service manager restarts it)
 
@@ -102,7 +105,7 @@ class Daemon:
         self.started_at = clock()
         self.completed = 0
         self.snapshot = SnapshotWriter(config.state_dir, self.notifier, self.health, clock, self.started_at)
-        self._draining = False
+        self._draining, self._drain_until = False, cast(float | None, None)
         self.inbox_watch = InboxWatch(self.layout.inbox, self.wake, enabled=self.watch)
         self.periodic = Periodic(clock)
         self._outcomes: Future[None] | None = None
@@ -336,7 +339,9 @@ class Daemon:
         grace = self.config.daemon.drain_grace_s
         deadline = time.monotonic() + grace
         if self._running:
-            log.info("daemon.draining", running=len(self._running), grace_s=grace)
+            self._draining, self._drain_until = True, self.clock() + grace
+            self._write_status()
+            log.warning("daemon.draining", running=len(self._running), grace_s=grace, note=DRAIN_NOTE % grace)
         extended_at = -EXTEND_EVERY_S
         while self._running and time.monotonic() < deadline and not self._force_requested.is_set():
             self.heartbeat.beat()
@@ -362,7 +367,8 @@ class Daemon:
 
     def _write_status(self, *, stopped: bool = False) -> None:
         running = {task_id: (r.task.agent, r.started) for task_id, r in self._running.items()}
-        self.snapshot.write(running, self.ready, self.intake.waiting, stopped=stopped, draining=self._draining)
+        self.snapshot.write(running, self.ready, self.intake.waiting, stopped=stopped, draining=self._draining,
+                            drain_until=self._drain_until)
 
 
 

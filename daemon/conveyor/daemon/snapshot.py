@@ -45,6 +45,7 @@ class StatusSnapshot:
     pauses: list[dict[str, Any]] = field(default_factory=list)
     held: list[dict[str, str]] = field(default_factory=list)
     draining: bool = False
+    drain_until: str | None = None      # while draining: when the running agents are stopped if still running
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -95,7 +96,8 @@ class SnapshotWriter:
             self._notifier.status(line)
 
     def write(self, running: Mapping[str, tuple[str, float]], ready: ReadyQueue, waiting: Sequence[Waiting],
-              *, stopped: bool = False, draining: bool = False, pid: Callable[[], int] = os.getpid) -> None:
+              *, stopped: bool = False, draining: bool = False, drain_until: float | None = None,
+              pid: Callable[[], int] = os.getpid) -> None:
         """`running` is task id → (agent, start time). The queued list is cut at STATUS_QUEUED_LIMIT entries,
         with the full count beside it (serialising a thousand queued tasks per pass was a real share of the
         daemon's time in a flood)."""
@@ -107,6 +109,7 @@ class SnapshotWriter:
         paused = self.paused()
         snapshot = StatusSnapshot(
             pid=pid(), stopped=stopped, draining=draining, updated_at=utc_iso(now),
+            drain_until=utc_iso(drain_until) if draining and drain_until is not None else None,
             started_at=utc_iso(self._started_at),
             running=[{"id": task_id, "agent": agent, "started_at": utc_iso(started)}
                      for task_id, (agent, started) in running.items()],

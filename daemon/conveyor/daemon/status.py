@@ -72,10 +72,11 @@ def _daemon_state(config: Config) -> dict[str, Any] | None:
         return {"running": False, "last_seen": snapshot.updated_at} if snapshot else None
     if snapshot is None:
         return {"running": True, "pid": pid, "updated_at": None, "started_at": None, "paused_tools": None,
-                "pauses": None, "queued": None, "held": None, "draining": False}
+                "pauses": None, "queued": None, "held": None, "draining": False, "drain_until": None}
     return {"running": True, "pid": pid, "updated_at": snapshot.updated_at, "started_at": snapshot.started_at,
             "paused_tools": snapshot.paused_tools, "pauses": snapshot.pauses, "queued": snapshot.queued,
-            "held": snapshot.held, "draining": snapshot.draining}
+            "held": snapshot.held, "draining": snapshot.draining and not snapshot.stopped,
+            "drain_until": snapshot.drain_until}
 
 
 def _paused_tools(config: Config, daemon: dict[str, Any] | None, now: float) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ def init_repository(repo: Path, *, board_dir: str = "work/collaboration", roadma
     config_dir = config_dir or repo / "config"
     theirs = _own_files(config_dir)
     for name in CONFIG_FILES:
-        _write_once(config_dir / name, builtin_text(name), report, repo)
+        _write_once(config_dir / name, _initial_text(name), report, repo)
     roadmap = resources.files("conveyor").joinpath("defaults", "ROADMAP.md").read_text(encoding="utf-8")
     _write_once(repo / roadmap_file, roadmap, report, repo)
     _add_ignore_block(repo, board_dir, report)
@@ -45,6 +45,21 @@ def init_repository(repo: Path, *, board_dir: str = "work/collaboration", roadma
             f"({', '.join(added)}) and reads only those. To keep them apart, delete them and run "
             "`conveyor init --config-dir .conveyor` (every command then remembers that folder).")
     return report
+
+
+BOARD_COMMITTED = ("commit_board: true                # the board is part of the repository's history: "
+                   "each transition\n                                  # (and a roadmap status line) is committed "
+                   "on the base branch,\n                                  # so `git status` comes clean "
+                   "(README, 'The board in git')")
+
+
+def _initial_text(name: str) -> str:
+    """What init writes: the built-in defaults, except that a repository set up by init commits its board."""
+    text = builtin_text(name)
+    if name != "daemon.yaml":
+        return text
+    lines = [BOARD_COMMITTED if line.startswith("commit_board:") else line for line in text.splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 def _own_files(config_dir: Path) -> list[str]:
