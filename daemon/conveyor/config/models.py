@@ -93,6 +93,39 @@ class DashboardSettings(Frozen):
     allow_remote: bool = False         # a non-loopback host is refused unless this says it is meant
 
 
+NotifyEvent = Literal["task_done", "task_failed", "needs_input"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("task_done", "task_failed", "needs_input")
+
+
+class ChannelSettings(Frozen):
+    """One place notifications go: a JSON webhook, an ntfy topic URL, or a Slack-style incoming webhook."""
+
+    name: str = "default"
+    kind: Literal["webhook", "ntfy", "slack"]
+    url: str
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS))
+    token_env: str | None = None       # a bearer token read from this variable: sent as a header, never in a body
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL; write the channel's full URL, e.g. "
+                             "https://ntfy.sh/my-topic")
+        return value
+
+
+class NotificationSettings(Frozen):
+    """Where task events go, and how a flood is batched; sending never blocks the daemon's loop."""
+
+    channels: list[ChannelSettings] = Field(default_factory=list)
+    batch_window_s: float = Field(default=2.0, ge=0)    # events within this window go out together
+    batch_max: int = Field(default=5, ge=1)             # more events than this in a window: one summary message
+    timeout_s: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+    queue_max: int = Field(default=10000, ge=1)         # events waiting beyond this are dropped (and counted)
+
+
 class DaemonSettings(Frozen):
     base_branch: str = "main"
     board_dir: str = "work/collaboration"
@@ -120,6 +153,7 @@ class DaemonSettings(Frozen):
     pull_requests: PullRequestSettings = Field(default_factory=PullRequestSettings)
     roadmap: RoadmapSettings = Field(default_factory=RoadmapSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     size: SizeLimits = Field(default_factory=SizeLimits)
     # A fleet: several daemons serve one repository through this PostgreSQL database (README, "Running several

@@ -39,6 +39,8 @@ from conveyor.core.task import Task, parse_task, task_id_from_path
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.daemon.periodic import Periodic
 from conveyor.daemon.watcher import FileWatcher
+from conveyor.notify.dispatcher import Notifications
+from conveyor.notify.hooks import finished_event
 from conveyor.publish.outcomes import merged_locally
 from conveyor.roadmap.sync import RoadmapSync
 from conveyor.telemetry.store import Telemetry
@@ -46,6 +48,7 @@ from conveyor.telemetry.store import Telemetry
 log = structlog.get_logger("conveyor.daemon.upkeep")
 ARCHIVE_EVERY_S = 3600.0
 MERGE_CHECK_EVERY_S = 60.0
+NOTIFY_FLUSH_S = 5.0      # at stop, queued notifications get this long to go out
 
 __all__ = ["Snapshot", "Upkeep"]
 
@@ -69,6 +72,7 @@ class Upkeep:
         self._updated_at = clock()
         self._force_sync = True
         self._watcher: FileWatcher | None = None
+        self.notifications = Notifications(config.daemon.notifications, config.repo.name, config.env)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, periodic: Periodic, wake: Callable[[], None], *, watch: bool) -> None:
@@ -98,11 +102,15 @@ class Upkeep:
         self._guard("reports", lambda: self._write_reports(force=True))
         self._guard("workflow_log", self.workflow_log.flush)
         self._guard("board_commit", self.committer.commit)
+        self.notifications.close(timeout=NOTIFY_FLUSH_S)
 
     def reload(self, config: Config) -> None:
         self.config = config
         self.roadmap.config = config
         self.committer.config = config
+        if config.daemon.notifications != self.notifications.settings:
+            self.notifications.close(timeout=NOTIFY_FLUSH_S)
+            self.notifications = Notifications(config.daemon.notifications, config.repo.name, config.env)
 
     # ------------------------------------------------------------------ transitions
     def note(self, event: str, task: Task, detail: str = "") -> None:
@@ -120,6 +128,7 @@ class Upkeep:
         if self._tally_ready:
             self.tally.finished(task, status)
         self._record(status, task.id, task.agent, detail or _result_detail(task))
+        self.notifications.emit(finished_event(task, status, utc_iso(self.clock())))
         if status == "done":
             self._guard("handoff", lambda: self._handoff(task))
         self._guard("roadmap", lambda: self.roadmap.task_finished(task, status))
