@@ -1,4 +1,4 @@
-"""Worktrees, branches and commits with real git: one worktree per task, always removed; hooks never run."""
+"""Workspaces, branches and commits with real git: one workspace per task, always removed; hooks never run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 
 from conveyor.core.errors import GitError
 from conveyor.workspace import git as cgit
+from conveyor.workspace import task_workspace
+from tests.conftest import git
 from tests.integration.conftest import Repo
 
 HOOK = """#!/bin/sh
@@ -214,9 +216,10 @@ def test_push_refuses_anything_but_task_branches(repo: Repo) -> None:
         cgit.push(repo.path, "origin", "main")
 
 
-def test_remove_worktree_tolerates_a_half_gone_worktree(repo: Repo) -> None:
+def test_remove_worktree_tolerates_a_half_gone_legacy_worktree(repo: Repo) -> None:
+    """Linked worktrees are what builds before task workspaces left behind; the reaper still removes them."""
     path = repo.worktrees_dir / "half"
-    cgit.add_worktree(repo.path, path, "conveyor/half", "main")
+    repo.git("worktree", "add", "-q", "-b", "conveyor/half", str(path), "main")
     (path / ".git").unlink()
     cgit.remove_worktree(repo.path, path)
     assert not path.exists()
@@ -224,16 +227,50 @@ def test_remove_worktree_tolerates_a_half_gone_worktree(repo: Repo) -> None:
     cgit.remove_worktree(repo.path, path)  # and again: nothing left to remove is fine
 
 
-def test_parallel_workers_can_add_and_remove_worktrees_at_once(repo: Repo) -> None:
-    """Unserialised, git itself fails here about one time in ten ("failed to read .git/worktrees/<x>/commondir")."""
+def _workspace(repo: Repo, name: str) -> task_workspace.Workspace:
+    config = repo.config()
+    return task_workspace.create(repo.path, repo.git_dir, config.worktrees_dir / name,
+                                 task_workspace.view_dir(config.state_dir, name), f"conveyor/{name}", "main")
+
+
+def test_a_workspace_is_a_repository_of_its_own_borrowing_the_users_objects(repo: Repo) -> None:
+    workspace = _workspace(repo, "own")
+    own = workspace.path / ".git"
+    assert own.is_dir() and (own / "objects" / "info" / "alternates").read_text().strip() == \
+        str((repo.git_dir / "objects").resolve())
+    assert git(workspace.path, "rev-parse", "--abbrev-ref", "HEAD") == "conveyor/own"
+    assert git(workspace.path, "rev-parse", "HEAD") == repo.git("rev-parse", "main")
+    assert git(workspace.path, "status", "--porcelain") == ""           # the copied index matches the files
+    assert git(workspace.path, "rev-parse", "--git-common-dir") == ".git"  # not the user's .git
+    assert repo.worktrees() == [str(repo.path)]                         # no linked worktree registered
+    assert "conveyor/own" not in repo.branches()                        # the branch appears with the commit
+    assert stat.S_IMODE(workspace.path.stat().st_mode) == 0o700
+    assert stat.S_IMODE(workspace.view.stat().st_mode) == 0o700
+    task_workspace.remove(workspace.path, workspace.view)
+    assert not workspace.path.exists() and not workspace.view.exists()
+
+
+def test_remove_takes_whatever_the_agent_left(repo: Repo) -> None:
+    workspace = _workspace(repo, "locked")
+    locked = workspace.path / "locked" / "deeper"
+    locked.mkdir(parents=True)
+    (locked / "f.txt").write_text("x\n")
+    locked.chmod(0o500)
+    (workspace.path / "locked").chmod(0o500)
+    (workspace.path / "link-out").symlink_to(repo.path)
+    task_workspace.remove(workspace.path, workspace.view)
+    assert not workspace.path.exists()
+    assert (repo.path / "README.md").exists()          # a symlink out is removed, not followed
+
+
+def test_parallel_workers_can_create_and_remove_workspaces_at_once(repo: Repo) -> None:
     errors: list[Exception] = []
 
     def churn(worker: int) -> None:
-        path = repo.worktrees_dir / f"w{worker}"
-        for _ in range(12):
+        for _ in range(6):
             try:
-                cgit.add_worktree(repo.path, path, f"conveyor/w{worker}", "main")
-                cgit.remove_worktree(repo.path, path)
+                workspace = _workspace(repo, f"w{worker}")
+                task_workspace.remove(workspace.path, workspace.view)
             except GitError as exc:
                 errors.append(exc)
 
@@ -243,4 +280,4 @@ def test_parallel_workers_can_add_and_remove_worktrees_at_once(repo: Repo) -> No
     for thread in threads:
         thread.join()
     assert errors == []
-    assert repo.worktrees() == [str(repo.path)]
+    assert_no_worktrees_left(repo)

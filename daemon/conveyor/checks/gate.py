@@ -23,8 +23,8 @@ import structlog
 from conveyor.checks.paths import check_paths, render_violations
 from conveyor.checks.secrets import added_lines, render_findings, scan_unified_diff
 from conveyor.core.errors import ConveyorError
+from conveyor.core.printable import printable
 from conveyor.runner.process import SpawnError, ended_how, log_tail, run_command, succeeded
-from conveyor.workspace import git
 
 log = structlog.get_logger()
 
@@ -68,10 +68,10 @@ def no_changes_failure() -> GateFailure:
 
 
 def check_change(worktree: Path, changed: Sequence[str], *, board_dir: str, roadmap_file: str,
-                 allowed_globs: Sequence[str] | None, diff: bytes | None = None) -> GateResult:
+                 allowed_globs: Sequence[str] | None, diff: bytes) -> GateResult:
     """Paths first (cheap, and a refused path is the clearer message), then the secret scan.
 
-    `diff` is the staged diff when the caller already has it (git.stage_change), saving a `git diff`.
+    `diff` is the change from the task's base as task_workspace.stage made it (raw bytes, `--text`).
     """
     checks = [CheckResult("changes", True, f"{len(changed)} file(s) changed")]
     named = (path for path in changed if posixpath.basename(path).casefold() == ROADMAP_NAME)
@@ -83,11 +83,11 @@ def check_change(worktree: Path, changed: Sequence[str], *, board_dir: str, road
         return GateResult(checks, GateFailure("paths", render_violations(violations)))
     scope = "the task's allowed_paths" if allowed_globs is not None else "no protected path touched"
     checks.append(CheckResult("allowed paths", True, scope))
-    return _secret_scan(worktree, checks, diff)
+    return _secret_scan(checks, diff)
 
 
-def _secret_scan(worktree: Path, checks: list[CheckResult], staged: bytes | None) -> GateResult:
-    diff = (staged if staged is not None else git.staged_diff_bytes(worktree)).decode("utf-8", errors="replace")
+def _secret_scan(checks: list[CheckResult], staged: bytes) -> GateResult:
+    diff = staged.decode("utf-8", errors="replace")
     findings = scan_unified_diff(diff)
     if findings:
         checks.append(CheckResult("secret scan", False, f"{len(findings)} possible secret(s) in added lines"))
@@ -174,7 +174,7 @@ def _run_one(command: VerifyCommand, worktree: Path, env: Mapping[str, str], log
                              stop=stop, check=False)
     except SpawnError as exc:
         return VerifyRun(command, False, f"could not start: {exc}", str(exc), 0.0, log_path)
-    tail = log_tail(log_path, OUTPUT_TAIL_BYTES).strip()
+    tail = printable(log_tail(log_path, OUTPUT_TAIL_BYTES)).strip()   # the agent's code printed it
     return VerifyRun(command, succeeded(result), ended_how(result), tail, result.duration_s, log_path)
 
 

@@ -47,7 +47,8 @@ from conveyor.publish.task_branch import commit_message, publish_commit
 from conveyor.runner.env import build_env
 from conveyor.runner.types import Outcome
 from conveyor.telemetry.store import Telemetry
-from conveyor.workspace import git
+from conveyor.workspace import git, task_workspace
+from conveyor.workspace.task_workspace import StagedChange, Workspace
 
 log = structlog.get_logger("conveyor.pipeline.conclude")
 
@@ -63,7 +64,7 @@ class Job:
     config: Config
     env: Mapping[str, str]
     telemetry: Telemetry
-    worktree: Path
+    workspace: Workspace
     branch: str
     attempt: int
     commit_type: str
@@ -101,7 +102,7 @@ def conclude(job: Job, last: Run) -> Verdict:
     """Judge the agent's run and carry the task to its verdict (see the module docstring)."""
     outcome = last.invocation.parsed.outcome
     stopped = outcome is Outcome.TIMEOUT or outcome.is_provider_limit
-    if stopped and git.has_changes(job.worktree):
+    if stopped and task_workspace.has_changes(job.workspace):
         return _partial(job, [last], _stop_reason(last))
     if outcome is Outcome.OK:
         return _complete(job, [last])
@@ -134,11 +135,11 @@ def _complete(job: Job, runs: list[Run]) -> Verdict:
     verify_fixes = 0
     state = _review_state(job, runs[-1])
     while True:
-        staged = git.stage_change(job.worktree)
+        staged = task_workspace.stage(job.workspace)
         changed = staged.paths
         if not changed:
             return _no_changes(job, runs)
-        gate = _gate(job, changed, staged.diff)
+        gate = _gate(job, staged)
         if gate.failure is not None:
             return _discard(job, runs, gate.failure)
         verified = _verify(job, runs[-1], commands, len(runs) - 1)
@@ -169,7 +170,7 @@ def _passed(job: Job, runs: list[Run], changed: list[str], checks: list[CheckRes
             state: reviewing.ReviewState | None, verify_fixes: int) -> Verdict | None:
     """Gate and verify passed: the size gate, then the review; None when the author fixed review findings
     (so gate, verify and review run again)."""
-    too_large = size_gate.over_limit(size_gate.limits_for(job.task, job.config), size_gate.measure(job.worktree))
+    too_large = size_gate.over_limit(size_gate.limits_for(job.task, job.config), size_gate.measure(job.workspace))
     if too_large is not None:
         return _too_large(job, runs, changed, checks, too_large, rounds_used=verify_fixes)
     if state is not None:
@@ -196,7 +197,7 @@ def _review_round(job: Job, runs: list[Run], state: reviewing.ReviewState,
                   checks: Sequence[CheckResult]) -> Verdict | Literal["publish", "again"]:
     """Review the change; blocking findings go back to the author while rounds and budget last."""
     assert job.review is not None
-    reviewing.review_change(state, job.task, job.worktree, [check.as_dict() for check in checks],
+    reviewing.review_change(state, job.task, job.workspace, [check.as_dict() for check in checks],
                             runner=job.review, over_budget=job.over_budget, cancel=job.cancel)
     if job.cancel.is_set():
         return Verdict("stopped", message="stopped by daemon shutdown")
@@ -251,11 +252,19 @@ def _send_back(job: Job, runs: list[Run], feedback: str, header: str) -> Run:
     return run
 
 
-def _gate(job: Job, changed: list[str], diff: bytes) -> GateResult:
+def _gate(job: Job, staged: StagedChange) -> GateResult:
+    """The change from the base (whatever the agent committed, reset or switched), checked as a whole."""
+    inside = task_workspace.submodule_changes(job.workspace, staged)
+    if inside:
+        named = ", ".join(f"'{path}'" for path in inside)
+        return GateResult([CheckResult("submodules", False, f"{len(inside)} submodule(s) touched")],
+                          GateFailure("submodule", f"the change touches submodule {named}, which Conveyor does "
+                                                   "not commit into; change the submodule's own repository, "
+                                                   "or leave it out of this task"))
     allowed = job.task.data.get("allowed_paths")
     globs = [str(item) for item in allowed] if isinstance(allowed, list) else None
-    return check_change(job.worktree, changed, board_dir=job.config.daemon.board_dir,
-                        roadmap_file=job.config.daemon.roadmap.file, allowed_globs=globs, diff=diff)
+    return check_change(job.workspace.path, staged.paths, board_dir=job.config.daemon.board_dir,
+                        roadmap_file=job.config.daemon.roadmap.file, allowed_globs=globs, diff=staged.diff)
 
 
 def _verify(job: Job, last: Run, commands: Sequence[VerifyCommand], round_no: int) -> list[VerifyRun]:
@@ -263,7 +272,7 @@ def _verify(job: Job, last: Run, commands: Sequence[VerifyCommand], round_no: in
         return []
     tool = last.route.tool
     env = verify_env(job.config, build_env(job.env, tool.env_allowlist, tool.env))
-    runs = run_verify(commands, worktree=job.worktree, env=env,
+    runs = run_verify(commands, worktree=job.workspace.path, env=env,
                       log_dir=job.config.logs_dir / job.task.id, timeout_s=_timeout_s(job), stop=job.cancel,
                       label=f"attempt-{job.attempt}-round-{round_no}")
     if not _keeps_logs(job):   # metadata privacy keeps no transcripts; the output tail is already read
@@ -334,7 +343,7 @@ def _discard(job: Job, runs: list[Run], failure: GateFailure, extra: dict[str, A
 
 
 def _drop_branch(job: Job) -> None:
-    git.remove_worktree(job.config.repo, job.worktree)
+    """A leftover `conveyor/<id>` of an earlier run goes (this run's branch exists only once committed)."""
     git.delete_branch(job.config.repo, job.branch)
 
 
@@ -342,13 +351,13 @@ def _drop_branch(job: Job) -> None:
 def _partial(job: Job, runs: list[Run], reason: str) -> Verdict:
     """Commit and publish what a stopped agent had done, as a draft marked partial (paths and secrets still
     checked: a stopped agent's half-written file can hold a key as well as a finished one)."""
-    staged = git.stage_change(job.worktree)
+    staged = task_workspace.stage(job.workspace)
     changed = staged.paths
     if not changed:
         return Verdict("fail", message=f"the agent was stopped ({reason}) before changing any file",
                        kind=runs[-1].invocation.parsed.outcome.value,
                        log_path=str(_log_of(job, runs[-1], len(runs) - 1)))
-    gate = _gate(job, changed, staged.diff)
+    gate = _gate(job, staged)
     if gate.failure is not None:
         return _discard(job, runs, gate.failure)
     log.warning("task.partial", task_id=job.task.id, reason=reason, files=len(changed))
@@ -370,7 +379,7 @@ def _commit_and_publish(job: Job, runs: list[Run], changed: list[str], checks: l
                              cost=totals.cost, summary=summary, partial_reason=partial_reason,
                              review=review.status if review is not None else None)
     author = job.config.daemon.commit
-    sha = git.commit(job.worktree, message, author.author_name, author.author_email)
+    sha = task_workspace.commit(job.workspace, message, author.author_name, author.author_email)
     log.info("task.committed", task_id=job.task.id, commit=sha, files=len(changed),
              partial=bool(partial_reason))
     check_dicts = [check.as_dict() for check in checks]

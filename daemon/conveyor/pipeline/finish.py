@@ -16,6 +16,7 @@ import structlog
 from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout
 from conveyor.core.errors import GitError
+from conveyor.core.printable import printable_data
 from conveyor.core.task import Task, TaskStatus
 from conveyor.core.timeutil import utc_iso
 
@@ -41,7 +42,8 @@ class Report:
 
 def finish(task: Task, layout: BoardLayout, now: float, result: dict[str, Any]) -> Report:
     """`status: done` with its result block, moved to done/<agent>/."""
-    board.rewrite(task, {"status": TaskStatus.DONE.value, "completed_at": utc_iso(now), "result": result})
+    board.rewrite(task, {"status": TaskStatus.DONE.value, "completed_at": utc_iso(now),
+                         "result": printable_data(result)})
     board.move(task, layout.done_dir(task.agent))
     return Report(Disposition.DONE, task)
 
@@ -54,6 +56,7 @@ def fail(task: Task, layout: BoardLayout, now: float, message: str, *, kind: str
     if log_path:
         error["log"] = log_path
     error.update(extra or {})
+    error = printable_data(error)   # agents' and verify commands' words are data (core.printable)
     try:
         board.rewrite(task, {"status": TaskStatus.ERROR.value, "completed_at": utc_iso(now), "error": error})
         board.move(task, layout.done_dir(task.agent))

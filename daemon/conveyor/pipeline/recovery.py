@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from conveyor.pipeline.runs import Totals, result_from_rows
 from conveyor.publish.task_branch import PARTIAL_TRAILER, REVIEW_TRAILER, commit_summary, publish_commit
 from conveyor.runner.pids import AgentRecords
 from conveyor.telemetry.store import Telemetry
-from conveyor.workspace import git
+from conveyor.workspace import git, task_workspace
 
 log = structlog.get_logger("conveyor.pipeline.recovery")
 
@@ -221,10 +220,11 @@ LEGACY_WORKTREES = "worktrees"   # <state dir>/worktrees: the default before 202
 
 
 def reap_worktrees(config: Config, keep: set[str]) -> int:
-    """Remove worktrees under the worktrees folder whose task is not running; returns how many.
+    """Remove task workspaces (and their views in the state dir) whose task is not running; returns how many.
 
-    Also under `<state dir>/worktrees`, where earlier builds put them (before Claude Code's refusal to edit
-    below `.git/` moved them out): nothing else would ever remove those.
+    Also linked git worktrees that builds before task workspaces became repositories of their own left,
+    and those under `<state dir>/worktrees`, where earlier builds put them (before Claude Code's refusal to
+    edit below `.git/` moved them out): nothing else would ever remove those.
     """
     roots = list(dict.fromkeys([config.worktrees_dir, config.state_dir / LEGACY_WORKTREES]))
     removed = 0
@@ -237,8 +237,12 @@ def reap_worktrees(config: Config, keep: set[str]) -> int:
         if root.is_dir():
             for leftover in root.iterdir():
                 if leftover.name not in keep and leftover.is_dir():
-                    shutil.rmtree(leftover, ignore_errors=True)
+                    task_workspace.remove(leftover, task_workspace.view_dir(config.state_dir, leftover.name))
                     removed += 1
+    views = config.state_dir / task_workspace.VIEWS
+    for view in (list(views.iterdir()) if views.is_dir() else []):
+        if view.name not in keep:   # a view whose workspace is already gone
+            task_workspace.remove(view, view)
     if removed:
         log.info("worktrees.reaped", removed=removed)
     return removed

@@ -21,7 +21,6 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import structlog
@@ -35,7 +34,8 @@ from conveyor.core.task import Task
 from conveyor.pipeline.runs import Run, Totals
 from conveyor.runner.types import Outcome
 from conveyor.scheduling.router import Route, agent_settings
-from conveyor.workspace import git
+from conveyor.workspace import task_workspace
+from conveyor.workspace.task_workspace import Workspace
 
 log = structlog.get_logger("conveyor.pipeline.review")
 
@@ -242,12 +242,12 @@ def fix_prompt(findings: Sequence[Finding], round_no: int, rounds: int) -> str:
             f"the files, then say briefly what you changed:\n\n{listed}\n")
 
 
-def review_change(state: ReviewState, task: Task, worktree: Path, checks: Sequence[Mapping[str, Any]], *,
+def review_change(state: ReviewState, task: Task, workspace: Workspace, checks: Sequence[Mapping[str, Any]], *,
                   runner: ReviewRunner, over_budget: Callable[[], str | None],
                   cancel: threading.Event) -> ReviewVerdict | None:
     """One review round: each reviewer in turn (past provider limits), one retry for a bad verdict."""
-    tree = git.index_tree(worktree)
-    diff = git.review_diff(worktree, state.last_tree)
+    tree = task_workspace.staged_tree(workspace)
+    diff = task_workspace.review_diff(workspace, state.last_tree)
     state.current = False
     prompt = review_prompt(task, diff, checks, previous=state.last)
     bound = log.bind(task_id=task.id, review=state.reviews + 1)

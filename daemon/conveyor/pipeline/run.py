@@ -1,4 +1,4 @@
-"""Run one claimed task: worktree → agent (with fallbacks) → commit → finish; the worktree always goes.
+"""Run one claimed task: workspace → agent (with fallbacks) → commit → finish; the workspace always goes.
 
 The pipeline returns a `Disposition` instead of deciding what happens next, so the daemon stays the
 only place that knows about queues, pauses and shutdown.
@@ -43,7 +43,8 @@ from conveyor.scheduling.pricing import invocation_cost
 from conveyor.scheduling.router import Route, Routing, agent_settings
 from conveyor.scheduling.tool_health import ToolHealth
 from conveyor.telemetry.store import InvocationEnd, InvocationStart, Telemetry
-from conveyor.workspace import git
+from conveyor.workspace import git, task_workspace
+from conveyor.workspace.task_workspace import Workspace, WorkspaceGone
 
 log = structlog.get_logger("conveyor.pipeline.run")
 AGENT_PIDS_DIR = "agents"   # <state_dir>/agents/<task_id>.pid while an agent runs (see agent_pids)
@@ -139,7 +140,8 @@ def run_task(task: Task, deps: Collaborators, cancel: threading.Event, plan: Run
         if not isinstance(exc, ConveyorError):
             raise
         bound.error("task.failed", error=str(exc))
-        return _fail(task, deps, str(exc), kind=type(exc).__name__, log_path=None)
+        kind = "workspace_gone" if isinstance(exc, WorkspaceGone) else type(exc).__name__
+        return _fail(task, deps, str(exc), kind=kind, log_path=None)
     finally:
         slots.release_all()
 
@@ -180,15 +182,15 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, p
     bound.info("task.started", attempt=attempt)
     base = task.base_branch or config.daemon.base_branch
     branch = task_branch(task.id)
-    worktree = config.worktrees_dir / task.id
-    git.add_worktree(config.repo, worktree, branch, base)
+    path, view = config.worktrees_dir / task.id, task_workspace.view_dir(config.state_dir, task.id)
     report: Report | None = None
     try:
-        report = _run_in_worktree(task, deps, cancel, bound, worktree, branch, attempt, plan.routing, slots)
+        workspace = task_workspace.create(config.repo, config.git_dir, path, view, branch, base)
+        report = _run_in_workspace(task, deps, cancel, bound, workspace, attempt, plan.routing, slots)
         return report
     finally:
-        git.remove_worktree(config.repo, worktree)
-        bound.debug("worktree.removed", path=str(worktree))
+        task_workspace.remove(path, view)
+        bound.debug("workspace.removed", path=str(path))
         if report is None or report.disposition not in (Disposition.DONE, Disposition.LOST):   # LOST: not ours
             _drop_branch_without_work(config.repo, branch, task.id)
 
@@ -209,14 +211,14 @@ def _drop_branch_without_work(repo: Path, branch: str, task_id: str) -> None:
             git.delete_branch(repo, branch)
 
 
-def _run_in_worktree(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any,
-                     worktree: Path, branch: str, attempt: int, routing: Routing, slots: _Slots) -> Report:
+def _run_in_workspace(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any,
+                     workspace: Workspace, attempt: int, routing: Routing, slots: _Slots) -> Report:
     config = deps.config
     settings = agent_settings(task, config)
     instructions = _read_instructions(config.repo, settings.instructions)
     prompt = build_prompt(task, instructions=instructions, board_dir=config.daemon.board_dir,
                           roadmap_file=config.daemon.roadmap.file)
-    last, stopped = _try_routes(task, deps, cancel, bound, routing, slots, (prompt, worktree, branch, attempt))
+    last, stopped = _try_routes(task, deps, cancel, bound, routing, slots, (prompt, workspace, attempt))
     if stopped:
         return _requeue(task, deps, "stopped by daemon shutdown", spent=False)
     skipped = [f"{skip.tool}: {skip.reason}" for skip in routing.skipped]
@@ -233,16 +235,16 @@ def _run_in_worktree(task: Task, deps: Collaborators, cancel: threading.Event, b
     warning = _budget_warning(task, deps, last.route.tool_name, bound)
     if warning:
         extra["budget_warning"] = warning
-    report = _conclude(task, deps, bound, last, worktree, branch, attempt, skipped, cancel=cancel, prompt=prompt,
+    report = _conclude(task, deps, bound, last, workspace, attempt, skipped, cancel=cancel, prompt=prompt,
                        result_extra=extra)
     report.paused_tools = paused
     return report
 
 
 def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, routing: Routing,
-                slots: _Slots, where: tuple[str, Path, str, int]) -> tuple[_Attempt | None, bool]:
+                slots: _Slots, where: tuple[str, Workspace, int]) -> tuple[_Attempt | None, bool]:
     """Run the chosen route, falling back past provider limits; returns (last run or None, stopped)."""
-    prompt, worktree, branch, attempt = where
+    prompt, workspace, attempt = where
     route = routing.route
     while route is not None:
         wait = slots.take(route.tool_name)
@@ -251,7 +253,8 @@ def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound:
             route = routing.advance_past(route_check(deps))
             continue
         try:
-            last = _invoke(task, deps, cancel, route, prompt, worktree, branch, attempt, routing=routing)
+            last = _invoke(task, deps, cancel, route, prompt, workspace.path, workspace.branch, attempt,
+                           routing=routing)
         except ToolUnavailable as exc:
             slots.release(route.tool_name)
             routing.skip_current(f"not installed: {exc}")
@@ -270,7 +273,7 @@ def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound:
         routing.skip_current(f"{parsed.outcome.value}{status}; paused until {utc_iso(until)}", retry_at=until)
         slots.release(route.tool_name)
         bound.warning("tool.limited", tool=route.tool_name, outcome=parsed.outcome.value, until=utc_iso(until))
-        if git.has_changes(worktree):   # keep the work done so far: completion publishes it as partial
+        if task_workspace.has_changes(workspace):   # keep the work done so far: completion publishes it as partial
             return last, False
         route = routing.advance_past(route_check(deps))
     return None, False
@@ -380,17 +383,17 @@ def discard_transcript(log_path: Path) -> None:
         log_path.parent.rmdir()
 
 
-def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, worktree: Path, branch: str,
+def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, workspace: Workspace,
               attempt: int, skipped: list[str], *, cancel: threading.Event, prompt: str,
               result_extra: Mapping[str, Any] | None = None) -> Report:
     """Gate, verify (resuming the agent), commit and publish, in `completion`; here the board is written."""
 
     def follow_up(text: str, session_id: str | None, round_no: int) -> _Attempt:
-        return _invoke(task, deps, cancel, last.route, text, worktree, branch, attempt,
+        return _invoke(task, deps, cancel, last.route, text, workspace.path, workspace.branch, attempt,
                        session_id=session_id, round_no=round_no, role="fixer")
 
     def review(text: str, route: Route, number: int) -> _Attempt:
-        return _review_run(task, deps, cancel, route, text, (worktree, branch, attempt, number))
+        return _review_run(task, deps, cancel, route, text, (workspace.path, workspace.branch, attempt, number))
 
     def over_budget() -> str | None:
         if not deps.config.policies.budgets:
@@ -399,8 +402,9 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, workt
         held = task_block(states, task.agent) or tool_block(states, last.route.tool_name)
         return held.describe() if held is not None else None
 
-    job = completion.Job(task=task, config=deps.config, env=deps.env, telemetry=deps.telemetry, worktree=worktree,
-                         branch=branch, attempt=attempt, commit_type=settings_type(task, deps), prompt=prompt,
+    job = completion.Job(task=task, config=deps.config, env=deps.env, telemetry=deps.telemetry,
+                         workspace=workspace, branch=workspace.branch, attempt=attempt,
+                         commit_type=settings_type(task, deps), prompt=prompt,
                          cancel=cancel, follow_up=follow_up, skipped=tuple(skipped), over_budget=over_budget,
                          review=review)
     if not deps.fence.still_mine(task.id):   # a late node publishes nothing: the task is another node's now

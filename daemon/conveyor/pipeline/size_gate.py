@@ -8,13 +8,13 @@ turn), or, when the task says `too_large: draft`, opens a draft labelled `too-la
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from conveyor.config import Config
 from conveyor.config.models import SizeLimits
 from conveyor.core.task import Task
 from conveyor.scheduling.router import agent_settings
-from conveyor.workspace import git
+from conveyor.workspace import task_workspace
+from conveyor.workspace.task_workspace import Workspace
 
 TOO_LARGE_LABEL = "too-large"
 TOO_LARGE_KIND = "too_large"
@@ -40,9 +40,9 @@ def limits_for(task: Task, config: Config) -> SizeLimits:
     return SizeLimits(max_changed_lines=pick("max_changed_lines"), max_changed_files=pick("max_changed_files"))
 
 
-def measure(worktree: Path) -> Size:
-    """Added plus deleted lines and files of the staged change (binary files count 0 lines)."""
-    counts = git.staged_line_counts(worktree)
+def measure(workspace: Workspace) -> Size:
+    """Added plus deleted lines and files of the staged change from the base (binary files count 0 lines)."""
+    counts = task_workspace.staged_line_counts(workspace)
     return Size(sum(added + deleted for added, deleted, _ in counts), len(counts))
 
 

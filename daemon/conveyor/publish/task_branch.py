@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from conveyor.config import Config
+from conveyor.core.printable import printable
 from conveyor.core.task import Task
 from conveyor.publish.flow import Published, PublishRequest, destination, publish
 from conveyor.publish.pull_request import PullRequestContent, labels_for, render_body, render_title, task_link
@@ -78,7 +79,8 @@ def publish_commit(config: Config, env: Mapping[str, str], task: Task, branch: s
         task_link=link, tool=tool, model=model, commit=sha, partial_reason=partial_reason, notes=notes)
     partial = partial_reason is not None
     request = PublishRequest(
-        branch=branch, base=base, title=render_title(task.title, partial=partial), body=render_body(content),
+        branch=branch, base=base, title=printable(render_title(task.title, partial=partial)),
+        body=printable(render_body(content)),
         labels=labels_for([*settings.pull_requests.labels, *extra_labels], task.get_list("labels"),
                           partial=partial),
         draft=settings.pull_requests.draft or partial or draft)

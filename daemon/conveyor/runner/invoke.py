@@ -15,6 +15,7 @@ from pathlib import Path
 from conveyor.config.argv import render_argv
 from conveyor.config.models import ToolSettings
 from conveyor.core.errors import ToolUnavailable
+from conveyor.core.printable import printable
 from conveyor.core.timeutil import Clock
 from conveyor.runner.env import build_env
 from conveyor.runner.parsers import make_parser
@@ -125,11 +126,25 @@ def invoke(request: InvocationRequest, env: Mapping[str, str], *, cancel: thread
                        log_cap_bytes=request.log_cap_bytes, kill_grace_s=request.kill_grace_s)
     with watcher:
         process = run_process(spec, on_line=on_line, on_start=on_start, stop=stop)
-    parsed = parser.finish(process)
+    parsed = _as_data(parser.finish(process))
     if early and parsed.outcome is not Outcome.OK:
         parsed.outcome, parsed.reset_at = early[0][0], early[0][1] or parsed.reset_at
         parsed.error_message = parsed.error_message or f"stopped early: {early[0][0].value}"
     return Invocation(parsed=parsed, process=process, argv=argv)
+
+
+def _as_data(parsed: ParsedRun) -> ParsedRun:
+    """What the agent printed, without escape sequences or control characters (see core.printable): the
+    texts go on into commit messages, pull requests, task files and logs."""
+    parsed.final_text = printable(parsed.final_text)
+    if parsed.error_message is not None:
+        parsed.error_message = printable(parsed.error_message)
+    if parsed.model is not None:
+        parsed.model = printable(parsed.model)
+    if parsed.session_id is not None:
+        parsed.session_id = printable(parsed.session_id)
+    parsed.permission_denials = [printable(denial) for denial in parsed.permission_denials]
+    return parsed
 
 
 class _CancelRelay:

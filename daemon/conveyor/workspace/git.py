@@ -1,9 +1,11 @@
-"""The one module that owns git; the only importer of GitPython.
+"""The one module that runs git (every other module asks it).
 
-GitPython's README warns that it leaks resources in long-running processes, so every function opens a
-`Repo` for one operation and closes it. Every command runs with hooks disabled (`core.hooksPath=/dev/null`:
-a commit made for an agent never runs the repository's hooks) and without signing prompts, and git's
-failures become sentences a user can act on.
+Every command is a plain subprocess with an explicit working directory that must exist: a library that
+quietly ran git in the daemon's own folder when the task's folder had vanished (GitPython did: `if not
+os.access(cwd, X_OK): cwd = None`) once committed a user's uncommitted work onto their branch. Every
+command runs with hooks disabled (`core.hooksPath=/dev/null`), without signing or prompts, and with a
+minimal environment (no token: a program git starts on our behalf never sees the daemon's credentials).
+Git's failures become sentences a user can act on.
 """
 
 from __future__ import annotations
@@ -11,98 +13,75 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import importlib.util
 import os
 import re
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING
 
 from conveyor.core.errors import GitError
 
-
-def _lazy_module(name: str) -> ModuleType:
-    """Import `name` on first attribute use (the stdlib `LazyLoader` recipe).
-
-    GitPython costs ~60 ms to import; `conveyor stats`, `status` and `task validate` only ask git for the
-    repository root, so they should not pay for the whole library before their first line of output.
-    """
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{name} is not installed; reinstall Conveyor with its dependencies")
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
-
-
-if TYPE_CHECKING:
-    import git as gitpython
-else:
-    gitpython = _lazy_module("git")
-
 _SAFE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "-c", "core.quotepath=false",
-                "-c", "advice.detachedHead=false", "-c", "gc.auto=0")
-_SCRUBBED_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GIT_EDITOR": "true"}
+                "-c", "advice.detachedHead=false", "-c", "gc.auto=0", "-c", "maintenance.auto=false")
+_SCRUBBED_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GIT_EDITOR": "true",
+                 "GIT_PAGER": "cat", "PAGER": "cat"}
+# What git needs from the daemon's environment: finding programs, the user's own config and identity
+# files, the locale, and an ssh agent for pushing. Never a token.
+_PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "XDG_CONFIG_HOME",
+               "SSH_AUTH_SOCK")
 
 
-@contextlib.contextmanager
-def open_repo(path: Path) -> Iterator[gitpython.Repo]:
-    """A Repo for one operation, always closed (GitPython leaks file handles otherwise)."""
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every git command: the few variables git needs, our settings, then `extra`."""
+    env = {name: value for name, value in os.environ.items()
+           if name in _PASSED_ENV or name.startswith("LC_")}
+    env.update(_SCRUBBED_ENV)
+    env.update(extra or {})
+    return env
+
+
+def execute(cwd: Path, args: list[str], *, env: Mapping[str, str] | None = None, raw: bool = False,
+            stdin: bytes | None = None, config: tuple[str, ...] = ()) -> str | bytes:
+    """Run `git ARGS` in `cwd` (which must exist: git never runs anywhere else), return its stdout.
+
+    `env` is added to the minimal environment; `config` is more `-c` pairs after the safe ones. Raises
+    GitError with git's own words.
+    """
+    if not os.path.isdir(cwd):
+        raise GitError(f"git {args[0]} cannot run in {cwd}: the folder is missing (refusing to run it anywhere "
+                       "else)")
     try:
-        repo = gitpython.Repo(path)
-    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError) as exc:
-        raise GitError(f"{path} is not a git repository; run `git init` there or pass --repo") from exc
-    try:
-        yield repo
-    finally:
-        repo.close()
+        done = subprocess.run(["git", *_SAFE_CONFIG, *config, *args], cwd=cwd, env=git_env(env),
+                              input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                              capture_output=True, check=False)
+    except OSError as exc:   # git is not installed, or the folder vanished between the check and the start
+        raise GitError(f"git {args[0]} cannot run in {cwd}: {exc.strerror or exc}") from exc
+    if done.returncode != 0:
+        stderr = done.stderr.decode("utf-8", "replace").strip()
+        if "not a git repository" in stderr:
+            raise GitError(f"{cwd} is not a git repository; run `git init` there or pass --repo")
+        raise GitError(f"git {args[0]} failed in {cwd}: {stderr or f'exit code {done.returncode}'}")
+    if raw:
+        return done.stdout
+    return done.stdout.decode("utf-8", "surrogateescape").removesuffix("\n")
 
 
 def run(path: Path, *args: str) -> str:
-    """Run one git command in `path` via GitPython, hooks off; raise GitError with git's own words.
-
-    A bare `Git` command object is enough to run a command; building a whole `Repo` (which reads the
-    configuration and discovers the git dir) for each of a task's dozen commands cost more than some of
-    the commands themselves.
-    """
-    return str(_execute(_command(path), list(args)))
-
-
-def _command(path: Path) -> gitpython.Git:
-    command = gitpython.Git(str(path))
-    command.update_environment(**_SCRUBBED_ENV)
-    return command
-
-
-def _execute(command: gitpython.Git, args: list[str], *, raw: bool = False) -> str | bytes:
-    try:
-        out = command.execute(["git", *_SAFE_CONFIG, *args], stdout_as_string=not raw,
-                              strip_newline_in_stdout=not raw)
-    except gitpython.GitCommandError as exc:
-        stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
-        if "not a git repository" in stderr:
-            raise GitError(f"{command.working_dir} is not a git repository; run `git init` there or pass "
-                           "--repo") from exc
-        raise GitError(f"git {args[0]} failed in {command.working_dir}: {stderr or exc}") from exc
-    except OSError as exc:   # the folder vanished or is not reachable
-        raise GitError(f"git {args[0]} cannot run in {command.working_dir}: {exc.strerror or exc}") from exc
-    return out if isinstance(out, bytes | str) else str(out)
+    """Run one git command in `path` (hooks off, minimal environment); raise GitError with git's own words."""
+    return str(execute(path, list(args)))
 
 
 def version() -> tuple[int, ...]:
     """The installed git's version, e.g. (2, 39, 5)."""
     try:
-        return tuple(int(part) for part in gitpython.Git().version_info)
-    except (gitpython.GitCommandError, OSError, ValueError) as exc:
+        out = subprocess.run(["git", "version"], capture_output=True, text=True, check=True, env=git_env(),
+                             stdin=subprocess.DEVNULL).stdout
+        found = re.search(r"(\d+(?:\.\d+)+)", out)
+        if found is None:
+            raise ValueError(f"unexpected `git version` output {out!r}")
+        return tuple(int(part) for part in found.group(1).split(".")[:3])
+    except (subprocess.CalledProcessError, OSError, ValueError) as exc:
         raise GitError(f"git is not runnable ({exc})") from exc
 
 
@@ -115,7 +94,7 @@ def _rev_parse(start: Path, *args: str) -> list[str]:
     """
     try:
         done = subprocess.run(["git", *_SAFE_CONFIG, "rev-parse", *args], cwd=start, capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, env={**os.environ, **_SCRUBBED_ENV},
+                              text=True, stdin=subprocess.DEVNULL, env=git_env(),
                               check=False)
     except OSError as exc:   # the folder is missing, or git is not installed
         raise GitError(f"{start} is not inside a git repository ({exc.strerror or exc}); run `git init` or "
@@ -147,8 +126,7 @@ def _common_git_dir(repo: str) -> Path:
 
 
 def branch_exists(repo: Path, branch: str) -> bool:
-    with open_repo(repo) as handle:
-        return f"refs/heads/{branch}" in {ref.path for ref in handle.references}
+    return rev_parse(repo, f"refs/heads/{branch}") is not None
 
 
 def rev_parse(repo: Path, ref: str) -> str | None:
@@ -199,20 +177,6 @@ def _linked_admin_dirs(git_dir: Path) -> list[Path]:
         return []
 
 
-def add_worktree(repo: Path, path: Path, branch: str, base: str) -> None:
-    """A fresh worktree at `path` on `branch`, (re)created from `base`; leftovers are cleared first."""
-    with _worktree_lock(repo):
-        if path.exists():
-            _remove_worktree(repo, path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        add = ["worktree", "add", "--force", "-B", branch, str(path), f"refs/heads/{base}"]
-        try:
-            run(repo, *add)   # --force also takes over a path still registered but missing
-        except GitError:
-            _remove_worktree(repo, path)   # a stale registration or half-made folder: clear it, try once more
-            run(repo, *add)
-
-
 @dataclass(frozen=True)
 class WorktreeEntry:
     path: Path
@@ -235,7 +199,8 @@ def list_worktrees(repo: Path) -> list[WorktreeEntry]:
 
 
 def remove_worktree(repo: Path, path: Path) -> None:
-    """Remove a worktree even if it is dirty or already half gone; never fails on a missing one."""
+    """Remove a linked worktree (left by a Conveyor before task workspaces became repositories of their own)
+    even if it is dirty or already half gone; never fails on a missing one."""
     with _worktree_lock(repo):
         _remove_worktree(repo, path)
 
@@ -255,102 +220,6 @@ def _remove_worktree(repo: Path, path: Path) -> None:
         run(repo, "worktree", "prune")
 
 
-@dataclass(frozen=True)
-class StagedChange:
-    """What the agent changed, staged: the paths, and the diff the secret scan reads (see staged_diff_bytes)."""
-
-    paths: list[str]
-    diff: bytes
-
-
-def stage_change(worktree: Path) -> StagedChange:
-    """Stage every change the agent made (respecting .gitignore); return its paths and its diff.
-
-    One `git diff` serves both: the paths come from its `diff --git a/X b/X` headers (with --no-renames
-    both sides name the same path). Only a name git had to quote (a quote, backslash or control
-    character in it) sends us to a second, `--name-only -z` call.
-    """
-    run(worktree, "add", "--all")
-    diff = staged_diff_bytes(worktree)
-    paths = _paths_of(diff)
-    if paths is None:
-        out = run(worktree, "diff", "--cached", "--name-only", "-z", "--no-renames")
-        paths = [name for name in out.split("\0") if name]
-    return StagedChange(paths, diff)
-
-
-def stage_all(worktree: Path) -> list[str]:
-    """Stage every change the agent made; return the changed paths."""
-    return stage_change(worktree).paths
-
-
-def _paths_of(diff: bytes) -> list[str] | None:
-    """Paths named by the headers of a `--no-renames` diff with a/ b/ prefixes; None if any was quoted."""
-    paths: list[str] = []
-    for line in diff.split(b"\n"):
-        if not line.startswith(b"diff --git "):
-            continue
-        rest = line[len(b"diff --git "):].decode("utf-8", "surrogateescape")
-        half, odd = divmod(len(rest) - len("a/ b/"), 2)
-        name = rest[2:2 + half]
-        if odd or not rest.startswith("a/") or rest[2 + half:] != f" b/{name}":
-            return None
-        paths.append(name)
-    return paths
-
-
-def staged_diff(worktree: Path) -> str:
-    """The staged change as a unified diff without context, for the secret scan."""
-    return run(worktree, "diff", "--cached", "-U0", "--no-color", "--no-ext-diff", "--no-renames")
-
-
-def staged_diff_bytes(worktree: Path) -> bytes:
-    """The staged change as raw bytes for the secret scan: added lines exactly as written.
-
-    Prefixes are explicit (`a/`, `b/`) so a user's `diff.noprefix` or `diff.mnemonicPrefix` cannot change
-    how the scanner reads file names; `--text` shows files git would call binary (a `-diff` attribute the
-    agent wrote into .gitattributes must not hide a key); `--no-textconv` and `--no-ext-diff` keep
-    configured programs out of it.
-    """
-    args = ["diff", "--cached", "-U0", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", "--text",
-            "--src-prefix=a/", "--dst-prefix=b/"]
-    out = _execute(_command(worktree), args, raw=True)
-    return out if isinstance(out, bytes) else out.encode()
-
-
-def index_tree(worktree: Path) -> str:
-    """The tree of what is staged now: the review stage diffs a later round against the tree it reviewed."""
-    return run(worktree, "write-tree").strip()
-
-
-def review_diff(worktree: Path, since: str | None = None) -> str:
-    """The staged change with context, for a reviewer: against HEAD (the base), or against the tree `since`.
-
-    Same safety flags as the secret scan's diff: no external diff or textconv programs, fixed prefixes."""
-    args = ["diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
-            "--src-prefix=a/", "--dst-prefix=b/"]
-    if since is not None:
-        args.append(since)
-    return run(worktree, *args)
-
-
-def staged_line_counts(worktree: Path) -> list[tuple[int, int, str]]:
-    """(added, deleted, path) of each staged file; a binary file counts as 0 lines."""
-    out = run(worktree, "diff", "--cached", "--numstat", "-z", "--no-renames")
-    counts = []
-    for record in out.split("\0"):
-        added, _, rest = record.partition("\t")
-        deleted, _, path = rest.partition("\t")
-        if path:
-            counts.append((int(added) if added.isdigit() else 0, int(deleted) if deleted.isdigit() else 0, path))
-    return counts
-
-
-def has_changes(worktree: Path) -> bool:
-    """Whether the worktree differs from its HEAD in any file git would stage (ignored files do not count)."""
-    return bool(run(worktree, "status", "--porcelain", "--untracked-files=all").strip())
-
-
 def changed_files(repo: Path, base: str, ref: str) -> list[str]:
     """Paths `ref` changes relative to where it left `base` (`base...ref`), for a pull request's file list."""
     out = run(repo, "diff", "--name-only", "-z", "--no-renames", f"{base}...{ref}")
@@ -366,17 +235,6 @@ def trailer(repo: Path, sha: str, key: str) -> str | None:
     """The value of trailer `key` in commit `sha`'s message, if it has one."""
     out = run(repo, "log", "-1", f"--format=%(trailers:key={key},valueonly)", sha).strip()
     return out.splitlines()[0].strip() if out else None
-
-
-def commit(worktree: Path, message: str, author_name: str, author_email: str) -> str:
-    """Commit what is staged with the given identity (hooks off); return the new commit's sha."""
-    command = _command(worktree)
-    command.update_environment(GIT_AUTHOR_NAME=author_name, GIT_AUTHOR_EMAIL=author_email,
-                               GIT_COMMITTER_NAME=author_name, GIT_COMMITTER_EMAIL=author_email)
-    _execute(command, ["commit", "--quiet", "--no-verify", "--cleanup=verbatim", "-m", message])
-    with open_repo(worktree) as repo:
-        # Read the new sha from the refs (files), not via `head.commit`, which starts a `git cat-file`.
-        return str(gitpython.SymbolicReference.dereference_recursive(repo, "HEAD"))
 
 
 def delete_branch(repo: Path, branch: str) -> None:
@@ -426,9 +284,7 @@ class PathsCommit:
 
 
 def _run_with_env(repo: Path, env: dict[str, str], *args: str) -> str:
-    command = _command(repo)
-    command.update_environment(GIT_LITERAL_PATHSPECS="1", **env)
-    return str(_execute(command, list(args)))
+    return str(execute(repo, list(args), env={"GIT_LITERAL_PATHSPECS": "1", **env}))
 
 
 def commit_paths(repo: Path, branch: str, paths: list[str], message: str, *, author_name: str,
@@ -473,7 +329,10 @@ def remote_url(repo: Path, remote: str) -> str | None:
 
 
 def push(repo: Path, remote: str, branch: str) -> None:
-    """Push the task branch (never the base branch) to `remote`, replacing an older push of it."""
+    """Push the task branch (never the base branch) to `remote`, replacing an older push of it.
+
+    Runs in the user's repository, whose configuration (the remote's URL) no agent can write: agents work
+    in repositories of their own (see task_workspace)."""
     if not re.match(r"conveyor/", branch):
         raise GitError(f"refusing to push '{branch}': only conveyor/* task branches are pushed")
     refspec = f"refs/heads/{branch}:refs/heads/{branch}"

@@ -1,0 +1,316 @@
+"""Agents that use git against the user (issue 14, cases 1, 2, 3, 5, 6 and 8), run by the real daemon loop.
+
+The agent is a real executable registered in tools.yaml (`agents/git_hostile_agent.py`) doing one hostile
+thing per test. Every test asserts that the user's checkout (HEAD, branches, index, working tree,
+`.git/config`, hooks) is byte-identical before and after; that the result branch holds exactly the base
+plus the agent's file changes, or the task failed with a named reason; and that no process the daemon
+spawned (the agent, and every git command, through a `git` wrapper first on PATH) had a variable outside
+its allowlist in its environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import git
+from tests.integration.conftest import AGENTS_DIR, DAEMON_YAML, Repo
+
+TOKEN = "ghp_" + "T0kenTheAgentMustNeverSee" * 2
+AGENT_ALLOWLIST = {"PATH", "HOME", "LANG", "HOSTILE_OUT"}
+GIT_ALLOWED = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "XDG_CONFIG_HOME",
+               "SSH_AUTH_SOCK", "PAGER", "SSH_ASKPASS", "PWD", "SHLVL", "_"}
+TRAP = """#!/bin/sh
+env > "{marker}.$$"
+exit 0
+"""
+
+
+class World:
+    """The repository, the hostile agent, a trap program and a `git` wrapper that records every env."""
+
+    def __init__(self, repo: Repo, root: Path) -> None:
+        self.repo = repo
+        self.root = root
+        self.out = root / "hostile-out"
+        self.envs = root / "git-envs"
+        self.envs.mkdir()
+        self.trap_marker = root / "trap-ran"
+        self.trap = root / "bin" / "trap.sh"
+        self.trap.write_text(TRAP.format(marker=self.trap_marker))
+        self.trap.chmod(0o755)
+        wrappers = root / "wrapped-bin"
+        wrappers.mkdir()
+        real_git = shutil.which("git")
+        assert real_git is not None
+        wrapper = wrappers / "git"
+        wrapper.write_text(f'#!/bin/sh\nenv > "{self.envs}/$$.env"\nexec {real_git} "$@"\n')
+        wrapper.chmod(0o755)
+        self.path_value = f"{wrappers}:{os.environ.get('PATH', '')}"
+        agent = root / "bin" / "git-hostile-agent"
+        agent.write_text(f"#!{sys.executable}\n" + (AGENTS_DIR / "git_hostile_agent.py").read_text())
+        agent.chmod(0o755)
+        repo.write_config("tools.yaml", textwrap.dedent(f"""\
+            tools:
+              hostile:
+                binary: {agent}
+                argv: [--task, "{{task_id}}", "{{prompt}}"]
+                parser: text
+                env: {{HOSTILE_OUT: "{self.out}"}}
+                env_allowlist: [PATH, HOME, LANG]
+            """))
+        repo.write_config("agents.yaml", "agents:\n  default:\n    tool: hostile\n")
+        repo.git("add", "-A")
+        repo.git("commit", "-q", "-m", "hostile tool")
+
+    def run(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """One daemon pass with the token in its environment and the recording `git` first on PATH (only
+        while it runs: the test's own git calls afterwards are not the daemon's)."""
+        for old in self.envs.iterdir():
+            old.unlink()
+        plain = os.environ.get("PATH", "")
+        monkeypatch.setenv("PATH", self.path_value)
+        monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+        try:
+            self.repo.run_once(env={"PATH": self.path_value, "GITHUB_TOKEN": TOKEN})
+        finally:
+            monkeypatch.setenv("PATH", plain)
+            monkeypatch.delenv("GITHUB_TOKEN")
+
+    def assert_no_env_leaked(self, task_id: str) -> None:
+        agent_env = json.loads((self.out / f"{task_id}.env.json").read_text())
+        assert set(agent_env) <= AGENT_ALLOWLIST, set(agent_env) - AGENT_ALLOWLIST
+        recorded = list(self.envs.iterdir())
+        assert recorded, "the git wrapper saw no git command"
+        for path in recorded:
+            names = {line.split("=", 1)[0] for line in path.read_text().splitlines() if "=" in line}
+            outside = {name for name in names
+                       if name not in GIT_ALLOWED | AGENT_ALLOWLIST and not name.startswith(("GIT_", "LC_"))}
+            assert outside == set(), (path.read_text(), outside)
+            assert TOKEN not in path.read_text()
+        assert not list(self.root.glob("trap-ran*")), "a program the agent configured was run"
+
+
+def snapshot(repo: Path) -> dict[str, Any]:
+    """Everything of the user's checkout but the board folder (the daemon moves task files there) and the
+    task branches (the result, checked on its own)."""
+    git_dir = repo / ".git"
+    files: dict[str, str] = {}
+    for path in sorted(repo.rglob("*")):
+        relative = path.relative_to(repo).as_posix()
+        if relative.startswith((".git/", "work/collaboration/")) or relative == ".git" or path.is_dir():
+            continue
+        files[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    hooks = {p.name: p.read_bytes() for p in sorted((git_dir / "hooks").iterdir())} \
+        if (git_dir / "hooks").is_dir() else {}
+    refs = [line for line in git(repo, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+            if not line.startswith(("refs/heads/conveyor/", "refs/remotes/origin/conveyor/"))]
+    return {"HEAD": (git_dir / "HEAD").read_bytes(), "refs": refs, "index": (git_dir / "index").read_bytes(),
+            "config": (git_dir / "config").read_bytes(), "hooks": hooks, "files": files,
+            "worktrees": git(repo, "worktree", "list", "--porcelain")}
+
+
+def changed_on_branch(repo: Repo, branch: str) -> dict[str, str]:
+    """The files the branch's one commit adds or changes relative to main, with their content."""
+    assert repo.git("rev-parse", f"{branch}~1") == repo.git("rev-parse", "main"), "not one commit on the base"
+    names = repo.git("diff", "--name-only", "main", branch).split()
+    return {name: repo.git("show", f"{branch}:{name}") for name in names}
+
+
+@pytest.fixture
+def world(repo: Repo, tmp_path: Path) -> World:
+    return World(repo, tmp_path)
+
+
+def _dirty_the_users_checkout(repo: Repo) -> None:
+    (repo.path / "README.md").write_text("the user's unsaved work\n")
+    (repo.path / "staged.txt").write_text("staged by the user\n")
+    repo.git("add", "staged.txt")
+    (repo.path / "untracked.txt").write_text("the user's scratch\n")
+
+
+# ------------------------------------------------------------------ case 1
+def test_branch_switches_and_a_gitdir_pointing_at_the_users_repo_change_nothing_for_the_user(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = world.repo
+    _dirty_the_users_checkout(repo)
+    before = snapshot(repo.path)
+    repo.submit("t-switch", description="\n".join([
+        "HOSTILE git checkout --ignore-other-worktrees main",
+        "HOSTILE git checkout -q -b main",
+        "HOSTILE write a.txt from the agent",
+        "HOSTILE commit on my own main",
+        f"HOSTILE gitdir {repo.git_dir}",
+        "HOSTILE write b.txt left uncommitted"]))
+    world.run(monkeypatch)
+    document = repo.done_doc("t-switch")
+    assert document["status"] == "done", document
+    assert changed_on_branch(repo, "conveyor/t-switch") == {"a.txt": "from the agent", "b.txt": "left uncommitted"}
+    assert snapshot(repo.path) == before
+    world.assert_no_env_leaked("t-switch")
+
+
+# ------------------------------------------------------------------ case 2
+@pytest.mark.parametrize("how", ["rmself", "symlink-self {repo}"])
+def test_a_workspace_removed_or_replaced_mid_run_fails_named_and_commits_nothing(
+        world: World, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    repo = world.repo
+    _dirty_the_users_checkout(repo)
+    before = snapshot(repo.path)
+    main = repo.git("rev-parse", "main")
+    repo.submit("t-gone", description=f"HOSTILE write a.txt x\nHOSTILE {how.format(repo=repo.path)}")
+    world.run(monkeypatch)
+    document = repo.done_doc("t-gone")
+    assert document["status"] == "error"
+    assert document["error"]["kind"] == "workspace_gone"
+    assert "nothing was committed" in document["error"]["message"]
+    assert "conveyor/t-gone" not in repo.branches()
+    assert repo.git("rev-parse", "main") == main
+    assert snapshot(repo.path) == before
+    assert not (repo.worktrees_dir / "t-gone").exists() and not (repo.worktrees_dir / "t-gone").is_symlink()
+    world.assert_no_env_leaked("t-gone")
+
+
+# ------------------------------------------------------------------ case 3
+def test_configuration_the_agent_writes_runs_nothing_and_redirects_no_push(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = world.repo
+    origin, elsewhere = world.root / "origin.git", world.root / "elsewhere.git"
+    for bare in (origin, elsewhere):
+        git(world.root, "init", "-q", "--bare", "-b", "main", str(bare))
+    repo.git("remote", "add", "origin", str(origin))
+    repo.git("push", "-q", "origin", "main")
+    repo.write_config("daemon.yaml", DAEMON_YAML.replace("remote: {name: null, push: false}",
+                                                         "remote: {name: origin, push: true}"))
+    repo.git("commit", "-q", "-am", "push to origin")
+    repo.git("push", "-q", "origin", "main")
+    before = snapshot(repo.path)
+    trap = world.trap
+    hooks = "\n".join(f"HOSTILE write .git/hooks/{name} #!/bin/sh\\n{trap}\\n" for name in
+                      ("pre-commit", "post-commit", "reference-transaction", "post-checkout", "pre-push"))
+    repo.submit("t-config", description="\n".join([
+        "HOSTILE write a.txt the change",
+        "HOSTILE write .gitattributes * filter=p diff=p",
+        hooks,
+        f"HOSTILE git config core.hooksPath {world.root}",
+        f"HOSTILE git config core.fsmonitor {trap}",
+        f"HOSTILE git config filter.p.clean {trap}",
+        f"HOSTILE git config filter.p.smudge {trap}",
+        "HOSTILE git config filter.p.required true",
+        f"HOSTILE git config diff.p.textconv {trap}",
+        f"HOSTILE git config diff.external {trap}",
+        f"HOSTILE git config core.pager {trap}",
+        f"HOSTILE git config core.sshCommand {trap}",
+        f"HOSTILE git config credential.helper {trap}",
+        f"HOSTILE git remote add origin {elsewhere}",
+        f"HOSTILE git config remote.origin.pushurl {elsewhere}"]))
+    for hook in (world.root / "pre-commit",):   # the hooksPath the agent named holds a trap as well
+        hook.write_text(world.trap.read_text())
+        hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    world.run(monkeypatch)
+    document = repo.done_doc("t-config")
+    assert document["status"] == "done", document
+    assert document["result"]["publish"].startswith("pushed to 'origin'")
+    assert changed_on_branch(repo, "conveyor/t-config") == {".gitattributes": "* filter=p diff=p",
+                                                            "a.txt": "the change"}
+    assert git(origin, "rev-parse", "conveyor/t-config") == repo.git("rev-parse", "conveyor/t-config")
+    assert git(elsewhere, "for-each-ref") == ""                 # nothing went where the agent pointed
+    assert snapshot(repo.path) == before                       # .git/config included: no remote changed
+    world.assert_no_env_leaked("t-config")
+
+
+# ------------------------------------------------------------------ case 5
+def test_an_agent_that_commits_its_own_change_has_it_folded_into_one_commit(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = world.repo
+    before = snapshot(repo.path)
+    repo.submit("t-commits", description="\n".join([
+        "HOSTILE write a.txt first", "HOSTILE commit agent commit one",
+        "HOSTILE write b.txt second", "HOSTILE commit agent commit two"]))
+    world.run(monkeypatch)
+    document = repo.done_doc("t-commits")
+    assert document["status"] == "done", document
+    assert document["result"]["artefacts"] == ["a.txt", "b.txt"]
+    assert changed_on_branch(repo, "conveyor/t-commits") == {"a.txt": "first", "b.txt": "second"}
+    assert repo.git("log", "-1", "--format=%an", "conveyor/t-commits") == "Conveyor"
+    assert snapshot(repo.path) == before
+    world.assert_no_env_leaked("t-commits")
+
+
+@pytest.mark.parametrize(("writes", "kind", "named"), [
+    (["ROADMAP.md - [ ] planted", "work/collaboration/inbox/planted.yaml id: planted", "key.txt x"],
+     "paths", ["ROADMAP.md", "work/collaboration/inbox/planted.yaml"]),
+    (["settings.py GITHUB_TOKEN = 'ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8" + "'"], "secrets", ["settings.py"]),
+])
+def test_committed_protected_paths_and_secrets_are_caught_by_the_gate(
+        world: World, monkeypatch: pytest.MonkeyPatch, writes: list[str], kind: str, named: list[str]) -> None:
+    repo = world.repo
+    before = snapshot(repo.path)
+    lines = [f"HOSTILE write {write}" for write in writes]
+    repo.submit("t-sneaky", description="\n".join([*lines, "HOSTILE commit all fine",
+                                                   "HOSTILE write innocent.txt one more uncommitted change"]))
+    world.run(monkeypatch)
+    document = repo.done_doc("t-sneaky")
+    assert document["status"] == "error"
+    assert document["error"]["kind"] == kind
+    for name in named:
+        assert name in document["error"]["message"]
+    assert "conveyor/t-sneaky" not in repo.branches()
+    assert snapshot(repo.path) == before
+    world.assert_no_env_leaked("t-sneaky")
+
+
+# ------------------------------------------------------------------ case 6
+def test_workspaces_inside_an_outer_repository_never_reach_it(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = world.repo
+    home = world.root / "home"
+    home.mkdir()
+    git(home, "init", "-q", "-b", "main")
+    (home / ".bashrc").write_text("# dotfiles\n")
+    git(home, "add", ".bashrc")
+    git(home, "-c", "user.name=u", "-c", "user.email=u@localhost", "commit", "-q", "-m", "dotfiles")
+    repo.write_config("daemon.yaml", DAEMON_YAML + f"worktrees_dir: {home / 'worktrees'}\n")
+    repo.git("commit", "-q", "-am", "workspaces under home")
+    outer_before = snapshot(home)
+    before = snapshot(repo.path)
+    repo.submit("t-outer", description="HOSTILE rmgit\nHOSTILE write a.txt inside")
+    world.run(monkeypatch)
+    document = repo.done_doc("t-outer")
+    assert document["status"] == "done", document
+    assert changed_on_branch(repo, "conveyor/t-outer") == {"a.txt": "inside"}
+    assert snapshot(home) == outer_before
+    assert git(home, "status", "--porcelain") == ""
+    assert git(home, "rev-list", "--count", "HEAD") == "1"
+    assert snapshot(repo.path) == before
+    world.assert_no_env_leaked("t-outer")
+
+
+# ------------------------------------------------------------------ case 8
+def test_nul_and_escape_sequences_in_the_final_message_are_dropped_and_the_work_kept(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = world.repo
+    repo.submit("t-nul", title="Title \x1b[2J with\x07 escapes", description="\n".join([
+        "HOSTILE write a.txt the work",
+        r"HOSTILE say done\x00 \x1b[31mred\x1b[0m \x1b]8;;http://127.0.0.1/x\x07link\x1b]8;;\x07 bell\x07 cr\r\nok"]))
+    world.run(monkeypatch)
+    document = repo.done_doc("t-nul")
+    assert document["status"] == "done", document
+    assert changed_on_branch(repo, "conveyor/t-nul") == {"a.txt": "the work"}
+    message = repo.git("log", "-1", "--format=%B", "conveyor/t-nul")
+    assert "done red link bell cr\nok" in message
+    assert message.startswith("feat(backend-dev): Title  with escapes\n")
+    summary = document["result"]["summary"]
+    assert summary == "done red link bell cr\nok"
+    for text in (message, summary):
+        assert not any(ord(char) < 32 and char not in "\n\t" for char in text), repr(text)
+        assert "\x7f" not in text and not any(0x80 <= ord(char) <= 0x9f for char in text)
+    world.assert_no_env_leaked("t-nul")
