@@ -1,8 +1,8 @@
 """`conveyor task retry ID`: a finished or failed task back into inbox/ as new, safe while the daemon runs.
 
-The file is written into inbox/ under its id (never over another file) before the old one leaves done/,
-so a crash in between leaves two copies (the daemon rejects the duplicate) and never none. The previous
-outcome is kept in `retries:` so the history of the task survives on the board.
+The old file is parked under a dotted name in its folder, the new one written into inbox/ under its id
+(never over another file), then the parked one removed: a crash in between leaves the parked copy, never
+nothing. The previous outcome is kept in `retries:` so the history of the task survives on the board.
 """
 
 from __future__ import annotations
@@ -34,10 +34,15 @@ def retry_task(layout: BoardLayout, task_id: str, now_iso: str) -> Path:
         raise ConveyorError(f"{found} cannot be read ({exc}); fix it, then move it into inbox/ by hand") from exc
     if not isinstance(document, dict):
         raise ConveyorError(f"{found} is not a task (not a mapping); fix it, then move it into inbox/ by hand")
+    # Out of done/ first (to a dotted name no scanner reads), so a running daemon never sees the task in
+    # both places and rejects the retry as a duplicate; back if inbox/ already holds that name.
+    parked = found.with_name(f".{found.name}.retry")
+    os.rename(found, parked)
     target = board.create_task(layout, {**_fresh(document, now_iso), "id": task_id})
     if target is None:
+        os.rename(parked, found)
         raise ConveyorError(f"inbox/{task_id}.yaml already exists; remove it or retry later")
-    os.unlink(found)
+    os.unlink(parked)
     report = found.with_name(found.name + ".error.yaml")
     report.unlink(missing_ok=True)     # a rejected file's report: the retry is the fix
     return target

@@ -102,8 +102,7 @@ class Daemon:
         self.fleet = FleetPump(self.coordination, lambda: self.config, self.layout, self.ready, self.telemetry,
                                clock, self.env, self._apply)
         self.inbox = self.intake.inbox
-        self.started_at = clock()
-        self.completed = 0
+        self.started_at, self.completed = clock(), 0
         self.snapshot = SnapshotWriter(config.state_dir, self.notifier, self.health, clock, self.started_at)
         self._draining, self._drain_until = False, cast(float | None, None)
         self.inbox_watch = InboxWatch(self.layout.inbox, self.wake, enabled=self.watch)
@@ -338,7 +337,7 @@ class Daemon:
         """Warm shutdown: let running agents finish within the grace (a second SIGTERM cuts it short)."""
         grace = self.config.daemon.drain_grace_s
         deadline = time.monotonic() + grace
-        if self._running:
+        if self._running:   # status.json and the log say what the drain does (and that a second stop cuts it)
             self._draining, self._drain_until = True, self.clock() + grace
             self._write_status()
             log.warning("daemon.draining", running=len(self._running), grace_s=grace, note=DRAIN_NOTE % grace)
@@ -347,8 +346,7 @@ class Daemon:
             self.heartbeat.beat()
             if time.monotonic() - extended_at >= EXTEND_EVERY_S:
                 extended_at = time.monotonic()
-                left = deadline - extended_at
-                self.notifier.extend_timeout(left + self.config.daemon.kill_grace_s + STOP_MARGIN_S)
+                self.notifier.extend_timeout(deadline - extended_at + self.config.daemon.kill_grace_s + STOP_MARGIN_S)
             self._wake.wait(0.2)
             self._wake.clear()
             self._reap()
@@ -366,8 +364,8 @@ class Daemon:
         self.snapshot.notify(len(self._running), len(self.ready) + len(self.intake.waiting))
 
     def _write_status(self, *, stopped: bool = False) -> None:
-        running = {task_id: (r.task.agent, r.started) for task_id, r in self._running.items()}
-        self.snapshot.write(running, self.ready, self.intake.waiting, stopped=stopped, draining=self._draining,
+        self.snapshot.write({task_id: (r.task.agent, r.started) for task_id, r in self._running.items()},
+                            self.ready, self.intake.waiting, stopped=stopped, draining=self._draining,
                             drain_until=self._drain_until)
 
 
