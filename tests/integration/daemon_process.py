@@ -129,9 +129,10 @@ def with_suppressed(action: Callable[[], object]) -> None:
 
 
 @contextmanager
-def running_daemon(repo: Path, env: Mapping[str, str] | None = None) -> Iterator[DaemonProcess]:
+def running_daemon(repo: Path, env: Mapping[str, str] | None = None,
+                   args: tuple[str, ...] = ()) -> Iterator[DaemonProcess]:
     """A started daemon that is stopped (SIGTERM, else SIGKILL) when the block ends, whatever happened."""
-    daemon = DaemonProcess(repo, env).start()
+    daemon = DaemonProcess(repo, env, args).start()
     try:
         yield daemon
     finally:

@@ -4,6 +4,8 @@ fences that refuse a late writer, leader election with failover, and a server re
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,8 +16,10 @@ import pytest
 
 from conveyor.coordination.postgres import PostgresCoordinator
 from conveyor.core.task import Task, parse_task
+from tests.integration.conftest import DAEMON_YAML, ConveyorCli, Repo
+from tests.integration.daemon_process import running_daemon
 from tests.integration.fleet_support import pg_server, pg_url
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, free_port
 
 __all__ = ["pg_server", "pg_url"]
 
@@ -202,3 +206,40 @@ def test_a_password_in_daemon_yaml_is_refused(url: str) -> None:
     with pytest.raises(ValidationError, match="not a PostgreSQL URL"):
         DaemonSettings(coordination="mysql://db/conveyor")
     assert DaemonSettings(coordination="postgresql://db:5433/conveyor").coordination
+
+
+def fleet_config(repo: Repo, tmp_path: Path, url: str) -> Path:
+    folder = tmp_path / "config-fleet"
+    shutil.copytree(repo.path / "config", folder)
+    text = DAEMON_YAML + f"coordination: {url}\nlease_timeout_s: 1\nstate_dir: {tmp_path / 'state-fleet'}\n"
+    (folder / "daemon.yaml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_status_says_when_the_fleet_database_does_not_answer(repo: Repo, tmp_path: Path,
+                                                             conveyor_cli: ConveyorCli) -> None:
+    config = fleet_config(repo, tmp_path, f"postgresql://conveyor@127.0.0.1:{free_port()}/nowhere")
+    shown = conveyor_cli("status", "--format", "json", "--config-dir", str(config), cwd=repo.path, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    fleet = json.loads(shown.stdout)["fleet"]
+    assert fleet["nodes"] == [] and "database unreachable" in fleet["error"]
+    table = conveyor_cli("status", "--config-dir", str(config), cwd=repo.path, timeout=30)
+    assert table.returncode == 0 and "database unreachable" in table.stdout
+
+
+def test_a_node_whose_database_does_not_answer_stops_with_a_clear_error(repo: Repo, tmp_path: Path,
+                                                                        conveyor_cli: ConveyorCli) -> None:
+    config = fleet_config(repo, tmp_path, f"postgresql://conveyor@127.0.0.1:{free_port()}/nowhere")
+    started = conveyor_cli("run", "--config-dir", str(config), cwd=repo.path, timeout=60)
+    assert started.returncode != 0
+    assert "coordination database did not answer" in started.stderr
+
+
+def test_a_node_shows_in_status_with_its_heartbeat(repo: Repo, tmp_path: Path, pg_url: str,
+                                                   conveyor_cli: ConveyorCli) -> None:
+    config = fleet_config(repo, tmp_path, pg_url)
+    with running_daemon(repo.path, args=("--config-dir", str(config))) as daemon:
+        daemon.wait_event("fleet.leader")
+        shown = conveyor_cli("status", "--format", "json", "--config-dir", str(config), cwd=repo.path)
+    (only,) = json.loads(shown.stdout)["fleet"]["nodes"]
+    assert only["leader"] and only["alive"] and str(daemon.pid) in only["node"]

@@ -5,6 +5,8 @@ lease passed on writes nothing."""
 
 from __future__ import annotations
 
+import json
+import random
 import shutil
 import signal
 import time
@@ -16,9 +18,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.conftest import DAEMON_YAML, Repo
+from tests.integration.conftest import DAEMON_YAML, ConveyorCli, Repo
 from tests.integration.daemon_process import DaemonProcess
 from tests.integration.fleet_support import pg_server, pg_url
+from tests.support.postgres import PostgresServer
 from tests.support.waiting import wait_for
 
 __all__ = ["pg_server", "pg_url"]
@@ -30,6 +33,7 @@ class Fleet:
     def __init__(self, repo: Repo, root: Path, url: str, stack: ExitStack) -> None:
         self.repo, self.root, self.url, self.stack = repo, root, url, stack
         self.nodes: list[DaemonProcess] = []
+        self.names: dict[int, str] = {}        # pid → the node's folders
 
     def config_dir(self, name: str) -> Path:
         """The repository's configuration, with this node's own state and worktrees folders."""
@@ -47,6 +51,7 @@ class Fleet:
         self.stack.callback(_stop, node)
         node.wait_event("daemon.ready", timeout=60)
         self.nodes.append(node)
+        self.names[node.pid] = name
         return node
 
     def started(self) -> Counter[str]:
@@ -87,12 +92,21 @@ def fleet(repo: Repo, tmp_path: Path, pg_url: str) -> Iterator[Fleet]:
         yield Fleet(repo, tmp_path, pg_url, stack)
 
 
-def test_three_nodes_share_the_board_and_run_each_task_once(fleet: Fleet, repo: Repo) -> None:
+def test_three_nodes_share_the_board_and_run_each_task_once(fleet: Fleet, repo: Repo,
+                                                            conveyor_cli: ConveyorCli) -> None:
     for name in ("a", "b", "c"):
         fleet.start(name)
     ids = [f"share-{i}" for i in range(9)]
     for task_id in ids:
-        repo.submit(task_id, description=f"FAKE sleep 1\nFAKE write out/{task_id}.txt done")
+        repo.submit(task_id, description=f"FAKE sleep 2\nFAKE write out/{task_id}.txt done")
+    wait_for(lambda: len(fleet.started()) >= 4, what="tasks running on the fleet")
+    shown = conveyor_cli("status", "--format", "json", "--config-dir", str(fleet.config_dir("a")), cwd=repo.path)
+    nodes = json.loads(shown.stdout)["fleet"]["nodes"]
+    assert len(nodes) == 3 and all(n["alive"] and n["heartbeat_age_s"] < LEASE_S for n in nodes)
+    assert sum(n["leader"] for n in nodes) == 1
+    assert {t for n in nodes for t in n["tasks"]} <= set(ids) and any(n["tasks"] for n in nodes)
+    table = conveyor_cli("status", "--config-dir", str(fleet.config_dir("b")), cwd=repo.path).stdout
+    assert "Fleet" in table and "leader" in table
     wait_for(lambda: all(repo.done_path(t).exists() for t in ids), what="all tasks done", timeout=90)
     assert fleet.started() == Counter({t: 1 for t in ids})                  # exactly once each
     assert sum(1 for n in fleet.nodes if n.events("task.started")) >= 2      # on more than one node
@@ -154,3 +168,36 @@ def test_a_frozen_node_that_wakes_after_its_lease_passed_on_writes_nothing(fleet
     assert not list((repo.board / "assigned").rglob("*.yaml"))
     assert fleet.rows()["frozen"] == ("done", 2, 2)
     assert sleeper.alive()                                 # and it keeps serving
+
+
+def test_chaos_kills_and_a_database_restart_leave_every_task_done_exactly_once(
+        fleet: Fleet, repo: Repo, pg_server: PostgresServer) -> None:
+    """30 tasks, three nodes, five SIGKILLs of random nodes (the board leader among them, each killed node
+    started again as a new node) and one PostgreSQL restart, all while tasks run."""
+    for name in ("a", "b", "c"):
+        fleet.start(name)
+    ids = [f"chaos-{i:02d}" for i in range(30)]
+    for task_id in ids:
+        repo.submit(task_id, description=f"FAKE sleep 1\nFAKE write out/{task_id}.txt done")
+    chance = random.Random(12)
+    kills = []
+    for round_no in range(6):
+        time.sleep(2.5)
+        if round_no == 3:
+            pg_server.restart()
+            continue
+        alive = [n for n in fleet.nodes if n.alive()]
+        leaders = [n for n in alive if n.events("fleet.leader")] if round_no == 1 else []
+        victim = leaders[-1] if leaders else chance.choice(alive)
+        kills.append(victim.pid)
+        victim.kill_group()
+        fleet.start(fleet.names[victim.pid])                    # a new node on the same machine and folders
+    assert len(kills) == 5
+    wait_for(lambda: all(repo.done_path(t).exists() for t in ids), what="all 30 tasks done", timeout=150)
+    finished = Counter(e["task_id"] for n in fleet.nodes for e in n.events("task.finished"))
+    assert finished == Counter({t: 1 for t in ids})                   # each finished exactly once
+    assert {t: repo.done_doc(t)["status"] for t in ids} == {t: "done" for t in ids}
+    assert sorted(p.stem for p in (repo.board / "done").rglob("chaos-*.yaml")) == ids
+    assert not list((repo.board / "assigned").rglob("*.yaml"))
+    assert {t: fleet.commits_on_branch(t) for t in ids} == {t: 1 for t in ids}   # one commit per branch
+    assert {state for state, _f, _g in fleet.rows().values()} == {"done"}

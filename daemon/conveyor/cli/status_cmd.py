@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ import click
 from rich.table import Table
 
 from conveyor.cli.common import console, load, repo_option
+from conveyor.config import Config
+from conveyor.coordination import NodeInfo, fleet_nodes
+from conveyor.core.errors import ConveyorError
 from conveyor.daemon.status import BoardStatus, collect_status
 
 
@@ -21,10 +25,27 @@ def command(repo: Path | None, config_dir: Path | None, fmt: str) -> None:
     """Show queued, waiting, running, done and failed tasks."""
     config = load(repo, config_dir)
     status = collect_status(config, time.time())
+    nodes, fleet_error = _fleet(config)
     if fmt == "json":
-        click.echo(json.dumps(status.as_dict(), indent=2, default=str))
+        fleet = {"fleet": {"nodes": [asdict(n) for n in nodes], "error": fleet_error}} if nodes is not None else {}
+        click.echo(json.dumps({**status.as_dict(), **fleet}, indent=2, default=str))
         return
     _print(status)
+    if fleet_error:
+        console().print(f"fleet: {fleet_error}")
+    if nodes:
+        _table(console(), "Fleet", [
+            {"node": n.node, "role": "leader" if n.leader else "", "heartbeat": f"{n.heartbeat_age_s:.1f} s ago",
+             "state": "alive" if n.alive else "gone", "tasks": ", ".join(n.tasks)} for n in nodes],
+            [("node", "node"), ("role", "role"), ("state", "state"), ("heartbeat", "heartbeat"), ("tasks", "tasks")])
+
+
+def _fleet(config: Config) -> tuple[list[NodeInfo] | None, str | None]:
+    """The fleet's nodes from its database (None on a single host); an unreachable database is said, not fatal."""
+    try:
+        return fleet_nodes(config), None
+    except ConveyorError as exc:
+        return [], f"database unreachable: {exc}"
 
 
 def _print(status: BoardStatus) -> None:

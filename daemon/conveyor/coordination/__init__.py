@@ -8,6 +8,7 @@ May import: core, config, board.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -31,4 +32,17 @@ def open_coordinator(config: Config, host_lock: Callable[[], AbstractContextMana
                                poll_s=config.daemon.fleet_poll_s, host_lock=host_lock())
 
 
-__all__ = ["Coordinator", "Fence", "Grant", "LocalCoordinator", "NodeInfo", "Unfenced", "open_coordinator"]
+def fleet_nodes(config: Config) -> list[NodeInfo] | None:
+    """Every node of the fleet with its tasks and heartbeat (None on a single host), for `conveyor status`;
+    raises ConveyorError when the database does not answer."""
+    if config.daemon.coordination is None:
+        return None
+    coordinator = open_coordinator(config, contextlib.nullcontext)
+    try:
+        return coordinator.nodes()
+    finally:
+        coordinator.close()
+
+
+__all__ = ["Coordinator", "Fence", "Grant", "LocalCoordinator", "NodeInfo", "Unfenced", "fleet_nodes",
+           "open_coordinator"]

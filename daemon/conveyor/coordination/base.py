@@ -64,6 +64,8 @@ class Coordinator(Fence, Protocol):
 
     def nodes(self) -> list[NodeInfo]: ...
 
+    def close(self) -> None: ...
+
 
 class Unfenced:
     """The single host's fence: nobody else can hold the task, so every write is ours."""

@@ -38,3 +38,6 @@ class LocalCoordinator(Unfenced):
 
     def nodes(self) -> list[NodeInfo]:
         return []
+
+    def close(self) -> None:
+        return None

@@ -211,6 +211,7 @@ class PostgresCoordinator:
                 self._leader_link.run("SELECT 1")
 
     def nodes(self) -> list[NodeInfo]:
+        self._work.transaction(_create_schema)   # one try: `conveyor status` must not wait for a server
         rows = self._work.run(schema.NODES)
         return [NodeInfo(str(r[0]), bool(r[1]), float(r[2]), bool(r[3]) and float(r[2]) < self.lease_timeout_s,
                          tuple(str(t) for t in r[4])) for r in rows]

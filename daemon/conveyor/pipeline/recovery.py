@@ -123,6 +123,11 @@ def take_over(task: Task, config: Config, layout: BoardLayout, telemetry: Teleme
             return lost(task)
         bound.info("fleet.resume_from_commit", commit=sha)
         return _finish_from_commit(task, config, layout, telemetry, clock, branch, sha, env)
+    # a git command killed with the old node may have left the branch's ref locked; the lease makes it ours
+    stale_lock = config.git_dir / "refs" / "heads" / f"{branch}.lock"
+    if stale_lock.exists():
+        stale_lock.unlink(missing_ok=True)
+        bound.warning("fleet.ref_lock_removed", lock=str(stale_lock))
     # the old node's worktree still has the branch checked out (a shared repository): git would refuse it
     for entry in git.list_worktrees(config.repo):
         if entry.branch == branch:
