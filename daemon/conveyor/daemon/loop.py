@@ -80,10 +80,8 @@ class Daemon:
         self.layout = BoardLayout(config.board_root)
         self.index = BoardIndex(self.layout)
         self.telemetry = Telemetry(config.telemetry_db, privacy=config.daemon.privacy)
-        self._wake = threading.Event()
-        self._stop_requested = threading.Event()
-        self._force_requested = threading.Event()
-        self._reload_requested = threading.Event()
+        self._wake, self._stop_requested, self._force_requested, self._reload_requested = (
+            threading.Event(), threading.Event(), threading.Event(), threading.Event())
         self.notifier = Notifier.from_env(self.env)
         self.heartbeat = Heartbeat(self.notifier, watchdog_interval_s(self.env))
         self._running: dict[str, _Running] = {}
