@@ -88,7 +88,11 @@ def test_inside_a_repository_it_reads_the_configured_file_and_knows_the_board(gi
     ran.parent.mkdir(parents=True)
     ran.write_text("id: roadmap-2.5-second-thing\nagent: qa-quinn\nstatus: error\n", encoding="utf-8")
     code, out = roadmap(cwd=git_repo)
-    assert "Note: PRIORITY 2.5 (Second thing) is Planned but its task roadmap-2.5-second-thing already ran" in out
+    # issue 16: it waits (saying why and how to run it again) instead of also being listed to start next
+    assert "PRIORITY 2.5 (Second thing): its task roadmap-2.5-second-thing already ran" in out
+    assert "conveyor task retry roadmap-2.5-second-thing" in out
+    assert "Starts next:\n  PRIORITY 2.5" not in out
+    assert "roadmap-driven work is off" in out            # and the daemon would not start anything anyway
 
 
 def conveyor(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

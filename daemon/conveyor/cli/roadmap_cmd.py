@@ -16,6 +16,7 @@ from conveyor.config.models import RoadmapSettings
 from conveyor.core.errors import ConveyorError
 from conveyor.roadmap import Selection, count_in_flight, explain, next_runnable, to_json
 from conveyor.roadmap.file import read_roadmap
+from conveyor.roadmap.select import Waiting
 from conveyor.roadmap.sync import roadmap_task_id
 
 
@@ -34,12 +35,15 @@ def command(repo: Path | None, config_dir: Path | None, file: Path | None, fmt: 
         raise ConveyorError(f"{path} does not exist; write one (`conveyor init` makes a template) or pass --file")
     roadmap = read[1]
     selection = next_runnable(roadmap, in_flight_limit=settings.max_in_flight, in_flight=count_in_flight(roadmap))
+    selection = _without_finished(config, selection)
     if fmt == "json":
         click.echo(json.dumps(to_json(roadmap, selection), indent=2, ensure_ascii=False))
         return
     click.echo(explain(roadmap, selection), nl=False)
-    for note in _already_ran(config, selection):
-        click.echo(note)
+    if config is not None and file is None and not settings.enabled:
+        click.echo(f"Note: roadmap-driven work is off (roadmap.enabled: false in daemon.yaml): the daemon starts "
+                   f"none of these. Turn it on to let it start {', '.join(i.label for i in selection.start) or 'them'}"
+                   " (each item is an agent run: it spends money).")
 
 
 def _config(repo: Path | None, config_dir: Path | None, *, required: bool) -> Config | None:
@@ -57,16 +61,19 @@ def _default_path(config: Config | None) -> Path:
     return config.repo / config.daemon.roadmap.file
 
 
-def _already_ran(config: Config | None, selection: Selection) -> list[str]:
-    """Items that would start but whose task is already finished: the daemon leaves them alone."""
+def _without_finished(config: Config | None, selection: Selection) -> Selection:
+    """Items that would start but whose task already ran wait instead, saying why: the daemon leaves them
+    alone, so listing them under "Starts next" contradicted what it does."""
     if config is None:
-        return []
+        return selection
     layout = BoardLayout(config.board_root)
-    notes = []
+    start, waiting = [], list(selection.waiting)
     for item in selection.start:
         task_id = roadmap_task_id(item)
         found = board.find_task(layout, task_id)
         if found is not None and not found.is_relative_to(layout.inbox) and not found.is_relative_to(layout.assigned):
-            notes.append(f"Note: {item.label} is Planned but its task {task_id} already ran ({found}); the daemon "
-                         "will not start it again until that file leaves the board (or mark the item Completed).")
-    return notes
+            waiting.append(Waiting(item, f"its task {task_id} already ran ({found}); `conveyor task retry "
+                                         f"{task_id}` runs it again, or mark the item Completed"))
+        else:
+            start.append(item)
+    return Selection(start=tuple(start), waiting=tuple(waiting))
