@@ -127,8 +127,8 @@ def test_retry_moves_a_failed_task_back_into_the_inbox(repo: Repo, dashboard: Da
     assert refused.status_code == 409 and "has not failed" in refused.text
     assert client.post("/task/bad-1/retry", content=f"csrf={csrf}", headers=form).status_code == 303
     document = yaml.safe_load((repo.inbox / "bad-1.yaml").read_text())
-    assert document["status"] == "new" and document["attempt"] == 0
-    assert document["previous_error"]["kind"] == "timeout" and "error" not in document
+    assert document["status"] == "new" and "attempt" not in document
+    assert document["retries"][0]["error"] == "ran out of time" and "error" not in document
     assert not (folder / "bad-1.yaml").exists()
     spend = client.get("/spend").text
     assert "Errors by kind" in spend

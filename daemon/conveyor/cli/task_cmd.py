@@ -1,5 +1,5 @@
 """`conveyor task validate PATH...` checks task files against the board format; `conveyor task retry ID`
-puts a finished or failed task back into inbox/."""
+puts a finished or failed task back into inbox/; `conveyor task answer ID TEXT` answers an agent's question."""
 
 from __future__ import annotations
 
@@ -66,6 +66,25 @@ def retry(repo: Path | None, config_dir: Path | None, task_id: str) -> None:
     target = retry_task(BoardLayout(config.board_root), task_id, utc_iso(time.time()))
     click.echo(f"{task_id} is back in inbox/ ({target}); a running daemon starts it with fresh attempts, "
                "the last outcome is kept under `retries:` in the file")
+
+
+@command.command("answer")
+@repo_option
+@click.argument("task_id")
+@click.argument("text")
+def answer(repo: Path | None, config_dir: Path | None, task_id: str, text: str) -> None:
+    """Answer the question of a task that waits for one (status needs_input); the daemon resumes the agent."""
+    import time
+
+    from conveyor.dashboard.actions import ActionRefused
+    from conveyor.dashboard.actions import answer as write_answer
+
+    config = load(repo, config_dir)
+    try:
+        path = write_answer(config, task_id, text, time.time())
+    except ActionRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"answered {task_id} ({path}); the daemon resumes its agent with the answer")
 
 
 def _config_if_any(repo: Path | None, config_dir: Path | None) -> Config | None:

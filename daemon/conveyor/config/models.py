@@ -145,6 +145,7 @@ class DaemonSettings(Frozen):
     commit_board: bool = False
     verify: list[str] = Field(default_factory=list)
     verify_rounds: int = Field(default=2, ge=0)
+    question_timeout_s: float = Field(default=86400.0, gt=0)   # an agent's unanswered question fails the task then
     # The repository's virtualenv (of the main checkout: ignored files are not in a task's workspace); its
     # bin/ leads verify's PATH so `pytest` and `python -m pytest` are the project's. null: none.
     verify_venv: str | None = ".venv"

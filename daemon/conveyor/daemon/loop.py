@@ -28,6 +28,7 @@ from conveyor.core.errors import ConveyorError
 from conveyor.core.state_files import LOCK_FILE
 from conveyor.core.task import Task
 from conveyor.core.timeutil import Clock, utc_iso
+from conveyor.daemon import parked
 from conveyor.daemon.fleet import FleetPump
 from conveyor.daemon.intake import Intake
 from conveyor.daemon.lock import DaemonLock
@@ -67,7 +68,37 @@ class _Running:
     started: float
 
 
-class Daemon:
+class _Control:
+    """The flags other threads and signal handlers set; only the loop acts on them."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+        self._stop_requested = threading.Event()
+        self._force_requested = threading.Event()
+        self._reload_requested = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested.is_set()
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+        self._wake.set()
+
+    def request_force_stop(self) -> None:
+        """Cold shutdown: stop the running agents now instead of waiting for the drain grace."""
+        self._force_requested.set()
+        self.request_stop()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+        self._wake.set()
+
+
+class Daemon(_Control):
     """Serve one repository's board until stopped (or, with `once`, until nothing runnable is left)."""
 
     def __init__(self, config: Config, *, env: Mapping[str, str] | None = None, clock: Clock = time.time,
@@ -80,8 +111,7 @@ class Daemon:
         self.layout = BoardLayout(config.board_root)
         self.index = BoardIndex(self.layout)
         self.telemetry = Telemetry(config.telemetry_db, privacy=config.daemon.privacy)
-        self._wake, self._stop_requested, self._force_requested, self._reload_requested = (
-            threading.Event(), threading.Event(), threading.Event(), threading.Event())
+        super().__init__()
         self.notifier = Notifier.from_env(self.env)
         self.heartbeat = Heartbeat(self.notifier, watchdog_interval_s(self.env))
         self._running: dict[str, _Running] = {}
@@ -105,28 +135,8 @@ class Daemon:
         self._draining, self._drain_until = False, cast(float | None, None)
         self.inbox_watch = InboxWatch(self.layout.inbox, self.wake, enabled=self.watch)
         self.periodic = Periodic(clock)
+        self.parked = parked.Parked()               # needs_input tasks: their answer or their timeout
         self._outcomes: Future[None] | None = None
-
-    # ------------------------------------------------------------------ public control
-    def wake(self) -> None:
-        self._wake.set()
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop_requested.is_set()
-
-    def request_stop(self) -> None:
-        self._stop_requested.set()
-        self._wake.set()
-
-    def request_force_stop(self) -> None:
-        """Cold shutdown: stop the running agents now instead of waiting for the drain grace."""
-        self._force_requested.set()
-        self.request_stop()
-
-    def request_reload(self) -> None:
-        self._reload_requested.set()
-        self._wake.set()
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -221,8 +231,16 @@ class Daemon:
         self.periodic.every("worktree-reaper", REAP_EVERY_S,
                             lambda: recovery.reap_worktrees(self.config, keep=set(self._running)))
         self.periodic.every("outcomes", OUTCOMES_EVERY_MIN * 60, self._detect_outcomes)
+        self.periodic.every("questions", parked.CHECK_EVERY_S, self._check_parked, at_start=True)
         self.upkeep.start(self.periodic, self.wake, watch=self.watch)
         self.periodic.start_timer(self.wake)
+
+    def _check_parked(self) -> None:
+        due = self.parked.check(self.config, self.layout, self.clock())
+        for task in due.answered:
+            self.ready.push(task, sig=signature(task.path))
+        for report in due.expired:
+            self._apply(report)
 
     def _detect_outcomes(self) -> None:
         """Merged or closed task changes (git and the API, never the board), off the loop: the API may be slow."""
@@ -275,6 +293,10 @@ class Daemon:
         self.budgets.invalidate()                 # this run's cost counts from now on
         if report.disposition is Disposition.LOST:   # the fleet gave it to another node: nothing to do here
             return
+        if report.disposition is Disposition.PARKED:   # waits for an answer, holding no slot (daemon.parked)
+            self.parked.add(task)
+            self.upkeep.parked(task, report.reason)
+            return
         if report.disposition is Disposition.REQUEUED:
             self.ready.requeue(task, report.not_before)
             log.info("task.requeued", task_id=task.id, reason=report.reason,
@@ -294,6 +316,8 @@ class Daemon:
                                    shared=self.coordination.shared)
         for item in outcome.ready:
             self.ready.push(item, sig=signature(item.path))
+        for item in outcome.parked:
+            self.parked.add(item)
         for report in outcome.finished:
             self._apply(report)
         self.index.refresh()

@@ -40,7 +40,7 @@ from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.daemon.periodic import Periodic
 from conveyor.daemon.watcher import FileWatcher
 from conveyor.notify.dispatcher import Notifications
-from conveyor.notify.hooks import finished_event
+from conveyor.notify.hooks import finished_event, needs_input_event
 from conveyor.publish.outcomes import merged_locally
 from conveyor.roadmap.sync import RoadmapSync
 from conveyor.telemetry.store import Telemetry
@@ -122,6 +122,11 @@ class Upkeep:
         agent = path.parent.name if path.parent.parent == self.layout.assigned else ""
         self._record("rejected", task_id, agent, reason)
         self._guard("roadmap", lambda: self.roadmap.task_rejected(task_id, agent, reason))
+
+    def parked(self, task: Task, question: str) -> None:
+        """A task waits for a person's answer: log it and tell the channels that want `needs_input`."""
+        self._record("needs_input", task.id, task.agent, question[:200])
+        self.notifications.emit(needs_input_event(task, question, utc_iso(self.clock())))
 
     def finished(self, task: Task, status: str, detail: str = "") -> None:
         """A task reached done/ (status done or error): log it, hand it off, write its roadmap status."""

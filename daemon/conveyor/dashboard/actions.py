@@ -1,8 +1,8 @@
 """The only two things the dashboard changes, each exactly as a person editing the board would.
 
 Answering writes `answer:` into a parked (`needs_input`) task's file; the daemon sees it and resumes the
-agent. Retrying moves a failed task from `done/<agent>/` back into `inbox/` as a new attempt. Nothing else
-(no command, no path, no config) can be reached from a request.
+agent. Retrying moves a failed task from `done/<agent>/` back into `inbox/` as new, as `conveyor task retry`
+does. Nothing else (no command, no path, no config) can be reached from a request.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from pathlib import Path
 
 from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout, find_task
+from conveyor.board.retry import retry_task
 from conveyor.config import Config
-from conveyor.core import yamlio
-from conveyor.core.errors import TaskFileError
-from conveyor.core.fsops import rename_noreplace
+from conveyor.core.errors import ConveyorError, TaskFileError
 from conveyor.core.task import Task, parse_task
 from conveyor.core.timeutil import utc_iso
 from conveyor.dashboard.readers import valid_task_id
@@ -57,22 +56,12 @@ def answer(config: Config, task_id: str, text: str, now: float) -> Path:
 
 
 def retry(config: Config, task_id: str, now: float) -> Path:
-    """Move a failed task back into inbox/ as new, keeping its last error as `previous_error`."""
+    """Move a failed task back into inbox/ as new (board.retry: its last outcome kept in `retries:`)."""
     layout, task = _task(config, task_id)
-    if task.data.get("status") != "error" or task.path.parent.parent != layout.done:
+    if task.data.get("status") != "error" or not task.path.is_relative_to(layout.done):
         raise ActionRefused(f"task {task_id} has not failed (status {task.data.get('status')}); only failed "
-                            "tasks can be retried")
-    document = dict(task.data)
-    error = document.pop("error", None)
-    document.pop("completed_at", None)
-    document.update({"status": "new", "attempt": 0, "retried_at": utc_iso(now)})
-    if error is not None:
-        document["previous_error"] = error
-    yamlio.write_yaml(task.path, document)
-    target = layout.inbox / task.path.name
+                            "tasks can be retried here")
     try:
-        rename_noreplace(task.path, target)
-    except FileExistsError as exc:
-        raise ActionRefused(f"inbox/ already holds {target.name}; the task is queued again") from exc
-    yamlio.fsync_dir(layout.inbox)
-    return target
+        return retry_task(layout, task_id, utc_iso(now))
+    except ConveyorError as exc:
+        raise ActionRefused(str(exc)) from exc

@@ -40,8 +40,8 @@ from conveyor.checks.verify_setup import verify_env
 from conveyor.config import Config
 from conveyor.core.errors import ConveyorError
 from conveyor.core.task import Task
+from conveyor.pipeline import questions, size_gate
 from conveyor.pipeline import review as reviewing
-from conveyor.pipeline import size_gate
 from conveyor.pipeline.runs import Run, Totals, latest_session, result_block, summarize
 from conveyor.publish.task_branch import commit_message, publish_commit
 from conveyor.runner.env import build_env
@@ -83,7 +83,7 @@ class Job:
 class Verdict:
     """What the pipeline does next: finish with `result`, fail with an error block, or requeue."""
 
-    action: Literal["finish", "fail", "retry", "stopped"]
+    action: Literal["finish", "fail", "retry", "stopped", "park"]
     result: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     kind: str = ""
@@ -105,6 +105,10 @@ def conclude(job: Job, last: Run) -> Verdict:
     if stopped and task_workspace.has_changes(job.workspace):
         return _partial(job, [last], _stop_reason(last))
     if outcome is Outcome.OK:
+        question = questions.question_of(last.invocation.parsed.final_text)
+        if question is not None:   # the agent asks before it goes on: park the task (pipeline.questions)
+            return Verdict("park", message=question, extra={"session_id": latest_session([last]),
+                                                            "tool": last.route.tool_name})
         return _complete(job, [last])
     message = last.invocation.parsed.error_message or outcome.value
     log_path = str(_log_of(job, last, 0))

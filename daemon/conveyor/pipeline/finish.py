@@ -28,6 +28,7 @@ class Disposition(StrEnum):
     DONE = "done"          # finished: result block written, file in done/<agent>/
     FAILED = "failed"      # finished with status error, file in done/<agent>/
     REQUEUED = "requeued"  # stays in assigned/; run again later (provider limit, retryable failure, shutdown)
+    PARKED = "parked"      # stays in assigned/ as needs_input until a person answers (pipeline.questions)
     LOST = "lost"          # a fleet gave the task's lease to another node: nothing written, this node forgets it
 
 
@@ -76,3 +77,10 @@ def requeue(task: Task, reason: str, *, spent: bool, not_before: float = 0.0) ->
 def lost(task: Task) -> Report:
     """Another node holds the task now (its lease expired here): write nothing, leave the board to that node."""
     return Report(Disposition.LOST, task, reason="the lease passed to another node")
+
+
+def park(task: Task, question: str, now: float, *, session_id: str | None, tool: str) -> Report:
+    """`status: needs_input` with the agent's question; the attempt is not spent (the answer continues it)."""
+    board.rewrite(task, {"status": "needs_input", "question": question, "asked_at": utc_iso(now),
+                         "session_id": session_id, "asked_tool": tool, "attempt": max(task.attempt - 1, 0)})
+    return Report(Disposition.PARKED, task, reason=question)

@@ -27,6 +27,7 @@ from conveyor.core.state_files import task_branch
 from conveyor.core.task import Task, parse_task, task_id_from_path
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost
+from conveyor.pipeline.questions import is_parked
 from conveyor.pipeline.review import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.pipeline.run import AGENT_PIDS_DIR
 from conveyor.pipeline.runs import Totals, result_from_rows
@@ -42,6 +43,7 @@ log = structlog.get_logger("conveyor.pipeline.recovery")
 class RecoveryOutcome:
     ready: list[Task] = field(default_factory=list)
     finished: list[Report] = field(default_factory=list)
+    parked: list[Task] = field(default_factory=list)     # needs_input: waiting for an answer, not to run
 
 
 def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
@@ -67,6 +69,9 @@ def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Cl
             board.reject(layout, path, exc.problems, utc_iso(clock()))
             log.error("recovery.rejected", task_id=task_id_from_path(path), file=str(path),
                       problems=[p.render() for p in exc.problems])
+            continue
+        if is_parked(task):
+            outcome.parked.append(task)
             continue
         report = _recover_one(task, config, layout, telemetry, clock, env)
         if report is None:

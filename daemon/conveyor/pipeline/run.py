@@ -30,7 +30,8 @@ from conveyor.core.state_files import task_branch
 from conveyor.core.task import CLAIMER_PREFIX, Task
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline import conclude as completion
-from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost, requeue
+from conveyor.pipeline import questions
+from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost, park, requeue
 from conveyor.runner import pids as agent_pids
 from conveyor.runner.env import build_env
 from conveyor.runner.invoke import Invocation, InvocationRequest, invoke
@@ -165,6 +166,7 @@ def route_check(deps: Collaborators) -> RouteCheck:
 def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, plan: RunPlan,
          slots: _Slots) -> Report:
     config, now = deps.config, deps.clock()
+    resume = questions.take_answer(task, utc_iso(now))   # answered: this run continues the asking session
     attempt = task.attempt + 1
     started = {"status": "in_progress", "assigned_at": task.data.get("assigned_at") or utc_iso(now),
                "started_at": utc_iso(now), "claimed_by": claimer_id(), "attempt": attempt}
@@ -186,7 +188,7 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, p
     report: Report | None = None
     try:
         workspace = task_workspace.create(config.repo, config.git_dir, path, view, branch, base)
-        report = _run_in_workspace(task, deps, cancel, bound, workspace, attempt, plan.routing, slots)
+        report = _run_in_workspace(task, deps, cancel, bound, workspace, attempt, plan.routing, slots, resume)
         return report
     finally:
         task_workspace.remove(path, view)
@@ -212,13 +214,14 @@ def _drop_branch_without_work(repo: Path, branch: str, task_id: str) -> None:
 
 
 def _run_in_workspace(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any,
-                     workspace: Workspace, attempt: int, routing: Routing, slots: _Slots) -> Report:
+                     workspace: Workspace, attempt: int, routing: Routing, slots: _Slots,
+                     resume: questions.Resume | None = None) -> Report:
     config = deps.config
     settings = agent_settings(task, config)
     instructions = _read_instructions(config.repo, settings.instructions)
     prompt = build_prompt(task, instructions=instructions, board_dir=config.daemon.board_dir,
                           roadmap_file=config.daemon.roadmap.file)
-    last, stopped = _try_routes(task, deps, cancel, bound, routing, slots, (prompt, workspace, attempt))
+    last, stopped = _try_routes(task, deps, cancel, bound, routing, slots, (prompt, workspace, attempt), resume)
     if stopped:
         return _requeue(task, deps, "stopped by daemon shutdown", spent=False)
     skipped = [f"{skip.tool}: {skip.reason}" for skip in routing.skipped]
@@ -242,9 +245,11 @@ def _run_in_workspace(task: Task, deps: Collaborators, cancel: threading.Event, 
 
 
 def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, routing: Routing,
-                slots: _Slots, where: tuple[str, Workspace, int]) -> tuple[_Attempt | None, bool]:
-    """Run the chosen route, falling back past provider limits; returns (last run or None, stopped)."""
-    prompt, workspace, attempt = where
+                slots: _Slots, where: tuple[str, Workspace, int],
+                resume: questions.Resume | None = None) -> tuple[_Attempt | None, bool]:
+    """Run the chosen route, falling back past provider limits; returns (last run or None, stopped).
+    With an answered question, the asking tool's session is resumed with the answer when it can be."""
+    task_prompt, workspace, attempt = where
     route = routing.route
     while route is not None:
         wait = slots.take(route.tool_name)
@@ -252,9 +257,14 @@ def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound:
             routing.skip_current(f"at capacity: {wait}", retry_at=deps.clock() + CAPACITY_RETRY_S)
             route = routing.advance_past(route_check(deps))
             continue
+        prompt, session = task_prompt, None
+        if resume is not None:
+            resumable = resume.session_id and resume.tool == route.tool_name and route.tool.resume_argv is not None
+            prompt = resume.resume_prompt() if resumable else resume.fresh_prompt(task_prompt)
+            session = resume.session_id if resumable else None
         try:
             last = _invoke(task, deps, cancel, route, prompt, workspace.path, workspace.branch, attempt,
-                           routing=routing)
+                           routing=routing, session_id=session)
         except ToolUnavailable as exc:
             slots.release(route.tool_name)
             routing.skip_current(f"not installed: {exc}")
@@ -417,6 +427,12 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, works
         return _requeue(task, deps, verdict.message, spent=True)
     if verdict.action == "stopped":
         return _requeue(task, deps, verdict.message, spent=False)
+    if verdict.action == "park":   # the agent asked a question (pipeline.questions): wait for the answer
+        if not deps.fence.still_mine(task.id):
+            return lost(task)
+        bound.info("task.needs_input", question=verdict.message[:200])
+        return park(task, verdict.message, deps.clock(), session_id=verdict.extra.get("session_id"),
+                    tool=str(verdict.extra.get("tool")))
     return _fail(task, deps, verdict.message, kind=verdict.kind, log_path=verdict.log_path, extra=verdict.extra)
 
 

@@ -50,6 +50,8 @@ def _rules(task: Task, board_dir: str, roadmap_file: str) -> str:
         "- Finish with a short summary of what you changed and why.",
         "- If another agent should continue, end with lines `NEXT_AGENT: <name>`, `NEXT_TASK_TITLE: <title>`"
         " and `NEXT_TASK_NOTES: <notes>`.",
+        "- If you cannot go on without a person's answer, make no changes and end with one line"
+        " `NEEDS_INPUT: <your question>`; you will be resumed with the answer.",
     ])
 
 

@@ -11,6 +11,7 @@ in the task's worktree. Actions, in prompt order:
     FAKE exit <code>              exit with <code> after the other actions
     FAKE exit-first <code>        exit with <code> on the first run of this task only
     FAKE say <text...>            print <text> as the final summary
+    FAKE ask-first <question...>  on the first run of this task only: end at once with `NEEDS_INPUT: <question>`
 
 With no action it changes nothing, unless FAKE_DEFAULT_ACTION=write (then it writes fake/<task_id>.txt).
 `--version` prints a version line (for `conveyor doctor`).
@@ -106,11 +107,15 @@ def main(argv: list[str]) -> int:
         directives = [("write", f"fake/{task_id}.txt")]
     said: list[str] = []
     code = 0
+    asks = [arg.strip() for action, arg in directives if action == "ask-first"]
+    if asks and not (out / f"{task_id}.asked").exists():
+        _record(out, task_id, "asked", asks[0])
+        directives, said = [], [f"I need to know this first.\nNEEDS_INPUT: {asks[0]}"]
     for action, arg in directives:
         result = _act(action, arg.strip(), task_id, out, said)
         if result is not None:
             code = result
-    text = "; ".join(said) or "nothing to do"
+    text = "; ".join(said) or "nothing to do"   # a NEEDS_INPUT line stays on a line of its own
     print(_claude_result(text, task_id, code) if as_json else f"fake agent: {text}", flush=True)
     return code
 
