@@ -9,6 +9,9 @@ import stat
 import threading
 from pathlib import Path
 
+import pytest
+import yaml
+
 from conveyor.core import yamlio
 from conveyor.daemon.loop import Daemon
 from tests.conftest import git
@@ -176,3 +179,29 @@ def test_board_files_keep_readable_modes(tmp_path: Path) -> None:
     yamlio.atomic_write(path, "y")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600      # a file's own mode is kept
 
+
+
+def test_the_service_carries_credentials_in_an_owner_only_file_and_uninstall_leaves_nothing(
+        repo: Repo, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    tools = yaml.safe_load((repo.path / "config" / "tools.yaml").read_text(encoding="utf-8"))
+    tools["tools"]["fake"]["credentials_env"] = ["FAKE_API_KEY"]
+    repo.write_config("tools.yaml", yaml.safe_dump(tools))
+    monkeypatch.setenv("FAKE_API_KEY", "sk-fake-not-a-real-key")
+    units = tmp_path / "units"
+    rendered = cli("service", "render", cwd=repo.path).out
+    assert "EnvironmentFile=-" in rendered and "sk-fake" not in rendered
+    assert "Template:" not in rendered and "canonical copy" not in rendered     # notes for users only
+    installed = cli("service", "install", "--no-manager", "--unit-dir", str(units), cwd=repo.path)
+    assert installed.code == 0, installed.err
+    env_file = repo.git_dir / "conveyor" / "service.env"
+    assert "Credentials for the service: FAKE_API_KEY" in installed.out and str(env_file) in installed.out
+    assert "sk-fake" not in installed.out
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert env_file.read_text(encoding="utf-8") == 'FAKE_API_KEY="sk-fake-not-a-real-key"\n'
+    (unit,) = units.glob("*.service")
+    wants = units / "default.target.wants"
+    wants.mkdir()
+    (wants / unit.name).symlink_to(unit)          # what `systemctl --user enable` writes
+    removed = cli("service", "uninstall", "--no-manager", "--unit-dir", str(units), cwd=repo.path)
+    assert removed.code == 0, removed.err
+    assert not unit.exists() and not (wants / unit.name).is_symlink() and not env_file.exists()

@@ -7,11 +7,12 @@ through each tool's `binary` in tools.yaml (a service does not inherit the login
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,9 +32,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 def service_params(config: Config, env: dict[str, str] | os._Environ[str]) -> ServiceParams:
     """The service definition's parameters for this repository, user and configuration."""
     extra = [config.worktrees_dir, config.telemetry_db.parent, config.logs_dir]
-    return default_params(config.repo, env, state_dir=config.state_dir, extra_rw_paths=extra,
-                          drain_grace_s=math.ceil(config.daemon.drain_grace_s),
-                          agent_binaries=agent_binaries(config), config_dir=config.config_dir)
+    params = default_params(config.repo, env, state_dir=config.state_dir, extra_rw_paths=extra,
+                            drain_grace_s=math.ceil(config.daemon.drain_grace_s),
+                            agent_binaries=agent_binaries(config), config_dir=config.config_dir)
+    return dataclasses.replace(params, credentials=credentials(config, env))
+
+
+def credentials(config: Config, env: Mapping[str, str]) -> dict[str, str]:
+    """The credential variables set now that the service needs: the routed tools' and the PR token."""
+    names: list[str] = []
+    for agent in config.agents.values():
+        for entry in (agent.tool, *agent.fallback):
+            tool = config.tools.get(entry.split(":", 1)[0])
+            names.extend(tool.credentials_env if tool is not None else [])
+    if config.daemon.remote.name and config.daemon.pull_requests.enabled:
+        names.append(config.daemon.pull_requests.token_env)
+    return {name: env[name] for name in dict.fromkeys(names) if env.get(name)}
 
 
 def agent_binaries(config: Config) -> list[str]:

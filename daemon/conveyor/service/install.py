@@ -113,6 +113,7 @@ def install(params: ServiceParams, unit_dir: Path, *, start: bool, systemctl: Se
     if launchd:
         activated = _activate_launchd(params, path, start, manager, called=systemctl is not None)
     else:
+        manager.messages.append(_write_credentials(params))
         activated = _activate_systemd(params, start, changed, manager, called=systemctl is not None)
         manager.messages.extend(_linger_messages(linger_dir, user))
     log.info("service.installed", path=str(path), changed=changed, activated=activated)
@@ -131,6 +132,12 @@ def uninstall(params: ServiceParams, unit_dir: Path, *, systemctl: Sequence[str]
         activated = _bootout(params, manager) if launchd else _deactivate_systemd(params, manager)
     path.unlink()
     manager.messages.append(f"Removed {path}")
+    for link in _links_to(path.name, unit_dir):    # `enable` made them; without the manager they would dangle
+        link.unlink()
+        manager.messages.append(f"Removed {link}")
+    if not launchd and params.environment_file.exists():
+        params.environment_file.unlink()
+        manager.messages.append(f"Removed {params.environment_file} (the service's credentials)")
     if systemctl is not None and not launchd:
         activated = manager.step("daemon-reload") and activated
     log.info("service.uninstalled", path=str(path), activated=activated)
@@ -158,6 +165,39 @@ def status(params: ServiceParams, unit_dir: Path, *, systemctl: Sequence[str] | 
     if linger is False:
         messages.extend(_linger_messages(linger_dir, user))
     return ServiceStatus(path, installed, current, enabled, active, linger, tuple(messages))
+
+
+def _links_to(name: str, unit_dir: Path) -> list[Path]:
+    """`*.wants/<name>` and `*.requires/<name>` links in the unit folder (what `systemctl enable` writes)."""
+    return [link for pattern in ("*.wants", "*.requires") for folder in unit_dir.glob(pattern)
+            for link in [folder / name] if link.is_symlink() or link.exists()]
+
+
+def _write_credentials(params: ServiceParams) -> str:
+    """The unit's EnvironmentFile, owner-only: the credential variables the daemon's tools need. Says which."""
+    target = params.environment_file
+    lines = [f'{name}="{_env_file_value(value)}"' for name, value in sorted(params.credentials.items())
+             if "\n" not in value and "\r" not in value]
+    fd = os.open(str(target) + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(str(target) + ".tmp", target)
+    names = ", ".join(sorted(params.credentials))
+    if names:
+        return (f"Credentials for the service: {names}, copied from this shell into {target} (mode 0600, only "
+                "you can read it); the unit reads it at start (EnvironmentFile=). After changing a key, run "
+                "install again or edit that file, then restart the service.")
+    return (f"Credentials for the service: none of the tools' variables is set in this shell, so {target} is "
+            "empty and the agents use their CLI's own login (e.g. `claude login`, `codex login`); set the "
+            "variables and run install again to pass keys instead.")
+
+
+def _env_file_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _write_if_changed(path: Path, data: bytes) -> bool:

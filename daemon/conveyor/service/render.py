@@ -17,7 +17,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,6 +67,13 @@ class ServiceParams:
     hardening: bool = True  # off: the sandbox lines are rendered commented out
     missing_tools: tuple[str, ...] = ()  # agent CLIs not found on PATH (reported, not rendered)
     config_dir: Path | None = None  # a configuration folder other than <repo>/config, passed to `run`
+    # Credential variables for the service's EnvironmentFile (never rendered into the unit itself).
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def environment_file(self) -> Path:
+        """Owner-only file of credential variables the unit reads at start (`service install` writes it)."""
+        return self.state_dir / "service.env"
 
     def __post_init__(self) -> None:
         _check_params(self)
@@ -171,6 +178,7 @@ def render_systemd_unit(params: ServiceParams) -> str:
         exec_start=" ".join(quote_word(arg, command=True) for arg in params.argv),
         working_directory=raw_value(str(params.repo)),
         environment=quote_word(f"PATH={params.path_env}"),
+        environment_file=raw_value(str(params.environment_file)),
         start_timeout_s=params.start_timeout_s,
         watchdog_s=params.watchdog_s,
         restart_s=params.restart_s,
