@@ -9,6 +9,8 @@ Scenarios (scripts/bench.py, issue 6):
   stats_1m_s        `conveyor stats --by model --format json` over 1,000,000 telemetry rows
   cycle_vs_30s      time to claim 1,000 tasks over the seed orchestrator's 30 s cycle budget
   soak              1,000 tasks through one daemon process: open fds and RSS at start and end
+  dashboard         first byte of the board page and SSE event latency after a file move (p50/p95), and
+                    the daemon's idle CPU alone and with a dashboard client connected (scripts/bench_dashboard.py)
 
 `--quick` runs a subset sized to about a minute. Progress goes to stderr; the JSON goes to stdout (and to
 `--out FILE` when given).
@@ -454,7 +456,7 @@ def main() -> int:
              "large_files": 20_000, "flood": 200 if quick else 1000, "parallels": [2] if quick else [1, 2, 4],
              "idle_s": 10.0 if quick else 60.0, "rows": 200_000 if quick else 1_000_000,
              "repeats": 3 if quick else 5}
-    wanted = set(args.only or ["drop", "overhead", "flood", "idle", "stats", "soak"])
+    wanted = set(args.only or ["drop", "overhead", "flood", "idle", "stats", "soak", "dashboard"])
     report: dict[str, Any] = {"machine": machine(), "quick": quick}
     # An installed Conveyor has its bytecode compiled (pip does it at install time); a checkout run with
     # PYTHONDONTWRITEBYTECODE would recompile every module in every `conveyor` process we start.
@@ -488,6 +490,11 @@ def main() -> int:
             report["soak"] = {"tasks": tasks, "fd_start": run["fd_start"], "fd_end": run["fd_end"],
                               "rss_start_mb": run["rss_start_mb"], "rss_end_mb": run["rss_end_mb"],
                               "lost": run["lost"], "doubled": run["doubled"]}
+        if "dashboard" in wanted:
+            from bench_dashboard import bench_dashboard  # scripts/ is on sys.path when run as a script
+
+            report["dashboard"] = bench_dashboard(root, make_repo, drop, 30 if quick else 100,
+                                                  sizes["idle_s"] / 2, percentile, log)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     text = json.dumps(report, indent=2)

@@ -16,7 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.conftest import Repo
+from tests.integration.conftest import DAEMON_YAML, Repo
+from tests.integration.daemon_process import running_daemon
 from tests.integration.dashboard_process import DashboardProcess
 
 
@@ -250,3 +251,20 @@ def test_a_non_loopback_address_is_refused_without_allow_remote(repo: Repo) -> N
                           cwd=repo.path, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     assert "not a loopback address" in done.stderr and "allow_remote" in done.stderr
+
+
+def test_the_daemon_serves_the_dashboard_when_daemon_yaml_says_so(repo: Repo) -> None:
+    repo.write_config("daemon.yaml", DAEMON_YAML + "dashboard: {enabled: true, port: 0}\n")
+    runtime = repo.git_dir / "conveyor" / "dashboard.json"
+    with running_daemon(repo.path) as daemon:
+        daemon.wait_event("dashboard.listening")
+        port = json.loads(runtime.read_text())["port"]
+        assert httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=10).status_code == 401
+        token = (repo.git_dir / "conveyor" / "dashboard.token").read_text().strip()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.get(f"/login?token={token}").status_code == 200
+            assert client.get("/api/status").json()["daemon"]["running"] is True
+        assert daemon.stop() == 0
+    assert not runtime.exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=5)

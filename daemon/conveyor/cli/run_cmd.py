@@ -21,5 +21,11 @@ def command(repo: Path | None, config_dir: Path | None, once: bool, log_level: s
 
     configure_logging(level=log_level, json=json_logs)
     config = load(repo, config_dir)
-    code = Daemon(config, once=once).run()
+    if config.daemon.dashboard.enabled and not once:
+        from conveyor.dashboard.server import beside_daemon
+
+        with beside_daemon(config):
+            code = Daemon(config, once=once).run()
+    else:
+        code = Daemon(config, once=once).run()
     raise click.exceptions.Exit(code)

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +97,32 @@ def serve(config: Config, host: str, port: int, *, allow_remote: bool) -> None:
              login="run `conveyor dashboard --print-url` for the login link")
     with _runtime_file(config, host, actual):
         server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def beside_daemon(config: Config) -> Iterator[None]:
+    """`dashboard: {enabled: true}`: serve the dashboard on a thread of the daemon's process while the block
+    runs. A dashboard that cannot start is logged and the daemon runs without it."""
+    settings = config.daemon.dashboard
+    if not settings.enabled:
+        yield
+        return
+    try:
+        server, sock = build_server(config, settings.host, settings.port, allow_remote=settings.allow_remote)
+    except (DashboardError, OSError) as exc:
+        log.error("dashboard.not_started", error=str(exc), note="the daemon runs without its dashboard")
+        yield
+        return
+    actual = sock.getsockname()[1]
+    with _runtime_file(config, settings.host, actual):
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="conveyor-dashboard",
+                                  daemon=True)
+        thread.start()
+        log.info("dashboard.listening", url=f"http://{settings.host}:{actual}/",
+                 login="run `conveyor dashboard --print-url` for the login link")
+        try:
+            yield
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
