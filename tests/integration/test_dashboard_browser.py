@@ -97,23 +97,27 @@ def test_a_cards_moves_live_while_the_daemon_runs_the_task(repo: Repo, browser: 
     shot(page, "spend")
 
 
-def test_answering_a_question_in_the_page_writes_the_answer(repo: Repo, browser: Browser,
-                                                           dashboard: DashboardProcess) -> None:
-    folder = repo.board / "assigned" / "backend-dev"
-    folder.mkdir(parents=True)
-    path = folder / "ask-browser.yaml"
-    path.write_text(repo.task_text("ask-browser", status="needs_input", attempt=1,
-                                   question="Should the <script>alert(1)</script> cache expire after 5 or 60 minutes?"))
+def test_an_answer_in_the_page_resumes_the_asking_task(repo: Repo, browser: Browser,
+                                                       dashboard: DashboardProcess) -> None:
+    question = "Should the <script>alert(1)</script> cache expire after 5 or 60 minutes?"
+    repo.submit("ask-browser", description=f"FAKE ask-first {question}\nFAKE write cache.txt chosen")
     page = logged_in(browser, dashboard)
-    page.wait_for_selector(card("needs_input", "ask-browser"), timeout=15000)
-    shot(page, "board-needs-input")
-    page.click(f'{card("needs_input", "ask-browser")} a')
-    assert "<script>alert(1)</script>" in page.inner_text("#question")     # shown as text, never run
-    page.fill("#answer", "60 minutes")
-    shot(page, "task-question")
-    page.click("#send-answer")
-    page.wait_for_selector("text=the daemon resumes the agent")
-    assert yaml.safe_load(path.read_text())["answer"] == "60 minutes"
+    with running_daemon(repo.path):
+        page.wait_for_selector(card("needs_input", "ask-browser"), timeout=30000)
+        shot(page, "board-needs-input")
+        page.click(f'{card("needs_input", "ask-browser")} a')
+        assert question in page.inner_text("#question")          # shown as text, never run
+        page.fill("#answer", "60 minutes")
+        shot(page, "task-question")
+        page.click("#send-answer")
+        page.wait_for_selector("text=the daemon resumes the agent")
+        page.click("text=Board")
+        page.wait_for_selector("body.is-live")
+        page.wait_for_selector(card("done", "ask-browser"), timeout=60000)   # resumed and finished, live
+        shot(page, "board-answered-done")
+    document = repo.done_doc("ask-browser")
+    assert document["status"] == "done" and document["questions"][0]["answer"] == "60 minutes"
+    assert "Answer: 60 minutes" in repo.agent_prompt("ask-browser")
 
 
 class _Attacker(BaseHTTPRequestHandler):
