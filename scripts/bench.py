@@ -4,6 +4,8 @@
 Scenarios (scripts/bench.py, issue 6):
   drop_to_spawn_ms  a task renamed into inbox/ → the agent process starts, next to a bare watchdog observer
   overhead          full pipeline per task with a no-op agent, next to a bare-git shell loop (small, 20k files)
+  workspace         making and removing a task's workspace (a repository of its own, issue 14) next to a
+                    linked `git worktree add` + `worktree remove` of the same commit (small, 20k files)
   flood             1,000 tasks dropped at once, max_parallel 1/2/4: time to claim all, tasks/s, lost, doubled
   idle              CPU and peak RSS of `conveyor run` for 60 s with an empty inbox and 1,000 tasks in done/
   stats_1m_s        `conveyor stats --by model --format json` over 1,000,000 telemetry rows
@@ -49,6 +51,7 @@ from conveyor.core.logs import configure_logging
 from conveyor.daemon.loop import Daemon
 from conveyor.setup.init_repo import init_repository
 from conveyor.workspace import git as conveyor_git
+from conveyor.workspace import task_workspace
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost", "GIT_COMMITTER_NAME": "bench",
            "GIT_COMMITTER_EMAIL": "bench@localhost"}
@@ -274,6 +277,63 @@ def bench_overhead(root: Path, files: int, rounds: int, per_round: int) -> dict[
             "ratio_by_round": [round(c / f, 3) for c, f in zip(conveyor_s, floor_s, strict=True)]}
 
 
+# ---------------------------------------------------------------- 2b. workspace creation
+def bench_workspace(root: Path, files: int, rounds: int) -> dict[str, Any]:
+    """Create and remove one task workspace, alternating with a linked worktree of the same commit.
+
+    Both check out every file once (the workspace with `read-tree -u` through the daemon's view, the
+    worktree with `worktree add`); the workspace then writes a few small files for the agent's own `.git`
+    and copies the index, and is removed with a plain recursive delete instead of `worktree remove`. Rounds
+    alternate who goes first, for the same reason as the overhead scenario (disk drift on a shared host).
+    """
+    log(f"workspace: {rounds} rounds of create + remove on a {files}-file repository, beside git worktree")
+    repo = make_repo(root, files)
+    git_dir = repo / ".git"
+    places = root / f"workspace-bench-{files}"
+    places.mkdir()
+
+    def workspace_round(index: int) -> tuple[float, float]:
+        path, view = places / f"ws{index}", places / f"view{index}"
+        started = time.perf_counter()
+        task_workspace.create(repo, git_dir, path, view, f"conveyor/ws{index}", "main")
+        made = time.perf_counter()
+        task_workspace.remove(path, view)
+        return made - started, time.perf_counter() - made
+
+    def worktree_round(index: int) -> tuple[float, float]:
+        path = places / f"wt{index}"
+        started = time.perf_counter()
+        git(repo, "worktree", "add", "-q", "-b", f"floor/wt{index}", str(path), "main")
+        made = time.perf_counter()
+        git(repo, "worktree", "remove", "--force", str(path))
+        return made - started, time.perf_counter() - made
+
+    workspace_s: list[tuple[float, float]] = []
+    worktree_s: list[tuple[float, float]] = []
+    for index in range(rounds + 1):   # round 0 warms the page cache and is not counted
+        if index % 2:
+            pair = (workspace_round(index), worktree_round(index))
+        else:
+            second = worktree_round(index)
+            pair = (workspace_round(index), second)
+        if index:
+            workspace_s.append(pair[0])
+            worktree_s.append(pair[1])
+
+    def median(values: list[tuple[float, float]], which: int) -> float:
+        return statistics.median(value[which] for value in values)
+
+    def total(values: list[tuple[float, float]]) -> float:
+        return statistics.median(sum(value) for value in values)
+
+    return {"files": files, "rounds": rounds,
+            "workspace_create_s": round(median(workspace_s, 0), 4), "worktree_add_s": round(median(worktree_s, 0), 4),
+            "workspace_remove_s": round(median(workspace_s, 1), 4),
+            "worktree_remove_s": round(median(worktree_s, 1), 4),
+            "create_ratio": round(median(workspace_s, 0) / median(worktree_s, 0), 3),
+            "create_and_remove_ratio": round(total(workspace_s) / total(worktree_s), 3)}
+
+
 # ---------------------------------------------------------------- 3. flood (+ 6. cycle, 7. soak)
 @contextlib.contextmanager
 def daemon_process(repo: Path) -> Iterator[psutil.Process]:
@@ -456,7 +516,7 @@ def main() -> int:
              "large_files": 20_000, "flood": 200 if quick else 1000, "parallels": [2] if quick else [1, 2, 4],
              "idle_s": 10.0 if quick else 60.0, "rows": 200_000 if quick else 1_000_000,
              "repeats": 3 if quick else 5}
-    wanted = set(args.only or ["drop", "overhead", "flood", "idle", "stats", "soak", "dashboard"])
+    wanted = set(args.only or ["drop", "overhead", "workspace", "flood", "idle", "stats", "soak", "dashboard"])
     report: dict[str, Any] = {"machine": machine(), "quick": quick}
     # An installed Conveyor has its bytecode compiled (pip does it at install time); a checkout run with
     # PYTHONDONTWRITEBYTECODE would recompile every module in every `conveyor` process we start.
@@ -473,6 +533,10 @@ def main() -> int:
             report["overhead"] = {"small": bench_overhead(root, 10, sizes["small_rounds"], 10)}
             if not quick:
                 report["overhead"]["large"] = bench_overhead(root, sizes["large_files"], sizes["large_tasks"], 1)
+        if "workspace" in wanted:
+            report["workspace"] = {"small": bench_workspace(root, 10, 6 if quick else 20)}
+            if not quick:
+                report["workspace"]["large"] = bench_workspace(root, sizes["large_files"], 4)
         if "flood" in wanted:
             report["flood"] = bench_flood(root, sizes["flood"], sizes["parallels"])
             claim = report["flood"]["claim_all_s"]

@@ -314,3 +314,61 @@ def test_nul_and_escape_sequences_in_the_final_message_are_dropped_and_the_work_
         assert not any(ord(char) < 32 and char not in "\n\t" for char in text), repr(text)
         assert "\x7f" not in text and not any(0x80 <= ord(char) <= 0x9f for char in text)
     world.assert_no_env_leaked("t-nul")
+
+
+# ------------------------------------------------------------------ intake closes holes
+@pytest.mark.parametrize("task_id", ["x..y", "abc.lock", "ends."])
+def test_an_id_git_refuses_as_a_branch_is_rejected_at_intake_with_the_fix(world: World, task_id: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = world.repo
+    repo.submit(task_id, description="HOSTILE write a.txt x")
+    world.run(monkeypatch)
+    report = repo.rejected_report(f"{task_id}.yaml")
+    assert f"conveyor/{task_id}" in json.dumps(report)
+    assert not (world.out / f"{task_id}.env.json").exists()      # no agent ran
+    assert repo.branches() == ["main"]
+
+
+def test_a_change_inside_a_submodule_is_refused_by_name(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = world.repo
+    library = world.root / "library"
+    library.mkdir()
+    git(library, "init", "-q", "-b", "main")
+    (library / "lib.txt").write_text("library\n")
+    git(library, "add", "lib.txt")
+    git(library, "-c", "user.name=u", "-c", "user.email=u@localhost", "commit", "-q", "-m", "lib")
+    repo.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "vendor/lib")
+    repo.git("commit", "-q", "-m", "vendor the library")
+    before = snapshot(repo.path)
+    repo.submit("t-sub", description="HOSTILE write vendor/lib/patched.txt into the submodule\n"
+                                     "HOSTILE write a.txt outside")
+    world.run(monkeypatch)
+    document = repo.done_doc("t-sub")
+    assert document["status"] == "error"
+    assert document["error"]["kind"] == "submodule"
+    assert "'vendor/lib'" in document["error"]["message"]
+    assert "conveyor/t-sub" not in repo.branches()
+    assert snapshot(repo.path) == before
+
+
+# ------------------------------------------------------------------ what the daemon keeps is private
+def test_state_files_and_folders_are_owner_only_whatever_the_umask(world: World,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = world.repo
+    repo.write_config("daemon.yaml", DAEMON_YAML + "privacy: full\n")
+    repo.submit("t-private", description="HOSTILE write a.txt x")
+    old = os.umask(0o022)
+    try:
+        world.run(monkeypatch)
+    finally:
+        os.umask(old)
+    assert repo.done_doc("t-private")["status"] == "done"
+    config = repo.config()
+    folders = [config.state_dir, config.logs_dir, config.logs_dir / "t-private", config.worktrees_dir,
+               config.state_dir / "agents"]
+    files = [config.telemetry_db, *(config.logs_dir / "t-private").iterdir()]
+    assert len(files) > 1
+    for folder in folders:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from conveyor.core.errors import Problem, TaskFileError
 from conveyor.core.task import (
     SAFE_NAME,
+    branch_name_problem,
     is_task_name,
     line_of,
     new_task_document,
@@ -175,6 +177,29 @@ def test_unsafe_ids_are_refused(tmp_path: Path, bad_id: str) -> None:
     unsafe = [p for p in problems if "not a safe id" in p.message]
     assert unsafe and unsafe[0].field == "id" and unsafe[0].line == 1
     assert "letters, digits" in unsafe[0].fix
+
+
+@pytest.mark.parametrize("bad_id", ["x..y", "abc.lock", "trailing.", "a...b"])
+def test_ids_git_refuses_as_a_branch_name_are_refused_with_the_fix(tmp_path: Path, bad_id: str) -> None:
+    (problem,) = problems_of(write(tmp_path, f"{bad_id}.yaml", f"id: {bad_id}\nagent: a\n"))
+    assert problem.field == "id" and problem.line == 1
+    assert f"conveyor/{bad_id}" in problem.message
+    assert "rename the file" in problem.fix
+
+
+@pytest.mark.parametrize("task_id", ["x..y", "abc.lock", "trailing.", "a...b", "ok.lockfile", "v1.2", "a.b-c_d",
+                                     "x.lock.y", "Z9", "dots.ok"])
+def test_the_branch_rule_agrees_with_git_itself(task_id: str) -> None:
+    git_says = subprocess.run(["git", "check-ref-format", "--branch", f"conveyor/{task_id}"], capture_output=True,
+                              check=False).returncode == 0
+    assert (branch_name_problem(task_id) is None) == git_says
+
+
+@pytest.mark.parametrize("title", ['""', "'   '", "", "\"\\e[0m\\t\""])
+def test_a_blank_title_is_refused_with_the_fix(tmp_path: Path, title: str) -> None:
+    (problem,) = problems_of(write(tmp_path, "t.yaml", f"id: t\nagent: a\ntitle: {title}\n"))
+    assert problem.field == "title" and problem.line == 3
+    assert problem.message.endswith("is blank") and "one-line title" in problem.fix
 
 
 @pytest.mark.parametrize("bad_agent", ["../x", "a/b", ".hidden", "back end", "x\\y", ""])

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from conveyor.core import yamlio
 from conveyor.core.errors import Problem, TaskFileError
+from conveyor.core.printable import printable
 
 
 class TaskStatus(StrEnum):
@@ -243,15 +244,37 @@ def _identity_errors(name: str, document: dict[str, Any], text: str, path: Path,
         if not SAFE_NAME.match(task_id):
             problems.append(Problem(name, f"{task_id!r} is not a safe id", f"use only {SAFE_NAME_RULE}",
                                     field="id", line=line_of(text, "id")))
+        else:
+            why = branch_name_problem(task_id)
+            if why is not None:
+                problems.append(Problem(name, f"{task_id!r} cannot be part of the branch name conveyor/{task_id} "
+                                        f"({why})", "rename the file and its `id:` without '..', a trailing '.' "
+                                        "or a trailing '.lock'", field="id", line=line_of(text, "id")))
         wanted = expected_id if expected_id is not None else task_id_from_path(path)
         if task_id != wanted:
             problems.append(Problem(name, f"is {task_id!r} but the file is named {path.name!r}",
                                     f"rename the file to {task_id}.yaml or set `id: {wanted}`",
                                     field="id", line=line_of(text, "id")))
+    title = document.get("title")
+    if "title" in document and (title is None or (isinstance(title, str) and not printable(title).split())):
+        problems.append(Problem(name, "is blank", "write a one-line title, or leave `title:` out for the id to "
+                                "stand in", field="title", line=line_of(text, "title")))
     if isinstance(agent, str) and not SAFE_NAME.match(agent):
         problems.append(Problem(name, f"{agent!r} is not a safe agent name", f"use only {SAFE_NAME_RULE}",
                                 field="agent", line=line_of(text, "agent")))
     return problems
+
+
+def branch_name_problem(task_id: str) -> str | None:
+    """Why `conveyor/<task_id>` breaks git's ref name rules (`git check-ref-format`), for an id that is
+    already a SAFE_NAME (so only these can fail); None when git accepts it."""
+    if ".." in task_id:
+        return "git refuses '..' in a branch name"
+    if task_id.endswith(".lock"):
+        return "git refuses a branch name ending in '.lock'"
+    if task_id.endswith("."):
+        return "git refuses a branch name ending in '.'"
+    return None
 
 
 def _warnings(name: str, document: dict[str, Any], text: str) -> list[Problem]:

@@ -25,6 +25,7 @@ from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.coordination import open_coordinator
 from conveyor.core.errors import ConveyorError
+from conveyor.core.private import private_dir
 from conveyor.core.state_files import LOCK_FILE
 from conveyor.core.task import Task
 from conveyor.core.timeutil import Clock, utc_iso
@@ -142,7 +143,7 @@ class Daemon(_Control):
     def run(self) -> int:
         """Serve until stopped; returns a process exit code."""
         self.layout.ensure()
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.state_dir, self.config.logs_dir)   # telemetry, transcripts, pid notes
         with self.coordination.hold():   # the host lock; in a fleet also membership and the heartbeat
             _install_signal_handlers(self)
             self._recover()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import structlog
 
+from conveyor.core.private import open_private, private_dir
 from conveyor.runner.process import live_members
 
 log = structlog.get_logger("conveyor.runner.pids")
@@ -42,8 +43,10 @@ class AgentRecords:
         self.folder = folder
 
     def add(self, task_id: str, pid: int) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"{task_id}.pid").write_text(f"{pid} {process_start_time(pid) or '-'}\n")
+        private_dir(self.folder)
+        fd = open_private(self.folder / f"{task_id}.pid", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with open(fd, "w", encoding="utf-8") as note:
+            note.write(f"{pid} {process_start_time(pid) or '-'}\n")
 
     def remove(self, task_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -40,6 +40,7 @@ from typing import BinaryIO
 import structlog
 
 from conveyor.core.errors import ConveyorError
+from conveyor.core.private import open_private, private_dir
 from conveyor.runner.types import ProcessResult, ProcessSpec
 
 log = structlog.get_logger()
@@ -268,8 +269,9 @@ class _Pump:
 
 def _open_log(path: Path) -> BinaryIO:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "wb", buffering=0)  # the caller closes it
+        private_dir(path.parent)   # transcripts are private (prompts, code, whatever the agent printed)
+        fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        return open(fd, "wb", buffering=0)  # the caller closes it
     except OSError as exc:
         raise SpawnError(f"cannot open the log file {path}: {exc.strerror or exc}") from exc
 

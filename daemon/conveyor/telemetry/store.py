@@ -20,6 +20,7 @@ from typing import Any
 
 from conveyor.core.disk_trouble import disk_state
 from conveyor.core.errors import ConveyorError
+from conveyor.core.private import private_file
 from conveyor.runner.types import Tokens
 from conveyor.telemetry.schema import rollup_statements
 
@@ -178,8 +179,9 @@ class Telemetry:
     def _initialise(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)   # before SQLite makes it 0644; its -wal and -shm files copy this mode
         except OSError as exc:
-            raise TelemetryError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+            raise TelemetryError(f"cannot create {self.path}: {exc.strerror}") from exc
         with self.connect() as conn:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:

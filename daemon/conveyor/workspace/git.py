@@ -88,9 +88,7 @@ def version() -> tuple[int, ...]:
 def _rev_parse(start: Path, *args: str) -> list[str]:
     """`git rev-parse ARGS` in `start`, one output line per answer.
 
-    A plain subprocess rather than GitPython: finding the repository is the first thing every command
-    does, and the read-only ones (`stats`, `status`, `task validate`) should not import GitPython (~60 ms)
-    just for this.
+    Separate from `execute` because its failures mean "not a repository here", said as such.
     """
     try:
         done = subprocess.run(["git", *_SAFE_CONFIG, "rev-parse", *args], cwd=start, capture_output=True,
@@ -159,7 +157,7 @@ def base_not_ready(repo: Path, base: str, git_dir: Path) -> str | None:
 def _worktree_lock(repo: Path) -> Iterator[None]:
     """Worker threads take turns at `git worktree add/remove/prune`: run at once, git reads or prunes the
     half-written admin folder of another worktree ("failed to read .git/worktrees/<x>/commondir")."""
-    fd = os.open(common_git_dir(repo) / "conveyor-worktrees.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(common_git_dir(repo) / "conveyor-worktrees.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from conveyor.core.errors import GitError
 from conveyor.core.printable import printable
+from conveyor.core.private import private_dir
 from conveyor.workspace import git
 
 VIEWS = "workspaces"   # <state_dir>/workspaces/<task id>/: the daemon's own git dir for a task's workspace
@@ -105,13 +106,6 @@ def create(repo: Path, git_dir: Path, path: Path, view: Path, branch: str, base_
     _write_agent_repo(workspace, object_format)
     return Workspace(repo=repo, path=path, view=view, objects=objects, base=base, branch=branch,
                      identity=workspace.identity, gitlinks=gitlinks)
-
-
-def private_dir(path: Path) -> Path:
-    """`path` as a folder only its owner can enter (0700 whatever the umask); its parents as mkdir makes them."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
 
 
 def _write_view(view: Path, git_dir: Path, object_format: str) -> None:
