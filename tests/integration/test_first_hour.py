@@ -205,3 +205,10 @@ def test_the_service_carries_credentials_in_an_owner_only_file_and_uninstall_lea
     removed = cli("service", "uninstall", "--no-manager", "--unit-dir", str(units), cwd=repo.path)
     assert removed.code == 0, removed.err
     assert not unit.exists() and not (wants / unit.name).is_symlink() and not env_file.exists()
+
+
+def test_an_artefact_the_agent_never_made_is_named_in_the_result(repo: Repo) -> None:
+    repo.submit("half", description="FAKE write src/a.txt a", artefacts=["src/a.txt", "src/b.txt"])
+    repo.run_once()
+    result = repo.done_doc("half")["result"]
+    assert result["artefacts_missing"] == ["src/b.txt"]

@@ -91,8 +91,10 @@ def _tables(data: dict[str, list[dict[str, Any]]]) -> None:
         if not rows:
             out.print(f"By {group}: no invocations in this period")
             continue
-        out.print(_table(f"By {group}: runs and cost", group, rows, [
-            ("runs", lambda r: _count(r["invocations"])), ("ok %", lambda r: _percent(r["success_rate"])),
+        out.print(_table(f"By {group}: runs and cost (run ok = the agent CLI ended normally, whatever the "
+                         "checks said)", group, rows, [
+            # "run ok": the CLI ended normally; the task may still have failed its checks (`conveyor status`)
+            ("runs", lambda r: _count(r["invocations"])), ("run ok %", lambda r: _percent(r["success_rate"])),
             ("USD", lambda r: _money(r["cost_usd"])), ("p50 s", lambda r: _seconds(r["p50_s"])),
             ("p95 s", lambda r: _seconds(r["p95_s"]))]))
         if group in stats.OUTCOME_GROUPS:

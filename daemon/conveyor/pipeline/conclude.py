@@ -398,6 +398,9 @@ def _commit_and_publish(job: Job, runs: list[Run], changed: list[str], checks: l
     job.telemetry.record_result(last.row_id, commit_sha=sha, pr_url=published.pr_url, branch=job.branch)
     result = result_block(runs, branch=job.branch, changed=changed, checks=check_dicts, skipped=job.skipped)
     result.update({"commit": sha, "pr_url": published.pr_url, "publish": published.message})
+    missing = _missing_artefacts(job, changed, sha)
+    if missing:   # named by the task, neither changed nor present: a reviewer should know before merging
+        result["artefacts_missing"] = missing
     if rounds_used:
         result["verify_rounds"] = rounds_used
     if partial_reason:
@@ -407,3 +410,16 @@ def _commit_and_publish(job: Job, runs: list[Run], changed: list[str], checks: l
     if extra_labels:
         result["labels"] = list(dict.fromkeys(extra_labels))
     return Verdict("finish", result=result)
+
+
+def _missing_artefacts(job: Job, changed: Sequence[str], sha: str) -> list[str]:
+    """Artefacts the task names (plain paths, not patterns) that the change neither touched nor holds: read
+    from the commit, never from the agent's working tree."""
+    names = [name for name in job.task.artefacts if not any(ch in name for ch in "*?[") and name not in changed]
+    if not names:
+        return []
+    try:
+        present = set(git.run(job.workspace.repo, "ls-tree", "-r", "--name-only", sha, "--", *names).splitlines())
+    except ConveyorError:
+        return []
+    return [name for name in names if name not in present]

@@ -193,8 +193,12 @@ class RoadmapSync:
         if status == "done":
             line = self._review_status(task, result)
         else:
-            message = str(_mapping(task.data.get("error")).get("message") or "no reason recorded")
-            line = status_blocked(f"task {task.id} failed: {message}")
+            error = _mapping(task.data.get("error"))
+            message = str(error.get("message") or "no reason recorded")
+            if error.get("kind") == "no_changes":   # `expect_changes` is task-file advice; an item has no place for it
+                message = "the agent changed no file; say in the item what should change"
+            line = status_blocked(f"task {task.id} failed: {message}; run it again with "
+                                  f"`conveyor task retry {task.id}`")
         self._write(_locate_task(task.id, None), line, task.agent, task.id)
 
     def _review_status(self, task: Task, result: Mapping[str, Any]) -> str:
