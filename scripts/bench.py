@@ -13,6 +13,8 @@ Scenarios (scripts/bench.py, issue 6):
   soak              1,000 tasks through one daemon process: open fds and RSS at start and end
   dashboard         first byte of the board page and SSE event latency after a file move (p50/p95), and
                     the daemon's idle CPU alone and with a dashboard client connected (scripts/bench_dashboard.py)
+  fleet             1, 2 and 3 daemons on one board through PostgreSQL (1 s no-op agent, max_parallel 4):
+                    tasks/s and speed-up; claim latency p50/p95 (scripts/bench_fleet.py)
 
 `--quick` runs a subset sized to about a minute. Progress goes to stderr; the JSON goes to stdout (and to
 `--out FILE` when given).
@@ -505,6 +507,14 @@ def machine() -> dict[str, Any]:
             "git": git(Path.cwd(), "--version").strip(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def fleet_scenario(report: dict[str, Any], wanted: set[str], root: Path, quick: bool) -> None:
+    if "fleet" in wanted:
+        log("fleet: 1, 2 and 3 daemons through one PostgreSQL server")
+        from bench_fleet import bench_fleet  # beside this script; it needs psycopg and the server binaries
+
+        report["fleet"] = bench_fleet(root, quick)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a subset sized to about a minute")
@@ -516,7 +526,8 @@ def main() -> int:
              "large_files": 20_000, "flood": 200 if quick else 1000, "parallels": [2] if quick else [1, 2, 4],
              "idle_s": 10.0 if quick else 60.0, "rows": 200_000 if quick else 1_000_000,
              "repeats": 3 if quick else 5}
-    wanted = set(args.only or ["drop", "overhead", "workspace", "flood", "idle", "stats", "soak", "dashboard"])
+    wanted = set(args.only or ["drop", "overhead", "workspace", "flood", "idle", "stats", "soak", "dashboard",
+                               "fleet"])
     report: dict[str, Any] = {"machine": machine(), "quick": quick}
     # An installed Conveyor has its bytecode compiled (pip does it at install time); a checkout run with
     # PYTHONDONTWRITEBYTECODE would recompile every module in every `conveyor` process we start.
@@ -559,6 +570,7 @@ def main() -> int:
 
             report["dashboard"] = bench_dashboard(root, make_repo, drop, 30 if quick else 100,
                                                   sizes["idle_s"] / 2, percentile, log)
+        fleet_scenario(report, wanted, root, quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     text = json.dumps(report, indent=2)
