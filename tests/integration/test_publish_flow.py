@@ -3,14 +3,18 @@ idempotent across a crash, partial work as a draft, and a local branch when ther
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from conveyor.core.errors import ConfigError
 from conveyor.core.task import parse_task
+from conveyor.daemon.status import collect_status
+from conveyor.pipeline.republish import retry_publications
 from conveyor.publish.task_branch import commit_message
 from conveyor.workspace import git as cgit
 from tests.integration.gate_support import (
@@ -265,3 +269,66 @@ def test_a_verify_command_that_cannot_be_split_is_a_config_error(project: Projec
         project.repo.config()
     (problem,) = caught.value.problems
     assert "verify" in (problem.field or "") and "close the quotes" in problem.message
+
+
+# ------------------------------------------------------------------ publishing never fails finished work
+def _pending(project: Project, task_id: str) -> dict[str, Any]:
+    document = project.repo.done_doc(task_id)
+    assert document["status"] == "done", document.get("error")
+    return dict(document["result"])
+
+
+def test_a_github_outage_after_the_push_leaves_the_task_done_and_a_retry_opens_the_pull_request(
+        project: Project, github: FakeGitHub) -> None:
+    github.fail_next(502, method="POST", path_contains="/pulls")
+    project.script("t-outage", [WORK])
+    project.repo.submit("t-outage", description="Add main")
+    project.run()
+
+    result = _pending(project, "t-outage")
+    assert result["publish_pending"] == "pull_request" and result["pr_url"] is None
+    assert "conveyor/t-outage" in project.remote_branches()
+    status = collect_status(project.repo.config(), time.time())
+    assert [(row["id"], row["pending"]) for row in status.pending_publications] == [("t-outage", "pull_request")]
+
+    github.fail_next(502, method="POST", path_contains="/pulls")   # still down at the first retry
+    assert retry_publications(project.repo.config(), {TOKEN_ENV: TOKEN}) == []
+    assert _pending(project, "t-outage")["publish_pending"] == "pull_request"
+
+    project.run()                                                     # a restart retries at once
+    result = _pending(project, "t-outage")
+    (pull,) = github.pulls_for(GH_REPO, "conveyor/t-outage")
+    assert "publish_pending" not in result and result["pr_url"].endswith(f"/pull/{pull.number}")
+    assert "opened pull request" in result["publish"]
+    assert collect_status(project.repo.config(), time.time()).pending_publications == []
+
+
+def test_an_answer_the_client_cannot_read_is_not_an_internal_error_and_the_retry_finds_the_pull_request(
+        project: Project, github: FakeGitHub) -> None:
+    github.drop_from_next("number", "html_url", "url", "state", method="POST", path_contains="/pulls")
+    project.script("t-garbled", [WORK])
+    project.repo.submit("t-garbled", description="Add main")
+    project.run()
+
+    result = _pending(project, "t-garbled")
+    assert result.get("publish_pending") == "pull_request", (result["publish"], result["pr_url"])
+    assert "could not be" in result["publish"]
+    assert retry_publications(project.repo.config(), {TOKEN_ENV: TOKEN}) == ["t-garbled"]
+    (pull,) = github.pulls_for(GH_REPO, "conveyor/t-garbled")          # found by head branch, not opened twice
+    result = _pending(project, "t-garbled")
+    assert "publish_pending" not in result and result["pr_url"].endswith(f"/pull/{pull.number}")
+    assert f"pull request #{pull.number} already existed" in result["publish"]
+
+
+def test_a_person_stops_the_retries(project: Project, github: FakeGitHub) -> None:
+    github.fail_next(503, method="POST", path_contains="/pulls")
+    project.script("t-stop", [WORK])
+    project.repo.submit("t-stop", description="Add main")
+    project.run()
+    path = project.repo.path / "work" / "collaboration" / "done" / "backend-dev" / "t-stop.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["result"]["publish_stop"] = True
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    before = len(github.requests)
+    assert retry_publications(project.repo.config(), {TOKEN_ENV: TOKEN}) == []
+    assert len(github.requests) == before and github.pulls_for(GH_REPO, "conveyor/t-stop") == []

@@ -79,6 +79,7 @@ class _Injection:
     message: str | None
     delay_s: float
     action: Callable[[], object] | None = None
+    drop_fields: tuple[str, ...] = ()
 
     def matches(self, method: str, path: str) -> bool:
         return (self.remaining > 0 and (self.method is None or self.method == method)
@@ -202,6 +203,13 @@ class FakeGitHub:
         with self._lock:
             self._injections.append(_Injection(None, count, method, path_contains, None, seconds))
 
+    def drop_from_next(self, *fields: str, count: int = 1, method: str | None = None,
+                       path_contains: str | None = None) -> None:
+        """Handle the next matching request for real but leave `fields` out of the answer: a server (or
+        proxy) whose answer the client cannot read, after the change already happened."""
+        with self._lock:
+            self._injections.append(_Injection(None, count, method, path_contains, None, 0.0, drop_fields=fields))
+
     def run_before_next(self, action: Callable[[], object], *, count: int = 1, method: str | None = None,
                         path_contains: str | None = None) -> None:
         """Call `action` just before handling the next matching request: another client acting at
@@ -231,7 +239,10 @@ class FakeGitHub:
                 return injection.status, _error(message), {}
         if not authorized:
             return 401, _error("Bad credentials"), {}
-        return self._route(method, path, query, payload)
+        status, answer, headers = self._route(method, path, query, payload)
+        if injection is not None and injection.drop_fields and isinstance(answer, dict):
+            answer = {key: value for key, value in answer.items() if key not in injection.drop_fields}
+        return status, answer, headers
 
     def _record(self, request: RecordedRequest) -> _Injection | None:
         with self._lock:

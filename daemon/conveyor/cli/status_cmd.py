@@ -77,6 +77,8 @@ def _print(status: BoardStatus) -> None:
     _table(out, "Done (latest)", status.done, [("id", "task"), ("branch", "branch"), ("commit", "commit"),
                                               ("cost_usd", "USD")])
     _table(out, "Errors", status.errors[:10], [("id", "task"), ("message", "error")])
+    _table(out, "Publishing pending (retried periodically)", status.pending_publications[:10],
+           [("id", "task"), ("pending", "pending"), ("publish", "why")])
     _table(out, "Rejected", status.rejected[:10], [("file", "file"), ("problem", "problem")])
 
 

@@ -36,6 +36,7 @@ from conveyor.daemon.lock import DaemonLock
 from conveyor.daemon.periodic import Periodic
 from conveyor.daemon.ready_queue import ReadyQueue, signature
 from conveyor.daemon.reload import reloaded
+from conveyor.daemon.republisher import REPUBLISH_EVERY_MIN, Republisher
 from conveyor.daemon.snapshot import SnapshotWriter
 from conveyor.daemon.upkeep import Snapshot, Upkeep
 from conveyor.daemon.watcher import InboxWatch
@@ -233,6 +234,8 @@ class Daemon(_Control):
                             lambda: recovery.reap_worktrees(self.config, keep=set(self._running)))
         self.periodic.every("outcomes", OUTCOMES_EVERY_MIN * 60, self._detect_outcomes)
         self.periodic.every("questions", parked.CHECK_EVERY_S, self._check_parked, at_start=True)
+        self.periodic.every("publish-retry", REPUBLISH_EVERY_MIN * 60,
+                            Republisher(self._executor, lambda: self.config, self.env), at_start=True)
         self.upkeep.start(self.periodic, self.wake, watch=self.watch)
         self.periodic.start_timer(self.wake)
 

@@ -41,6 +41,7 @@ class BoardStatus:
     errors: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     paused_tools: list[dict[str, Any]] = field(default_factory=list)
+    pending_publications: list[dict[str, Any]] = field(default_factory=list)   # done, push or PR still owed
     counts: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -162,6 +163,10 @@ def _finished(layout: BoardLayout, status: BoardStatus) -> None:
                                   "message": str(error.get("message", ""))[:200], "log": error.get("log")})
         else:
             result = _mapping(document.get("result"))
+            if result.get("publish_pending") and not result.get("publish_stop"):
+                status.pending_publications.append({"id": path.stem, "agent": path.parent.name,
+                                                    "pending": result.get("publish_pending"),
+                                                    "publish": str(result.get("publish") or "")[:200]})
             done.append((completed, {"id": path.stem, "agent": path.parent.name, "completed_at": completed,
                                      "branch": result.get("branch"), "commit": (result.get("commit") or "")[:10],
                                      "cost_usd": result.get("cost_usd")}))

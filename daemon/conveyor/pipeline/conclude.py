@@ -401,6 +401,8 @@ def _commit_and_publish(job: Job, runs: list[Run], changed: list[str], checks: l
     missing = _missing_artefacts(job, changed, sha)
     if missing:   # named by the task, neither changed nor present: a reviewer should know before merging
         result["artefacts_missing"] = missing
+    if published.pending:
+        result["publish_pending"] = published.pending
     if rounds_used:
         result["verify_rounds"] = rounds_used
     if partial_reason:

@@ -172,6 +172,8 @@ def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemet
                               branch=branch, changed=files)
     result.update({"commit": sha, "pr_url": published.pr_url, "publish": published.message, "checks": checks,
                    "recovered": "committed before a restart; published by start-up recovery"})
+    if published.pending:
+        result["publish_pending"] = published.pending
     if partial:
         result.update({"partial": True, "partial_reason": partial})
     if review:

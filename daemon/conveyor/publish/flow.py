@@ -53,6 +53,7 @@ class Published:
     pr_url: str | None = None
     pushed: bool = False
     pull_request: PullRequestRef | None = None
+    pending: str | None = None      # "push" or "pull_request": what the periodic retry still owes
 
 
 def destination(repo: Path, settings: DaemonSettings) -> Destination:
@@ -81,7 +82,8 @@ def publish(repo: Path, settings: DaemonSettings, env: Mapping[str, str], where:
     except GitError as exc:
         reason = _URL_CREDENTIALS.sub(r"\1***@", str(exc))
         bound.error("publish.push_failed", remote=where.remote, error=reason)
-        return Published(f"not pushed to '{where.remote}' ({reason}); the branch stays local")
+        return Published(f"not pushed to '{where.remote}' ({reason}); the branch stays local until a retry "
+                         "succeeds", pending="push")
     bound.info("publish.pushed", remote=where.remote)
     pushed = f"pushed to '{where.remote}'"
     missing = why_no_pull_request(settings, env, where)
@@ -118,7 +120,13 @@ def _open(settings: DaemonSettings, token: str, github_repo: str, request: Publi
     except GitHubError as exc:
         log.error("publish.pull_request_failed", branch=request.branch, error=str(exc),
                   transient=exc.transient)
-        return Published(f"{pushed}; the pull request could not be opened: {exc}", pushed=True)
+        return Published(f"{pushed}; the pull request could not be opened: {exc}", pushed=True,
+                         pending="pull_request")
+    except Exception as exc:   # an answer the client cannot read: the commit is pushed, the work is done
+        log.exception("publish.pull_request_unreadable", branch=request.branch)
+        return Published(f"{pushed}; the pull request could not be confirmed: GitHub's answer could not be read "
+                         f"({type(exc).__name__}); it is looked for again later", pushed=True,
+                         pending="pull_request")
     if ref.created:
         said = f"opened {'draft ' if ref.draft else ''}pull request #{ref.number}"
     else:

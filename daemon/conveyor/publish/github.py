@@ -275,6 +275,13 @@ def _state(pull: PullRequest) -> PullState:
 
 
 def _ref(pull: PullRequest, *, created: bool) -> PullRequestRef:
+    """Our record of a pull request; an answer without its number or address is not one we can use."""
+    number, url, state = pull.raw_data.get("number"), pull.raw_data.get("html_url"), pull.raw_data.get("state")
+    if not isinstance(number, int) or not isinstance(url, str) or state not in ("open", "closed"):
+        missing = [name for name, ok in (("number", isinstance(number, int)), ("html_url", isinstance(url, str)),
+                                         ("state", state in ("open", "closed"))) if not ok]
+        raise GitHubError(f"GitHub's answer about a pull request lacks {', '.join(missing)}; the pull request is "
+                          "looked up again by its branch later", transient=True)
     return PullRequestRef(number=pull.number, url=pull.html_url, created=created, state=_state(pull),
                           draft=bool(pull.draft))
 
