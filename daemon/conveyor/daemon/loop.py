@@ -33,14 +33,14 @@ from conveyor.daemon import parked
 from conveyor.daemon.fleet import FleetPump
 from conveyor.daemon.intake import Intake
 from conveyor.daemon.lock import DaemonLock
+from conveyor.daemon.offloop import REPUBLISH_EVERY_MIN, OffLoop
 from conveyor.daemon.periodic import Periodic
 from conveyor.daemon.ready_queue import ReadyQueue, signature
 from conveyor.daemon.reload import reloaded
-from conveyor.daemon.republisher import REPUBLISH_EVERY_MIN, Republisher
 from conveyor.daemon.snapshot import SnapshotWriter
 from conveyor.daemon.upkeep import Snapshot, Upkeep
 from conveyor.daemon.watcher import InboxWatch
-from conveyor.pipeline import recovery
+from conveyor.pipeline import recovery, republish
 from conveyor.pipeline.finish import Disposition, Report, fail
 from conveyor.pipeline.run import Collaborators, route_check, run_task
 from conveyor.publish import outcomes
@@ -138,7 +138,6 @@ class Daemon(_Control):
         self.inbox_watch = InboxWatch(self.layout.inbox, self.wake, enabled=self.watch)
         self.periodic = Periodic(clock)
         self.parked = parked.Parked()               # needs_input tasks: their answer or their timeout
-        self._outcomes: Future[None] | None = None
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -232,10 +231,12 @@ class Daemon(_Control):
         self.periodic.every("rescan", self.config.daemon.rescan_interval_s, self.intake.request_rescan)
         self.periodic.every("worktree-reaper", REAP_EVERY_S,
                             lambda: recovery.reap_worktrees(self.config, keep=set(self._running)))
-        self.periodic.every("outcomes", OUTCOMES_EVERY_MIN * 60, self._detect_outcomes)
+        # merged or closed task changes (git and the API, never the board), off the loop: the API may be slow
+        self.periodic.every("outcomes", OUTCOMES_EVERY_MIN * 60, OffLoop(self._executor, lambda: outcomes.
+                            detect_outcomes_safely(self.config, self.telemetry, self.publisher_factory, self.clock)))
         self.periodic.every("questions", parked.CHECK_EVERY_S, self._check_parked, at_start=True)
-        self.periodic.every("publish-retry", REPUBLISH_EVERY_MIN * 60,
-                            Republisher(self._executor, lambda: self.config, self.env), at_start=True)
+        self.periodic.every("publish-retry", REPUBLISH_EVERY_MIN * 60, OffLoop(
+            self._executor, lambda: republish.retry_publications(self.config, self.env)), at_start=True)
         self.upkeep.start(self.periodic, self.wake, watch=self.watch)
         self.periodic.start_timer(self.wake)
 
@@ -245,13 +246,6 @@ class Daemon(_Control):
             self.ready.push(task, sig=signature(task.path))
         for report in due.expired:
             self._apply(report)
-
-    def _detect_outcomes(self) -> None:
-        """Merged or closed task changes (git and the API, never the board), off the loop: the API may be slow."""
-        if self._outcomes is not None and not self._outcomes.done():
-            return
-        self._outcomes = self._executor.submit(outcomes.detect_outcomes_safely, self.config, self.telemetry,
-                                               self.publisher_factory, self.clock)
 
     def _dispatch(self) -> int:
         """Start what the ready queue says may start now, while slots are free."""
