@@ -64,12 +64,14 @@ def tools_yaml(agent_bin: Path, out_dir: Path, telemetry_db: Path) -> str:
             env: {env}
             env_allowlist: [PATH, HOME, LANG, "FAKE_*"]
             version_argv: [--version]       # doctor asks a tool its version only when told how
+            sandbox_writable: ["{out_dir}"]
           fake-claude:
             binary: {agent_bin}
             argv: [--json, --task, "{{task_id}}", [--model, "{{model}}"], "{{prompt}}"]
             parser: claude-json
             env: {env}
             env_allowlist: [PATH, HOME, LANG, "FAKE_*"]
+            sandbox_writable: ["{out_dir}"]
           ghost:
             binary: conveyor-test-no-such-agent-cli
             argv: ["{{prompt}}"]

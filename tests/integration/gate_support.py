@@ -40,12 +40,14 @@ def tools_yaml(agent_bin: Path, script_dir: Path) -> str:
             parser: claude-json
             env: {env}
             env_allowlist: [PATH, HOME, LANG, "SCRIPTED_*"]
+            sandbox_writable: ["{script_dir}"]
           scripted-plain:
             binary: {agent_bin}
             argv: [--plain, --task, "{{task_id}}", "{{prompt}}"]
             parser: text
             env: {env}
             env_allowlist: [PATH, HOME, LANG, "SCRIPTED_*"]
+            sandbox_writable: ["{script_dir}"]
         """)
 
 

@@ -49,8 +49,10 @@ def hygiene_repo(root: Path, *, daemon_extra: str = ROADMAP_ON, agents_yaml: str
             argv: [--task, "{{task_id}}", "{{prompt}}"]
             parser: text
             env_allowlist: [PATH, HOME, LANG, "SCRIPT_*"]
+            sandbox_writable: ["$SCRIPT_AGENT_LOG"]
         """))
     repo.extra_env["SCRIPT_AGENT_LOG"] = str(root / "agent-runs.log")
+    (root / "agent-runs.log").touch()   # a file the sandbox binds writable must exist
     return repo
 
 

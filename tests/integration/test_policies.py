@@ -101,7 +101,7 @@ roadmap: {{enabled: false}}
 def tool_entry(binary: Path, out: Path, name: str, **extra: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"binary": str(binary), "argv": ["--task", "{task_id}", "{prompt}"], "parser": "text",
                              "env": {"POLICY_TOOL": name, "POLICY_OUT": str(out)},
-                             "env_allowlist": ["PATH", "HOME", "LANG", "POLICY_*"]}
+                             "env_allowlist": ["PATH", "HOME", "LANG", "POLICY_*"], "sandbox_writable": [str(out)]}
     entry.update(extra)
     return entry
 

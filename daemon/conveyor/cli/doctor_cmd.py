@@ -9,12 +9,15 @@ import click
 
 from conveyor.cli.common import load, repo_option
 from conveyor.core.errors import ProblemsError
+from conveyor.runner.bwrap import BwrapProbe
+from conveyor.runner.sandbox import SandboxContext
 from conveyor.setup.doctor import (
     Check,
     check_git,
     check_publishing,
     check_repository,
     check_routing,
+    check_sandbox,
     check_tool,
     check_verify,
 )
@@ -37,8 +40,10 @@ def command(repo: Path | None, config_dir: Path | None) -> None:
         checks.append(Check("config", "ok", str(config.config_dir)))
         checks.extend(Check("config", "warn", w.render()) for w in config.warnings)
         checks.extend(check_repository(config))
+        sandbox = SandboxContext(state_dir=config.state_dir, probe=BwrapProbe())
         for name, tool in config.tools.items():
             checks.extend(check_tool(name, tool, os.environ))
+            checks.append(check_sandbox(name, tool, os.environ, sandbox))
         checks.append(check_routing(config, os.environ))
         checks.append(check_verify(config, os.environ))
         checks.extend(check_publishing(config, os.environ))

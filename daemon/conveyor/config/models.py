@@ -235,6 +235,12 @@ class ToolSettings(Frozen):
     credentials_files: list[str] = Field(default_factory=list)
     limits: LimitPatternSettings = Field(default_factory=LimitPatternSettings)
     supports: list[Literal["max_turns", "max_cost_usd", "resume", "model"]] = Field(default_factory=list)
+    # The OS sandbox around each run (runner/sandbox.py): auto = bubblewrap where it works, else none with
+    # a warning; bwrap = fail the task if it cannot run; none = uncontained.
+    sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    sandbox_writable: list[str] = Field(default_factory=list)   # more writable folders (~ and $VAR expand)
+    home_env: list[str] = Field(default_factory=list)           # variables naming the CLI's own state folders
+    home_files: list[str] = Field(default_factory=list)         # files copied into its private home
 
     @field_validator("parser")
     @classmethod

@@ -44,6 +44,7 @@ from conveyor.pipeline import recovery, republish
 from conveyor.pipeline.finish import Disposition, Report, fail
 from conveyor.pipeline.run import Collaborators, route_check, run_task
 from conveyor.publish import outcomes
+from conveyor.runner.bwrap import BwrapProbe
 from conveyor.scheduling.budgets import BudgetGuard
 from conveyor.scheduling.concurrency import ToolGate
 from conveyor.scheduling.tool_health import PAUSES_FILE, ToolHealth
@@ -120,6 +121,7 @@ class Daemon(_Control):
         self.health = ToolHealth(config.state_dir / PAUSES_FILE, lambda: self.config.policies.backoff, clock)
         self.gate = ToolGate(lambda: self.config.policies.tools, clock)
         self.budgets = BudgetGuard(self.telemetry.spend, clock)
+        self.sandbox_probe = BwrapProbe()   # bubblewrap is tried once per daemon, not once per task
         self.publisher_factory: outcomes.PublisherFactory | None = outcomes.github_factory(self.env)
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="task")
         # roadmap, hand-offs, archival, AGENT_STATUS.md / WORKFLOW_LOG.md, board commits (loop thread only)
@@ -271,7 +273,8 @@ class Daemon(_Control):
     def _collaborators(self) -> Collaborators:
         return Collaborators(config=self.config, layout=self.layout, telemetry=self.telemetry, clock=self.clock,
                              env=self.env, health=self.health, gate=self.gate,
-                             budgets=self.budgets, fence=self.coordination)
+                             budgets=self.budgets, fence=self.coordination,
+                             sandbox_probe=self.sandbox_probe)
 
     def _reap(self) -> None:
         for task_id, running in list(self._running.items()):

@@ -33,9 +33,11 @@ from conveyor.pipeline import conclude as completion
 from conveyor.pipeline import questions
 from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost, park, requeue
 from conveyor.runner import pids as agent_pids
+from conveyor.runner.bwrap import BwrapProbe
 from conveyor.runner.env import build_env
 from conveyor.runner.invoke import Invocation, InvocationRequest, invoke
 from conveyor.runner.prompt import build_prompt
+from conveyor.runner.sandbox import SandboxContext
 from conveyor.runner.types import Outcome
 from conveyor.scheduling.availability import RouteCheck
 from conveyor.scheduling.budgets import BudgetGuard, soft_warnings, task_block, tool_block
@@ -64,6 +66,7 @@ class Collaborators:
     gate: ToolGate          # per-tool concurrency and start rate
     budgets: BudgetGuard    # spend against policies.yaml budgets
     fence: Fence = field(default_factory=Unfenced)   # a fleet's lease check before each write (single host: yes)
+    sandbox_probe: BwrapProbe = field(default_factory=BwrapProbe)   # does bubblewrap work here (asked once)
 
 
 @dataclass
@@ -338,7 +341,7 @@ def _invoke(task: Task, deps: Collaborators, cancel: threading.Event, route: Rou
         kill_grace_s=config.daemon.kill_grace_s, log_cap_bytes=config.daemon.log_cap_bytes,
         max_turns=int(task.get_number("max_turns") or 0) or settings.max_turns,
         max_cost_usd=task.get_number("max_cost_usd") or settings.max_cost_usd, session_id=session_id,
-        read_only=reviewer)
+        read_only=reviewer, sandbox=sandbox_context(deps))
     started = deps.clock()
     decision = json.dumps(routing.record()) if routing is not None else None
     row_id = deps.telemetry.start(InvocationStart(task.id, task.agent, route.tool_name, route.model, attempt,
@@ -372,6 +375,12 @@ def _invoke(task: Task, deps: Collaborators, cancel: threading.Event, route: Rou
         error=error_column(parsed.outcome, parsed.api_error_status, parsed.error_message, full=full),
         final_text=parsed.final_text))
     return _Attempt(route, invocation, cost, source, row_id, duration)
+
+
+def sandbox_context(deps: Collaborators) -> SandboxContext:
+    """The sandbox's view of this daemon: its state folder, its probe, every tool's credential files."""
+    files = tuple(name for tool in deps.config.tools.values() for name in tool.credentials_files)
+    return SandboxContext(state_dir=deps.config.state_dir, probe=deps.sandbox_probe, credential_files=files)
 
 
 def error_column(outcome: Outcome, status: int | None, message: str | None, *, full: bool) -> str | None:

@@ -87,6 +87,8 @@ def result_block(runs: Sequence[Run], *, branch: str, changed: list[str], checks
                      cost_source=last.cost_source, session_id=latest_session(runs))
     if checks:
         result["checks"] = checks
+    if last.invocation.sandbox is not None:
+        result.update(last.invocation.sandbox.as_result())
     if skipped:
         result["skipped_tools"] = list(skipped)
     denials = [denial for run in runs for denial in run.invocation.parsed.permission_denials]

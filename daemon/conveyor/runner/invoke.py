@@ -21,6 +21,7 @@ from conveyor.runner.env import build_env
 from conveyor.runner.parsers import make_parser
 from conveyor.runner.parsers.limits import DEFAULT_LIMITS
 from conveyor.runner.process import run_process
+from conveyor.runner.sandbox import SandboxContext, SandboxReport, contain
 from conveyor.runner.types import Outcome, ParsedRun, ProcessResult, ProcessSpec
 
 # Provider signals that make us stop the CLI at once instead of letting it retry on its own: a rate or
@@ -45,6 +46,7 @@ class InvocationRequest:
     max_cost_usd: float | None = None
     session_id: str | None = None
     read_only: bool = False          # the review stage: the tool's `review_argv` (no edits, no commands)
+    sandbox: SandboxContext | None = None    # None: run uncontained (callers that are not the pipeline)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Invocation:
     parsed: ParsedRun
     process: ProcessResult
     argv: list[str]
+    sandbox: SandboxReport | None = None
 
 
 def resolve_binary(tool_name: str, tool: ToolSettings, env: Mapping[str, str]) -> Path:
@@ -103,6 +106,10 @@ def invoke(request: InvocationRequest, env: Mapping[str, str], *, cancel: thread
 
     `on_start` gets the agent's pid (its process group id too) as soon as it runs."""
     argv, agent_env, stdin = render(request, env)
+    report = None
+    if request.sandbox is not None:
+        contained = contain(request.tool_name, request.tool, argv, agent_env, request.workdir, request.sandbox)
+        argv, agent_env, report = contained.argv, contained.env, contained.report
     limits = request.tool.limits
     parser = make_parser(request.tool.parser, now=now,
                          limits=DEFAULT_LIMITS.extended(rate_limited=limits.rate_limited,
@@ -130,7 +137,7 @@ def invoke(request: InvocationRequest, env: Mapping[str, str], *, cancel: thread
     if early and parsed.outcome is not Outcome.OK:
         parsed.outcome, parsed.reset_at = early[0][0], early[0][1] or parsed.reset_at
         parsed.error_message = parsed.error_message or f"stopped early: {early[0][0].value}"
-    return Invocation(parsed=parsed, process=process, argv=argv)
+    return Invocation(parsed=parsed, process=process, argv=argv, sandbox=report)
 
 
 def _as_data(parsed: ParsedRun) -> ParsedRun:

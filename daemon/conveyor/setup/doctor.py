@@ -22,6 +22,7 @@ from conveyor.publish.flow import destination, why_no_pull_request
 from conveyor.runner.env import build_env
 from conveyor.runner.invoke import resolve_binary
 from conveyor.runner.process import log_tail, run_command, succeeded
+from conveyor.runner.sandbox import SandboxContext, SandboxUnavailable, plan
 from conveyor.workspace import git
 
 MIN_GIT = (2, 25)
@@ -147,6 +148,17 @@ def check_tool(name: str, tool: ToolSettings, env: Mapping[str, str]) -> list[Ch
         checks.append(Check(f"credentials {name}", "warn", f"none found (looked for {wanted}); log in with the "
                                                           "CLI or set one of those variables"))
     return checks
+
+
+def check_sandbox(name: str, tool: ToolSettings, env: Mapping[str, str], ctx: SandboxContext) -> Check:
+    """What contains this tool's agent here: bubblewrap, or nothing and why (and what that leaves open)."""
+    try:
+        decided = plan(name, tool, env, ctx)
+    except SandboxUnavailable as exc:
+        return Check(f"sandbox {name}", "fail", str(exc))
+    if decided.bwrap is not None:
+        return Check(f"sandbox {name}", "ok", f"{decided.bwrap}: {decided.reason.removeprefix('bubblewrap: ')}")
+    return Check(f"sandbox {name}", "warn", decided.reason)
 
 
 VERSION_LIKE = re.compile(r"\d+\.\d+")
