@@ -53,7 +53,7 @@ agents:
 """
 
 
-def tools_yaml(agent_bin: Path, out_dir: Path, telemetry_db: Path) -> str:
+def tools_yaml(agent_bin: Path, out_dir: Path, telemetry_db: Path, sandbox: str = "auto") -> str:
     env = f'{{FAKE_AGENT_OUT: "{out_dir}", FAKE_TELEMETRY_DB: "{telemetry_db}"}}'
     return textwrap.dedent(f"""\
         tools:
@@ -65,6 +65,7 @@ def tools_yaml(agent_bin: Path, out_dir: Path, telemetry_db: Path) -> str:
             env_allowlist: [PATH, HOME, LANG, "FAKE_*"]
             version_argv: [--version]       # doctor asks a tool its version only when told how
             sandbox_writable: ["{out_dir}"]
+            sandbox: {sandbox}
           fake-claude:
             binary: {agent_bin}
             argv: [--json, --task, "{{task_id}}", [--model, "{{model}}"], "{{prompt}}"]
@@ -72,6 +73,7 @@ def tools_yaml(agent_bin: Path, out_dir: Path, telemetry_db: Path) -> str:
             env: {env}
             env_allowlist: [PATH, HOME, LANG, "FAKE_*"]
             sandbox_writable: ["{out_dir}"]
+            sandbox: {sandbox}
           ghost:
             binary: conveyor-test-no-such-agent-cli
             argv: ["{{prompt}}"]

@@ -11,8 +11,9 @@ import psutil
 import pytest
 
 from conveyor.runner.pids import AgentRecords, process_start_time
-from tests.integration.conftest import DAEMON_YAML, Repo
+from tests.integration.conftest import DAEMON_YAML, Repo, tools_yaml
 from tests.integration.daemon_process import DaemonProcess
+from tests.integration.test_hostile_agents import processes_with
 from tests.support.waiting import wait_for
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="start times come from /proc")
@@ -68,6 +69,10 @@ def test_records_of_agents_that_ended_are_just_dropped(tmp_path: Path) -> None:
 @linux_only
 def test_an_agent_orphaned_by_a_killed_daemon_is_stopped_before_its_task_runs_again(repo: Repo) -> None:
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("attempts: 1", "attempts: 2"))
+    # uncontained: a sandboxed agent dies with the daemon (bwrap --die-with-parent), so there is no orphan;
+    # recovery still matters where there is no sandbox (sandbox: none, macOS)
+    repo.write_config("tools.yaml", tools_yaml(repo.path.parent / "bin" / "fake-agent", repo.out, repo.telemetry_db,
+                                               sandbox="none"))
     repo.submit("orphaned", description="FAKE sleep-first 120\nFAKE write a.txt x")
     first = DaemonProcess(repo.path).start()
     wait_for(lambda: (repo.out / "orphaned.slept").exists(), what="the agent to start")
@@ -87,3 +92,13 @@ def test_an_agent_orphaned_by_a_killed_daemon_is_stopped_before_its_task_runs_ag
     assert (document["status"], document["attempt"]) == ("done", 2)
     assert not (repo.git_dir / "conveyor" / "agents").exists() or \
         list((repo.git_dir / "conveyor" / "agents").iterdir()) == []
+
+
+def test_a_sandboxed_agent_dies_with_a_killed_daemon(repo: Repo) -> None:
+    """In bubblewrap (`--die-with-parent`) the agent and all it started go when the daemon is killed."""
+    repo.submit("dies-with-daemon", description="FAKE sleep-first 120\nFAKE write a.txt x")
+    first = DaemonProcess(repo.path).start()
+    wait_for(lambda: (repo.out / "dies-with-daemon.slept").exists(), what="the agent to start")
+    assert processes_with("dies-with-daemon")
+    first.kill_group()
+    wait_for(lambda: processes_with("dies-with-daemon") == [], timeout=10, what="the sandboxed agent to die")

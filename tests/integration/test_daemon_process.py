@@ -103,7 +103,8 @@ def test_service_manager_variables_never_reach_an_agent(repo: Repo, notify: Noti
     agent_bin = repo.path.parent / "bin" / "fake-agent"
     repo.write_config("tools.yaml", tools_yaml(agent_bin, repo.out, repo.telemetry_db) + (
         f"  fake-everything:\n    binary: {agent_bin}\n    argv: [--task, \"{{task_id}}\", \"{{prompt}}\"]\n"
-        f"    env: {{FAKE_AGENT_OUT: \"{repo.out}\"}}\n    env_allowlist: [\"*\"]\n"))
+        f"    env: {{FAKE_AGENT_OUT: \"{repo.out}\"}}\n    env_allowlist: [\"*\"]\n"
+        f"    sandbox_writable: [\"{repo.out}\"]\n"))
     env = {"NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "",
            "LISTEN_FDS": "3", "INVOCATION_ID": "abc", "CONVEYOR_TEST_SECRET": "hunter2"}
     repo.submit("env-default", description="nothing")

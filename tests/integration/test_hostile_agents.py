@@ -51,7 +51,12 @@ HOSTILE_AGENT = textwrap.dedent("""\
 
 
 @pytest.fixture
-def hostile(repo: Repo, tmp_path: Path) -> Repo:
+def sandbox() -> str:
+    return "auto"
+
+
+@pytest.fixture
+def hostile(repo: Repo, tmp_path: Path, sandbox: str) -> Repo:
     agent = tmp_path / "bin" / "hostile-agent"
     agent.write_text(f"#!{sys.executable}\n" + HOSTILE_AGENT)
     agent.chmod(0o755)
@@ -61,6 +66,7 @@ def hostile(repo: Repo, tmp_path: Path) -> Repo:
             binary: {agent}
             argv: [--task, "{{task_id}}", "{{prompt}}"]
             parser: text
+            sandbox: {sandbox}
         """))
     repo.write_config("agents.yaml", "agents:\n  default:\n    tool: hostile\n")
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("idle_timeout_s: 60", "idle_timeout_s: 1.5")
@@ -96,6 +102,7 @@ def test_an_agent_that_hangs_silently_is_stopped_by_the_idle_timeout(hostile: Re
     assert daemon.alive()
 
 
+@pytest.mark.parametrize("sandbox", ["none"])   # the process-group clean-up, where no sandbox's PID namespace does it
 def test_grandchildren_left_behind_by_an_agent_are_stopped(hostile: Repo, daemon: DaemonProcess) -> None:
     hostile.submit("forks", description="HOSTILE fork\nHOSTILE write a.txt")
     wait_for(lambda: hostile.done_path("forks").exists(), what="the task to finish")

@@ -159,9 +159,8 @@ def test_spend_and_totals(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ through the daemon
 def test_the_row_says_running_while_the_agent_runs_and_is_completed_after(repo: Repo) -> None:
     # the agent peeks into the daemon's database, which the sandbox hides by design: run it uncontained
-    text = tools_yaml(repo.path.parent / "bin" / "fake-agent", repo.out, repo.telemetry_db)
-    parser = "    parser: claude-json\n"
-    repo.write_config("tools.yaml", text.replace(parser, parser + "    sandbox: none\n"))
+    repo.write_config("tools.yaml", tools_yaml(repo.path.parent / "bin" / "fake-agent", repo.out, repo.telemetry_db,
+                                               sandbox="none"))
     repo.submit("t-live", agent="json-agent", description="FAKE check-db\nFAKE write a.txt x")
     repo.run_once()
     seen = json.loads((repo.out / "t-live.db.json").read_text())
