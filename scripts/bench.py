@@ -82,7 +82,8 @@ def git(cwd: Path, *args: str) -> str:
 
 
 # ---------------------------------------------------------------- fixtures
-def make_repo(root: Path, files: int, marks: Path | None = None, max_parallel: int = 1) -> Path:
+def make_repo(root: Path, files: int, marks: Path | None = None, max_parallel: int = 1,
+              sandbox: str = "auto") -> Path:
     """A git repo with `files` tracked files, Conveyor initialised, and the no-op agent as the only tool."""
     repo = root / f"repo-{files}-{random.randrange(1 << 30):x}"
     repo.mkdir(parents=True)
@@ -98,7 +99,7 @@ def make_repo(root: Path, files: int, marks: Path | None = None, max_parallel: i
     agent.chmod(0o755)
     config = repo / "config"
     tool: dict[str, Any] = {"binary": str(agent), "argv": ["{task_id}"], "parser": "text", "prompt_via": "stdin",
-                            "env_allowlist": ["PATH", "HOME", "LANG"]}
+                            "env_allowlist": ["PATH", "HOME", "LANG"], "sandbox": sandbox}
     if marks is not None:
         tool["env"] = {"BENCH_MARKS": str(marks)}
     (config / "tools.yaml").write_text(yaml.safe_dump({"tools": {"noop": tool}}))
@@ -224,7 +225,7 @@ done
 """
 
 
-def bench_overhead(root: Path, files: int, rounds: int, per_round: int) -> dict[str, Any]:
+def bench_overhead(root: Path, files: int, rounds: int, per_round: int, sandbox: str = "bwrap") -> dict[str, Any]:
     """Rounds alternate: `per_round` tasks by the shell loop, then `per_round` by the daemon, on one repo.
 
     Interleaving matters on a shared machine: the disk's speed drifts by 2x within minutes (a 20,000-file
@@ -233,8 +234,8 @@ def bench_overhead(root: Path, files: int, rounds: int, per_round: int) -> dict[
     """
     tasks = (rounds + 1) * per_round   # + one untimed warm-up round
     log(f"overhead: {tasks} tasks on a {files}-file repository, alternating with a bare-git shell loop")
-    repo = make_repo(root, files)
-    scratch = root / f"floor-worktrees-{files}"
+    repo = make_repo(root, files, sandbox=sandbox)
+    scratch = root / f"floor-worktrees-{files}-{sandbox}"
     scratch.mkdir()
     inbox = repo / "work" / "collaboration" / "inbox"
     staging = inbox.parent / ".staging"
@@ -275,7 +276,7 @@ def bench_overhead(root: Path, files: int, rounds: int, per_round: int) -> dict[
     assert done_count(repo) == tasks, f"only {done_count(repo)} of {tasks} tasks finished"
     conveyor, floor = statistics.median(conveyor_s), statistics.median(floor_s)
     return {"conveyor_s": round(conveyor, 4), "floor_s": round(floor, 4), "ratio": round(conveyor / floor, 3),
-            "files": files, "tasks": rounds * per_round, "rounds": rounds,
+            "files": files, "tasks": rounds * per_round, "rounds": rounds, "sandbox": sandbox,
             "ratio_by_round": [round(c / f, 3) for c, f in zip(conveyor_s, floor_s, strict=True)]}
 
 
@@ -541,9 +542,13 @@ def main() -> int:
         if "drop" in wanted:
             report["drop_to_spawn_ms"] = bench_drop_to_spawn(root, sizes["drops"])
         if "overhead" in wanted:
-            report["overhead"] = {"small": bench_overhead(root, 10, sizes["small_rounds"], 10)}
+            # the agent in bubblewrap (the default where it works) beside the same run uncontained
+            report["overhead"] = {"small": bench_overhead(root, 10, sizes["small_rounds"], 10),
+                                  "small_no_sandbox": bench_overhead(root, 10, sizes["small_rounds"], 10, "none")}
             if not quick:
                 report["overhead"]["large"] = bench_overhead(root, sizes["large_files"], sizes["large_tasks"], 1)
+                report["overhead"]["large_no_sandbox"] = bench_overhead(root, sizes["large_files"],
+                                                                        sizes["large_tasks"], 1, "none")
         if "workspace" in wanted:
             report["workspace"] = {"small": bench_workspace(root, 10, 6 if quick else 20)}
             if not quick:

@@ -105,6 +105,14 @@ def codex_home(model_server: ModelServer, agent_home: Path) -> Path:
 
 
 @pytest.fixture
-def codex_env(model_server: ModelServer, codex_home: Path, agent_home: Path) -> dict[str, str]:
-    """The complete environment for `codex exec` against the fake server."""
-    return {**base_env(model_server), **model_server.codex_env(codex_home, agent_home)}
+def codex_env(model_server: ModelServer, codex_home: Path, agent_home: Path, tmp_path: Path) -> dict[str, str]:
+    """The complete environment for `codex exec` against the fake server.
+
+    TMPDIR: where bubblewrap is installed, codex's own sandbox runs it through a helper it links under
+    CODEX_HOME, and refuses to when CODEX_HOME lies in the temporary folder (measured on 0.169.0:
+    "Refusing to create helper binaries under temporary dir"); a test's home is under /tmp, so the
+    temporary folder is moved beside it. The daemon's sandbox needs none of this (its CODEX_HOME is
+    /run/conveyor/home/.codex inside), and the daemon's allowlist for codex drops TMPDIR anyway."""
+    scratch = tmp_path / "codex-tmp"
+    scratch.mkdir(exist_ok=True)
+    return {**base_env(model_server), **model_server.codex_env(codex_home, agent_home), "TMPDIR": str(scratch)}

@@ -110,8 +110,9 @@ def test_the_agent_writes_its_workspace_and_nothing_else(layout: dict[str, Path]
     assert max(seen["pids"]) < 50                                # type: ignore[type-var]
     assert seen["cwd"] == str(layout["mine"].resolve())
     private = layout["state"] / "sandbox" / "probe-tool"
-    assert seen["env"] == {"PATH": os.environ["PATH"], "HOME": str(private),  # nothing added, not even PWD
-                           "CODEX_HOME": str(private / ".codex"), "LANG": "C.UTF-8"}
+    inside = "/run/conveyor/home"                               # the private home, where the agent sees it
+    assert seen["env"] == {"PATH": os.environ["PATH"], "HOME": inside,  # nothing added, not even PWD
+                           "CODEX_HOME": f"{inside}/.codex", "LANG": "C.UTF-8"}
     assert seen["write_home"] == "ok" and (private / "note").exists()
     assert seen["credentials"] == '{"token": "t"}' and seen["codex_config"] == 'model = "fake"\n'
     assert stat.S_IMODE(private.stat().st_mode) == 0o700

@@ -11,14 +11,17 @@ Why these mounts, in this order (bwrap applies them left to right, a later mount
 3. the daemon's state folder and the folder holding every task's workspace are emptied the same way: no
    telemetry, transcripts, pid notes or other tasks' workspaces;
 4. well-known credential stores of the user's home (ssh keys, cloud and registry logins) are covered;
-5. last the writable places: the workspace (its `.git` read-only again on top), the CLI's private home,
-   and any folder tools.yaml adds; the emptied folders of step 3 are then made read-only, so a write
-   beside the workspace (`../x`) fails instead of landing in a throw-away folder.
+5. last the writable places: the workspace (its `.git` read-only again on top), the CLI's private home
+   (mounted at /run/conveyor/home), and any folder tools.yaml adds; the emptied folders of step 3 are
+   then made read-only, so a write beside the workspace (`../x`) fails instead of landing in a
+   throw-away folder.
 
 Processes: a new PID namespace (`--unshare-pid`), so the agent can signal only its own processes and
 everything it started dies with it (the namespace's init is bwrap, whose exit kills the rest: a `setsid`
 grandchild included); `--die-with-parent`; IPC and UTS namespaces of its own; every capability dropped
-(as root, bwrap keeps them unless told: a sandboxed root could remount / read-write). The network is
+(as root, bwrap keeps them unless told: a sandboxed root could remount / read-write); a root daemon's
+agent runs as an ordinary uid of its own user namespace, so a CLI's own sandbox still works inside
+(codex runs bwrap itself, and a root without capabilities cannot map uid 0 into it). The network is
 shared: the CLIs must reach their model API (and tests a server on 127.0.0.1). The agent stays in the
 process group the daemon supervises (no `--new-session`): it has no controlling terminal anyway (the
 daemon starts it in a session of its own), and the group is how a timeout reaches it with a grace period.
@@ -39,6 +42,8 @@ EMPTIED_ROOTS = ("/tmp", "/var/tmp", "/run")
 HOME_SECRETS = (".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".config/gh", ".config/gcloud",
                 ".netrc", ".git-credentials", ".pypirc", ".npmrc")
 PROBE_TIMEOUT_S = 10.0
+HOME_INSIDE = Path("/run/conveyor/home")   # where the CLI's private home appears (under the emptied /run)
+ROOT_AS_UID = "1000"   # a root daemon's agent runs as this uid of a user namespace of its own (see _identity)
 
 
 @dataclass(frozen=True)
@@ -47,10 +52,12 @@ class Layout:
 
     workdir: Path
     state_dir: Path
-    home: Path | None                      # the CLI's private home (writable)
+    home: Path | None                      # the CLI's private home (writable), mounted at `home_inside`
     read_only: Sequence[Path] = ()         # must stay readable even where an emptied folder covers it
     writable: Sequence[Path] = ()          # more writable folders (tools.yaml `sandbox_writable`)
     secrets: Sequence[Path] = ()           # files and folders to cover (credentials of the user)
+    home_inside: Path | None = None        # default: the home's own path
+    identity: Sequence[str] = ()           # user-namespace options the probe found to work (`_identity`)
 
 
 def _real(path: Path) -> Path:
@@ -117,13 +124,31 @@ def bwrap_argv(bwrap: Path, layout: Layout) -> list[str]:
     argv += ["--bind", str(workdir), str(workdir)]
     if (workdir / ".git").exists():
         argv += ["--ro-bind", str(workdir / ".git"), str(workdir / ".git")]
-    for path in _dedupe([*([layout.home] if layout.home else []), *layout.writable]):
+    if layout.home is not None:
+        argv += ["--bind", str(_real(layout.home)), str(layout.home_inside or _real(layout.home))]
+    for path in _dedupe(layout.writable):
         real = _real(path)
         argv += ["--bind", str(real), str(real)]
     # the emptied folders only hold mount points now: read-only, so a write to `../` fails loudly
     argv += [arg for root in emptied_then for arg in ("--remount-ro", str(root))]
-    argv += [*PROCESS_FLAGS, "--chdir", str(workdir), "--"]
+    argv += [*layout.identity, *PROCESS_FLAGS, "--chdir", str(workdir), "--"]
     return argv
+
+
+def home_inside() -> Path | None:
+    """Where the private home is mounted: under /run (emptied, so the mount point can be made), not under
+    /tmp, where codex refuses to put the helper its own sandbox runs (`codex-linux-sandbox`)."""
+    return HOME_INSIDE if os.path.isdir("/run") and not os.path.islink("/run") else None
+
+
+def identity_options() -> list[list[str]]:
+    """User-namespace options to try, best first. An unprivileged daemon gets a user namespace from bwrap
+    anyway. A root daemon's agent would be root without capabilities, and such a root cannot map uid 0
+    into the user namespace a CLI's own sandbox makes (codex runs bwrap itself): so it runs as an ordinary
+    uid of a namespace of its own (files it writes still belong to root outside), else as plain root."""
+    if os.geteuid() != 0:
+        return [[]]
+    return [["--unshare-user", "--uid", ROOT_AS_UID, "--gid", ROOT_AS_UID], []]
 
 
 def _dedupe(paths: Iterable[Path]) -> list[Path]:
@@ -151,20 +176,34 @@ class BwrapProbe:
     in which case bwrap is installed but fails; `auto` must then run without it and say so."""
 
     timeout_s: float = PROBE_TIMEOUT_S
-    _answers: dict[str, str | None] = field(default_factory=dict)
+    _answers: dict[str, tuple[str | None, list[str]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def problem(self, bwrap: Path) -> str | None:
-        """None when a trial sandbox ran `true`; else why not, in words."""
+        """None when a trial sandbox ran `exit 0`; else why not, in words."""
+        return self._answer(bwrap)[0]
+
+    def identity(self, bwrap: Path) -> list[str]:
+        """The user-namespace options that worked in the trial (see `identity_options`)."""
+        return self._answer(bwrap)[1]
+
+    def _answer(self, bwrap: Path) -> tuple[str | None, list[str]]:
         key = str(bwrap)
         with self._lock:
             if key not in self._answers:
-                self._answers[key] = self._try(bwrap)
+                problem: str | None = "no trial ran"
+                for options in identity_options():
+                    problem = self._try(bwrap, options)
+                    if problem is None:
+                        self._answers[key] = (None, options)
+                        break
+                else:
+                    self._answers[key] = (problem, [])
             return self._answers[key]
 
-    def _try(self, bwrap: Path) -> str | None:
+    def _try(self, bwrap: Path, identity: list[str]) -> str | None:
         argv = [str(bwrap), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-                *PROCESS_FLAGS, "--", "/bin/sh", "-c", "exit 0"]
+                *identity, *PROCESS_FLAGS, "--", "/bin/sh", "-c", "exit 0"]
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.timeout_s,
                                   env={"PATH": "/usr/bin:/bin"}, check=False)

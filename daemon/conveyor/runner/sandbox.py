@@ -20,7 +20,7 @@ import structlog
 from conveyor.config.models import ToolSettings
 from conveyor.core.errors import ConveyorError
 from conveyor.runner import sandbox_home
-from conveyor.runner.bwrap import HOME_SECRETS, BwrapProbe, Layout, bwrap_argv, needed_paths
+from conveyor.runner.bwrap import HOME_SECRETS, BwrapProbe, Layout, bwrap_argv, home_inside, needed_paths
 
 log = structlog.get_logger("conveyor.runner.sandbox")
 BWRAP_SEARCH_PATH = "/usr/bin:/bin:/usr/local/bin"
@@ -101,7 +101,8 @@ def contain(tool_name: str, tool: ToolSettings, argv: list[str], env: Mapping[st
         log.warning("sandbox.none", tool=tool_name, reason=decided.reason)
         return Contained(list(argv), dict(env), SandboxReport("none", decided.reason))
     home = sandbox_home.home_dir(ctx.state_dir, tool_name)
-    agent_env = sandbox_home.prepare(home, tool, env)
+    inside = home_inside()
+    agent_env = sandbox_home.prepare(home, tool, env, inside)
     writable = [path for path in (sandbox_home.expand(p, env) for p in tool.sandbox_writable) if path is not None]
     for path in writable:   # a missing entry becomes a folder; a file must exist to be bound
         if not path.exists():
@@ -109,8 +110,9 @@ def contain(tool_name: str, tool: ToolSettings, argv: list[str], env: Mapping[st
     real_home = env.get("HOME")
     secrets = [Path(real_home) / name for name in HOME_SECRETS] if real_home else []
     secrets += [path for path in (sandbox_home.expand(p, env) for p in ctx.credential_files) if path is not None]
-    layout = Layout(workdir=workdir, state_dir=ctx.state_dir, home=home,
-                    read_only=needed_paths(Path(argv[0]), env, workdir), writable=writable, secrets=secrets)
+    layout = Layout(workdir=workdir, state_dir=ctx.state_dir, home=home, home_inside=inside,
+                    read_only=needed_paths(Path(argv[0]), env, workdir), writable=writable, secrets=secrets,
+                    identity=ctx.probe.identity(decided.bwrap))
     # bwrap always sets PWD; `env -u PWD` keeps the agent's environment exactly what its allowlist passed
     unset = [] if "PWD" in agent_env else [_env_program(), "-u", "PWD", "--"]
     return Contained([*bwrap_argv(decided.bwrap, layout), *unset, *argv], agent_env,

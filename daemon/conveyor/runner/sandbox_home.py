@@ -54,25 +54,28 @@ def _moved(value: str, real_home: str | None, home: Path, name: str) -> Path:
     return home / f".{name.lower()}"
 
 
-def prepare(home: Path, tool: ToolSettings, env: Mapping[str, str]) -> dict[str, str]:
-    """Create the private home, copy in what the CLI needs, and return `env` pointed at it."""
+def prepare(home: Path, tool: ToolSettings, env: Mapping[str, str], inside: Path | None = None) -> dict[str, str]:
+    """Create the private home, copy in what the CLI needs, and return `env` pointed at it.
+
+    `inside` is where the sandbox mounts `home` (default: the same path); the environment names that path."""
+    inside = inside or home
     _private_dir(home)
     moved = dict(env)
     real_home = env.get("HOME")
     if real_home:
-        moved["HOME"] = str(home)
+        moved["HOME"] = str(inside)
     for name in tool.home_env:
         value = env.get(name)
         if value:
-            folder = _moved(value, real_home, home, name)
-            _private_dir(folder)
+            folder = _moved(value, real_home, inside, name)
+            _private_dir(home / folder.relative_to(inside))
             moved[name] = str(folder)
     for pattern in (*tool.credentials_files, *tool.home_files):
         source, target = expand(pattern, env), expand(pattern, moved)
-        if source is None or target is None or source == target or not source.is_file():
+        if source is None or target is None or not source.is_file():
             continue
-        if home in target.parents:   # a file outside the private home is not ours to write
-            _copy_if_newer(source, target, home)
+        if inside in target.parents:   # a file outside the private home is not ours to write
+            _copy_if_newer(source, home / target.relative_to(inside), home)
     return moved
 
 
