@@ -59,6 +59,8 @@ class World:
         agent = root / "bin" / "git-hostile-agent"
         agent.write_text(f"#!{sys.executable}\n" + (AGENTS_DIR / "git_hostile_agent.py").read_text())
         agent.chmod(0o755)
+        # uncontained: these cases test the daemon's own defences, which must hold where no sandbox does
+        # (macOS, `sandbox: none`); in bubblewrap the agent could not even write its own .git
         repo.write_config("tools.yaml", textwrap.dedent(f"""\
             tools:
               hostile:
@@ -67,6 +69,7 @@ class World:
                 parser: text
                 env: {{HOSTILE_OUT: "{self.out}"}}
                 env_allowlist: [PATH, HOME, LANG]
+                sandbox: none
             """))
         repo.write_config("agents.yaml", "agents:\n  default:\n    tool: hostile\n")
         repo.git("add", "-A")
