@@ -17,6 +17,7 @@ from conveyor.runner.bwrap import BwrapProbe
 from conveyor.runner.process import run_process
 from conveyor.runner.sandbox import SandboxContext, SandboxUnavailable, contain, plan
 from conveyor.runner.types import ProcessSpec
+from conveyor.setup.doctor import check_sandbox
 from tests.conftest import git
 from tests.integration.conftest import Repo
 
@@ -214,3 +215,17 @@ def test_a_task_in_the_sandbox_says_so_in_its_result(repo: Repo) -> None:
     repo.run_once()
     result = repo.done_doc("t-boxed")["result"]
     assert result["sandbox"] == "bwrap" and result["artefacts"] == ["a.txt"]
+
+
+def test_doctor_names_the_sandbox_of_each_tool(tmp_path: Path) -> None:
+    ctx = SandboxContext(state_dir=tmp_path / "state")
+    working = check_sandbox("codex", ToolSettings(binary="codex", argv=[]), {"PATH": os.environ["PATH"]}, ctx)
+    assert (working.name, working.status) == ("sandbox codex", "ok") and "bwrap" in working.detail
+    broken = {"PATH": f"{broken_bwrap(tmp_path / 'fake')}:/usr/bin:/bin"}
+    fallback = check_sandbox("codex", ToolSettings(binary="codex", argv=[]), broken, ctx)
+    assert fallback.status == "warn" and "runs uncontained" in fallback.detail
+    demanded = check_sandbox("codex", ToolSettings(binary="codex", argv=[], sandbox="bwrap"), broken, ctx)
+    assert demanded.status == "fail" and "set tools.codex.sandbox to auto or none" in demanded.detail
+    mac = check_sandbox("codex", ToolSettings(binary="codex", argv=[]), broken,
+                        SandboxContext(state_dir=tmp_path, platform="darwin"))
+    assert mac.status == "warn" and "no sandbox on macOS" in mac.detail
