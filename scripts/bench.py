@@ -211,6 +211,49 @@ def bench_drop_to_spawn(root: Path, drops: int) -> dict[str, float]:
             "n": len(conveyor_ms)}
 
 
+def assign(assigned: Path, task_id: str) -> float:
+    """Assign a task as the workflow's orchestrator does: `status: assigned` renamed into assigned/<agent>/."""
+    staging = assigned.parent.parent / ".staging"
+    staging.mkdir(exist_ok=True)
+    tmp = staging / f"{task_id}.yaml"
+    tmp.write_text(task_doc(task_id).replace("status: new", "status: assigned"))
+    assigned.mkdir(parents=True, exist_ok=True)
+    moment = time.time()
+    os.rename(tmp, assigned / f"{task_id}.yaml")
+    return moment
+
+
+def bench_assign_to_spawn(root: Path, drops: int) -> dict[str, float]:
+    """A task another process assigns into assigned/<agent>/ while the daemon runs, against an inbox drop
+    into the same daemon, alternated so both see the same load."""
+    log(f"assign→spawn: {drops} tasks assigned into assigned/bench/, {drops} dropped into inbox/, alternated")
+    marks = root / "assign-marks"
+    marks.mkdir()
+    repo = make_repo(root / "assign", 10, marks=marks, max_parallel=4)
+    board = repo / "work" / "collaboration"
+    times: dict[str, list[float]] = {"inbox": [], "assigned": []}
+
+    def timed(kind: str, task_id: str, start: float) -> None:
+        mark = marks / task_id
+        if wait_until(lambda: mark.exists() and mark.stat().st_size > 0, 10):
+            times[kind].append((float(mark.read_text()) - start) * 1000)
+
+    with daemon_thread(repo):
+        for index in range(drops):
+            task_id = f"inbox-{index:04d}"
+            timed("inbox", task_id, drop(board / "inbox", task_id))
+            time.sleep(0.02)
+            task_id = f"assigned-{index:04d}"
+            timed("assigned", task_id, assign(board / "assigned" / "bench", task_id))
+            time.sleep(0.02)
+        wait_until(lambda: done_count(repo) >= 2 * drops, 120, 0.05)
+    inbox, assigned = times["inbox"], times["assigned"]
+    return {"inbox_p50": round(statistics.median(inbox), 2), "inbox_p95": round(percentile(inbox, 0.95), 2),
+            "assigned_p50": round(statistics.median(assigned), 2),
+            "assigned_p95": round(percentile(assigned, 0.95), 2), "n": len(assigned),
+            "rescan_interval_s": 5}
+
+
 # ---------------------------------------------------------------- 2. per-task overhead
 FLOOR_LOOP = r"""
 set -e
@@ -541,6 +584,7 @@ def main() -> int:
     try:
         if "drop" in wanted:
             report["drop_to_spawn_ms"] = bench_drop_to_spawn(root, sizes["drops"])
+            report["assign_to_spawn_ms"] = bench_assign_to_spawn(root, sizes["drops"] // 2)
         if "overhead" in wanted:
             # the agent in bubblewrap (the default where it works) beside the same run uncontained
             report["overhead"] = {"small": bench_overhead(root, 10, sizes["small_rounds"], 10),

@@ -110,7 +110,7 @@ class Repo:
 
     @property
     def rejected(self) -> Path:
-        return self.board / "done" / "_rejected"
+        return self.board / "_rejected"
 
     @property
     def git_dir(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from conveyor.daemon.lock import DaemonLock, holder_pid
 from conveyor.daemon.loop import Daemon
 from tests.integration.conftest import DAEMON_YAML, Repo
 from tests.support.waiting import wait_for
+
+OURS = f"conveyor@{socket.gethostname()}:4242"   # the claim of a daemon on this host that died
 
 
 @pytest.fixture
@@ -176,17 +179,18 @@ def test_an_unreadable_instructions_file_fails_the_task_naming_it(repo: Repo) ->
 
 
 # ------------------------------------------------------------------ recovery and the lock
-def test_recovery_reruns_an_interrupted_task_as_the_next_attempt(repo: Repo) -> None:
+def test_recovery_reruns_an_interrupted_task_without_spending_an_attempt(repo: Repo) -> None:
+    """Issue 15: a daemon's death is not the task's failure (this used to finish as attempt 2)."""
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("attempts: 1", "attempts: 3"))
     assigned = repo.board / "assigned" / "backend-dev"
     assigned.mkdir(parents=True)
     (assigned / "interrupted.yaml").write_text(repo.task_text("interrupted", description="FAKE write a.txt x",
-                                                              status="in_progress", attempt=1))
+                                                              status="in_progress", attempt=1, claimed_by=OURS))
     stale = repo.worktrees_dir / "interrupted"
     stale.mkdir(parents=True)
     repo.run_once()
     document = repo.done_doc("interrupted")
-    assert (document["status"], document["attempt"]) == ("done", 2)
+    assert (document["status"], document["attempt"], document["interruptions"]) == ("done", 1, 1)
     assert not stale.exists()
 
 
@@ -201,17 +205,19 @@ def test_recovery_finishes_a_task_whose_commit_already_exists(repo: Repo) -> Non
     assigned = repo.board / "assigned" / "backend-dev"
     assigned.mkdir(parents=True)
     (assigned / "committed.yaml").write_text(repo.task_text("committed", description="FAKE write b.txt x",
-                                                            status="in_progress", attempt=1))
+                                                            status="in_progress", attempt=1, claimed_by=OURS))
     repo.run_once()
     result = repo.done_doc("committed")["result"]
     assert result["commit"] == repo.git("rev-parse", "conveyor/committed")
     assert not (repo.out / "committed.prompt").exists()          # the agent did not run again
 
 
-def test_recovery_fails_a_task_with_no_attempts_left(repo: Repo) -> None:
+def test_recovery_fails_a_task_that_reached_the_interruption_limit(repo: Repo) -> None:
+    """Issue 15: interruptions have their own limit (this used to be "no attempts left" after one)."""
     assigned = repo.board / "assigned" / "backend-dev"
     assigned.mkdir(parents=True)
-    (assigned / "spent.yaml").write_text(repo.task_text("spent", status="in_progress", attempt=1))
+    (assigned / "spent.yaml").write_text(repo.task_text("spent", status="in_progress", attempt=1, interruptions=4,
+                                                        claimed_by=OURS))
     repo.run_once()
     document = repo.done_doc("spent")
     assert (document["status"], document["error"]["kind"]) == ("error", "interrupted")

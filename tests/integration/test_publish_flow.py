@@ -3,6 +3,7 @@ idempotent across a crash, partial work as a draft, and a local branch when ther
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,7 +249,9 @@ def _claim_by_hand(project: Project, task_id: str) -> Path:
     source = project.repo.inbox / f"{task_id}.yaml"
     target = project.repo.board / "assigned" / "backend-dev" / source.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(source.read_text().replace("status: new", "status: in_progress") + "attempt: 1\n")
+    # claimed by a daemon on this host (issue 15: recovery resumes only its own claims)
+    target.write_text(source.read_text().replace("status: new", "status: in_progress") + "attempt: 1\n"
+                      + f"claimed_by: conveyor@{socket.gethostname()}:1\n")
     source.unlink()
     return target
 

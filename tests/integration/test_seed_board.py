@@ -20,6 +20,7 @@ from tests.integration.conftest import Repo
 
 SEED = FIXTURES / "seed-board"
 BROKEN = "2026-02-12T1102-manager-mike-task-assignment.yaml"
+DEPENDENCIES = ("2026-02-13T1000-m61-jsonl-event-writer", "2026-02-11T1100-adr045-task5-dashboard-integration")
 VALID_INBOX = {
     "2025-11-23T2134-curator-add-github-issue-type-for-orch-task": ("curator", ".yml"),
     "2026-02-12T1101-planning-petra-roadmap-update": ("planning-petra", ".yaml"),
@@ -35,6 +36,12 @@ def copy_board(source: Path, target: Path) -> None:
     The copies are dated a minute back, as files that have been on a board a while are: an unreadable file
     written a moment ago is given two seconds to settle, which would only slow these tests down.
     """
+    if source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        settled = time.time() - 60
+        os.utime(target, (settled, settled))
+        return
     shutil.copytree(source, target, dirs_exist_ok=True, copy_function=shutil.copyfile)
     settled = time.time() - 60
     for root, dirs, files in os.walk(target):
@@ -85,8 +92,17 @@ def test_task_validate_cli_over_the_whole_board(tmp_path: Path) -> None:
     assert f"error: {SEED / 'inbox' / BROKEN}:33: is not valid YAML" in done.stdout
 
 
-def test_inbox_tasks_run_keep_their_keys_and_reach_the_agent(repo: Repo) -> None:
+def copy_inbox(repo: Repo) -> None:
+    """The inbox, and the finished tasks one of its tasks depends on (`dependencies: [{task_id: ...}]`, read
+    since issue 15): on the real board they sit, `status: done`, in assigned/python-pedro/."""
     copy_board(SEED / "inbox", repo.inbox)
+    for name in DEPENDENCIES:
+        copy_board(SEED / "assigned" / "python-pedro" / f"{name}.yaml",
+                   repo.board / "assigned" / "python-pedro" / f"{name}.yaml")
+
+
+def test_inbox_tasks_run_keep_their_keys_and_reach_the_agent(repo: Repo) -> None:
+    copy_inbox(repo)
     originals = {task_id: load(SEED / "inbox" / f"{task_id}{suffix}")
                  for task_id, (_agent, suffix) in VALID_INBOX.items()}
     run = repo.run_once(env={"FAKE_DEFAULT_ACTION": "write"})
@@ -112,7 +128,7 @@ def test_inbox_tasks_run_keep_their_keys_and_reach_the_agent(repo: Repo) -> None
 
 
 def test_the_authors_work_keys_are_in_the_prompt(repo: Repo) -> None:
-    copy_board(SEED / "inbox", repo.inbox)
+    copy_inbox(repo)
     repo.run_once()
     petra = repo.agent_prompt("2026-02-12T1101-planning-petra-roadmap-update")
     assert "## Acceptance criteria\n- ROADMAP.md updated with Agent Specialization Hierarchy initiative" in petra
@@ -130,11 +146,12 @@ def test_the_authors_work_keys_are_in_the_prompt(repo: Repo) -> None:
 
 @pytest.mark.slow
 def test_the_whole_board_through_the_daemon(repo: Repo) -> None:
-    """Everything at once: claimed tasks left in assigned/ are recovered and run, done ones stay put,
-    unreadable ones are rejected; the daemon finishes the run."""
+    """Everything at once: tasks assigned in assigned/ run (or wait for their dependencies), settled and
+    foreign ones stay byte-identical (issue 15: `done`, `blocked`, `pending` and someone else's `in_progress`
+    files there used to be run), unreadable ones are rejected; the daemon finishes the run."""
     copy_board(SEED, repo.board)
     before_done = {p.relative_to(repo.board): p.read_bytes() for p in (repo.board / "done").rglob("*.y*ml")}
-    claimed = {path: load(path) for path in sorted((repo.board / "assigned").rglob("*.y*ml"))}
+    claimed = {path: (load(path), path.read_bytes()) for path in sorted((repo.board / "assigned").rglob("*.y*ml"))}
     assert len(claimed) == 47
     run = repo.run_once(env={"FAKE_DEFAULT_ACTION": "write"})
     assert run.code == 0
@@ -146,19 +163,19 @@ def test_the_whole_board_through_the_daemon(repo: Repo) -> None:
         assert load(repo.board / "done" / agent / f"{task_id}{suffix}")["status"] == "done"
     rejected = {p.name for p in repo.rejected.iterdir() if not p.name.endswith(".error.yaml")}
     assert BROKEN in rejected
-    for path, original in claimed.items():   # each one was run to the end, rejected, or waits for its base
+    ran = waiting = 0
+    for path, (original, data) in claimed.items():
         finished = repo.board / "done" / str(original["agent"]) / path.name
         if path.name in rejected:
             assert repo.rejected_report(path.name)["problems"][0]["field"] == "id"
-        elif finished.exists() and load(finished)["status"] == "done":
-            continue
-        else:
-            # A claimed task whose `context.branch` does not exist in this repository (the seed board has
-            # one) cannot start; whether it waits or fails, what it says must name that branch.
-            document = load(finished if finished.exists() else path)
-            branch = document["context"]["branch"]
-            assert repo.git("branch", "--list", branch) == ""
-            if finished.exists():
-                assert branch in document["error"]["message"]
+        elif original.get("status") not in ("assigned", "new"):
+            assert path.read_bytes() == data, path           # settled or someone else's: untouched
+        elif finished.exists():
+            assert load(finished)["status"] == "done"
+            ran += 1
+        else:                                               # waits for a dependency that is not done
+            assert path.read_bytes() == data                 # left as assigned until it may start
+            waiting += 1
     assert len(rejected & {p.name for p in claimed}) == 5
+    assert ran + waiting == 32 and ran > 20
     assert repo.worktrees() == [str(repo.path)]

@@ -123,7 +123,7 @@ def test_a_replaced_inbox_folder_is_watched_again(repo: Repo) -> None:
         wait_for(lambda: repo.done_path("t-before").exists(), what="a drop into the first inbox/")
         repo.inbox.rename(repo.inbox.with_name("inbox-old"))
         repo.inbox.mkdir()
-        wait_for(lambda: (watcher := daemon.inbox_watch.watcher) is not None
+        wait_for(lambda: (watcher := daemon.watches.inbox.watcher) is not None
                  and watcher.inode == repo.inbox.stat().st_ino,
                  what="the watch to move to the new inbox/")
         repo.submit("t-after", description="FAKE write after.txt x")

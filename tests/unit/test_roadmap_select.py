@@ -141,8 +141,21 @@ def test_parts_of_a_planned_container_start() -> None:
 
 def test_count_in_flight_counts_leaves_in_progress_and_in_review() -> None:
     roadmap = parse_roadmap(read(DATA / "priority-mixed.ROADMAP.md"))
-    assert count_in_flight(roadmap) == 2  # PRIORITY 2 in progress, PRIORITY 3 in review; 4 has parts
-    assert count_in_flight(parse_roadmap(read(PHASES_FIXTURE))) == 4  # 1.1, 2, 3 and 5
+    assert count_in_flight(roadmap) == 2  # PRIORITY 2 in progress (task ...), PRIORITY 3 in review (url)
+    # issue 15: 1.1, 2, 3 and 5 are In Progress by the people who wrote the file, not Conveyor's slots
+    # (they used to count, so a real roadmap with max_in_flight: 1 started nothing)
+    assert count_in_flight(parse_roadmap(read(PHASES_FIXTURE))) == 0
+
+
+def test_items_a_person_marked_in_progress_do_not_take_conveyors_slot() -> None:
+    text = ("# R\n\n### PRIORITY 1: Theirs\n\n**Status**: 🔄 In Progress\n\n"
+            "### PRIORITY 2: Next\n\n**Status**: 📝 Planned\n")
+    roadmap = parse_roadmap(text)
+    selection = next_runnable(roadmap, in_flight_limit=1, in_flight=count_in_flight(roadmap))
+    assert selection.next_numbers == ["2"]
+    ours = text.replace("In Progress\n", "In Progress (task 2026-01-01T0000-dev-theirs)\n")
+    roadmap = parse_roadmap(ours)
+    assert next_runnable(roadmap, in_flight_limit=1, in_flight=count_in_flight(roadmap)).next_numbers == []
 
 
 def test_json_document_has_exactly_the_documented_shape() -> None:

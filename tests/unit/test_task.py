@@ -125,12 +125,32 @@ def test_dependencies_ignore_entries_that_are_not_ids_with_a_warning(tmp_path: P
 
 
 def test_dependencies_given_as_mappings_load_like_the_seed_board(tmp_path: Path) -> None:
-    """The seed board writes `dependencies: [{type: prerequisite, task_id: ...}]`; such tasks still run."""
+    """The seed board writes `dependencies: [{type: prerequisite, task_id: ...}]`: the task waits for that id
+    (issue 15 changed this: such entries used to be ignored with a warning, and the task ran regardless)."""
     text = ("id: t\nagent: a\nartefacts: []\ndependencies:\n  - type: prerequisite\n    task_id: other\n"
             "    description: must be done\n")
     task = parse_task(write(tmp_path, "t.yaml", text))
+    assert task.dependencies == ["other"]
+    assert task.warnings == []
+
+
+def test_dependencies_under_context_as_the_upstream_template_puts_them(tmp_path: Path) -> None:
+    text = ("id: t\nagent: a\nartefacts: []\ndependencies: [top]\n"
+            "context:\n  branch: main\n  dependencies: [first, top]\n")
+    assert parse_task(write(tmp_path, "t.yaml", text)).dependencies == ["top", "first"]
+
+
+def test_a_dependencies_mapping_is_accepted_and_only_its_ids_count(tmp_path: Path) -> None:
+    """The seed board's `dependencies: {prerequisites: [prose], ...}` (which the upstream validator accepts)
+    loads; prose is no id, and a mapping naming no id at all says so in a warning."""
+    prose = ("id: t\nagent: a\nartefacts: []\ndependencies:\n  prerequisites:\n  - Hugo installed locally\n"
+             "  related_work:\n  - ADR-022 (docsite metadata strategy) - inform decision\n")
+    task = parse_task(write(tmp_path, "t.yaml", prose))
     assert task.dependencies == []
     assert [w.field for w in task.warnings] == ["dependencies"]
+    ids = "id: u\nagent: a\nartefacts: []\ndependencies:\n  requires: [first]\n  after: {task_id: second}\n"
+    task = parse_task(write(tmp_path, "u.yaml", ids))
+    assert task.dependencies == ["first", "second"] and task.warnings == []
 
 
 def test_complexity_is_read_case_insensitively(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 The month is the month of completion (UTC), so an archive folder holds what finished that month. Files
 move by rename without replacing anything (an id already archived stays where it is, with a warning);
-`done/_rejected/` is not archived: those files wait for a person to fix them.
+`_rejected/` is not archived: those files wait for a person to fix them.
 """
 
 from __future__ import annotations

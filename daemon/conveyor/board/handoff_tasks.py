@@ -3,12 +3,15 @@
 The follow-up depends on its parent, carries the parent's context and artefacts, and starts from the
 parent's branch when there is one (a reviewer must see the change it reviews). Its id is derived from the
 parent (`<parent-id>-followup-<agent>`) and the whole board is searched first, so finishing the same
-parent twice (recovery, a restart) never makes two.
+parent twice (recovery, a restart) never makes two. The workflow's own orchestrator names its follow-ups
+`<YYYY-MM-DDTHHMM>-<agent>-followup-<parent-id>`; one of those counts as the same follow-up, either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +40,22 @@ def followup_id(parent_id: str, agent: str) -> str:
     digest = hashlib.sha256(full.encode()).hexdigest()[:10]
     tail = f"-followup-{agent}-{digest}"
     return (parent_id[: max(1, MAX_ID - len(tail))] + tail)[:MAX_ID]
+
+
+def existing_followup(layout: BoardLayout, parent_id: str, agent: str, *, besides: Path | None = None) -> Path | None:
+    """A follow-up of `parent_id` for `agent` already on the board, made by Conveyor or by the workflow's
+    orchestrator (`*-<agent>-followup-<parent-id>.yaml`); `besides` is not counted (the file asking)."""
+    found = board.find_task(layout, followup_id(parent_id, agent))
+    if found is not None and found != besides:
+        return found
+    tail = f"-{agent}-followup-{parent_id}"
+    for folder in board.all_folders(layout):
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                stem = entry.name.rsplit(".", 1)[0]
+                if stem.endswith(tail) and entry.name.endswith((".yaml", ".yml")) and Path(entry.path) != besides:
+                    return Path(entry.path)
+    return None
 
 
 def next_agent_of(parent: Task) -> str | None:
@@ -106,7 +125,7 @@ def create_handoff(layout: BoardLayout, parent: Task, now_iso: str) -> Path | No
                     fix=f"after {MAX_DEPTH} hand-offs in a row a person decides; submit the next task by hand")
         return None
     task_id = followup_id(parent.id, agent)
-    existing = board.find_task(layout, task_id)
+    existing = existing_followup(layout, parent.id, agent)
     if existing is not None:
         log.info("handoff.exists", task_id=parent.id, followup=task_id, file=str(existing))
         return None

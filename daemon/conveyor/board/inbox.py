@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from conveyor.board import layout as board
+from conveyor.board.handoff_tasks import existing_followup
 from conveyor.board.index import BoardIndex
 from conveyor.board.layout import BoardLayout
 from conveyor.core import openfiles
@@ -109,6 +110,16 @@ class InboxReader:
             del self._seen[gone]
         return tasks
 
+    def _twin_followup(self, task: Task) -> tuple[str, Path] | None:
+        """A hand-off (context.previous_task) whose twin, made by the other hand-off maker, is on the board."""
+        parent = task.context.get("previous_task")
+        if not isinstance(parent, str) or not parent:
+            return None
+        found = existing_followup(self._layout, parent, task.agent, besides=task.path)
+        if found is None or (found.parent == task.path.parent and found.name > task.path.name):
+            return None   # two in inbox/ at once: the first by name stays, the other is the duplicate
+        return parent, found
+
     def _read_one(self, path: Path, now: float) -> Task | None:
         """Parse (or reuse) one inbox file; unreadable files are rejected once they have settled."""
         try:
@@ -137,6 +148,13 @@ class InboxReader:
                 self._seen[path] = Seen(signature, None, first_seen)  # may still be being written
                 return None
             self._reject(path, exc.problems)
+            return None
+        twin = self._twin_followup(task)   # once per version of the file, not on every pass
+        if twin is not None:
+            self._reject(path, [Problem(str(path), f"is a follow-up of {twin[0]!r} for {task.agent!r}, which the "
+                                        f"board already holds at {twin[1]}",
+                                        "one follow-up per parent and agent: delete this one, or the other",
+                                        field="context.previous_task")])
             return None
         for warning in task.warnings:
             log.warning("task.warning", task_id=task.id, problem=warning.render())

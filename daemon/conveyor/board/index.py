@@ -7,6 +7,7 @@ daemon with a thousand finished tasks does one `stat` per folder per rescan, not
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,11 +117,27 @@ def _task_files_with_signatures(folder: Path) -> list[tuple[Path, Signature]]:
 def _read_entries(path: Path, claimed: bool) -> list[Known]:
     """The ids one file answers to: its file name, and its declared `id` when that differs (seed quirk)."""
     stem = task_id_from_path(path)
-    status, doc_id, pending = ("assigned", None, False) if claimed else _status_and_id(path)
+    status, doc_id, pending = (_claimed_status(path), None, False) if claimed else _status_and_id(path)
     entries = [Known(stem, status, path, pending)]
     if doc_id and doc_id != stem:
         entries.append(Known(doc_id, status, path))
     return entries
+
+
+_STATUS_LINE = re.compile(rb"^status:[ \t]*['\"]?([A-Za-z_]+)", re.MULTILINE)
+
+
+def _claimed_status(path: Path) -> str:
+    """The status a file in assigned/ declares (the workflow leaves `done` and `error` files there, which
+    count for dependencies as what they say), read from its top-level `status:` line without a YAML parse:
+    the folder holds every claimed task of a flood."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(65536)
+    except OSError:
+        return "assigned"
+    match = _STATUS_LINE.search(head)
+    return match[1].decode().lower() if match else "assigned"
 
 
 def _status_and_id(path: Path) -> tuple[str, str | None, bool]:

@@ -3,7 +3,8 @@ finishing.
 
 The folder a file is in is its state: `inbox/` (new) → `assigned/<agent>/` (claimed, running) →
 `done/<agent>/` (done or error) → `archive/YYYY-MM/`. Files that cannot be read as tasks move unchanged to
-`done/_rejected/` beside `<name>.error.yaml`.
+`_rejected/` (beside the four folders, where the workflow's validator, its CI glob `work/**/done/**` and its
+dashboard do not look) beside `<name>.error.yaml`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class BoardLayout:
 
     @property
     def rejected(self) -> Path:
-        return self.done / REJECTED
+        return self.root / REJECTED
 
     def assigned_dir(self, agent: str) -> Path:
         return self.assigned / agent
@@ -115,10 +116,51 @@ def claim(layout: BoardLayout, path: Path, agent: str) -> Path | None:
     return target
 
 
-def rewrite(task: Task, updates: dict[str, Any], *, durable: bool = True) -> None:
-    """Apply `updates` to the task's document (author's keys keep their place) and write it atomically."""
+# The keys Conveyor writes into a task file; every other key belongs to the author.
+DAEMON_KEYS = frozenset({"status", "assigned_at", "started_at", "completed_at", "claimed_by", "attempt",
+                         "interruptions", "result", "error", "previous_errors", "previous_results"})
+
+
+class TaskGone(FileNotFoundError):
+    """The task's file was deleted (a person cancelling it): nothing may write it back."""
+
+
+def rewrite(task: Task, updates: dict[str, Any], *, durable: bool = True, fresh: bool = True) -> None:
+    """Apply `updates` to the task's document (author's keys keep their place) and write it atomically.
+
+    With `fresh`, the file is read again first: keys a person changed meanwhile (a title, a note, a
+    priority) are kept, and only Conveyor's own keys (DAEMON_KEYS) come from memory. A file that is gone
+    raises TaskGone instead of being written back.
+    """
+    if fresh:
+        task.data = _merged(task, _current(task.path))
     task.data.update(updates)
     yamlio.write_yaml(task.path, task.data, durable=durable)
+
+
+def _current(path: Path) -> dict[str, Any] | None:
+    """The file's document now; None when it cannot be read as one (then memory wins)."""
+    try:
+        document = yamlio.loads(yamlio.read_limited(path))
+    except FileNotFoundError as exc:
+        raise TaskGone(str(path)) from exc
+    except (yamlio.YamlProblem, OSError):
+        if not os.path.lexists(path):
+            raise TaskGone(str(path)) from None
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _merged(task: Task, current: dict[str, Any] | None) -> dict[str, Any]:
+    if current is None or current.get("id") != task.data.get("id"):
+        return task.data
+    merged = dict(current)
+    for key in DAEMON_KEYS:
+        if key in task.data:
+            merged[key] = task.data[key]
+        else:
+            merged.pop(key, None)
+    return merged
 
 
 def move(task: Task, folder: Path) -> Path:
@@ -166,16 +208,21 @@ def reject(layout: BoardLayout, path: Path, problems: list[Problem], now_iso: st
     return target
 
 
-def find_task(layout: BoardLayout, task_id: str) -> Path | None:
-    """Where a task file named `task_id` sits anywhere on the board (inbox, assigned, done, archive and
-    `_rejected`), or None. A few `stat` calls per folder, no parsing: cheap enough before every creation."""
-    names = [task_id + suffix for suffix in (".yaml", ".yml")]
+def all_folders(layout: BoardLayout) -> list[Path]:
+    """Every folder a task file may sit in: inbox, _rejected, and assigned/done/archive with their subfolders."""
     folders = [layout.inbox, layout.rejected]
     for parent in (layout.assigned, layout.done, layout.archive):
         folders.append(parent)
         with contextlib.suppress(OSError), os.scandir(parent) as entries:
             folders.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
-    for folder in folders:
+    return folders
+
+
+def find_task(layout: BoardLayout, task_id: str) -> Path | None:
+    """Where a task file named `task_id` sits anywhere on the board (inbox, assigned, done, archive and
+    `_rejected`), or None. A few `stat` calls per folder, no parsing: cheap enough before every creation."""
+    names = [task_id + suffix for suffix in (".yaml", ".yml")]
+    for folder in all_folders(layout):
         for name in names:
             if os.path.lexists(folder / name):
                 return folder / name

@@ -17,11 +17,11 @@ from conveyor.core import yamlio
 from conveyor.core.errors import ConveyorError
 
 # What a run wrote into the file; a retried task starts without it, as if just submitted.
-RUN_KEYS = ("result", "error", "completed_at", "assigned_at", "started_at", "claimed_by", "attempt")
+RUN_KEYS = ("result", "error", "completed_at", "assigned_at", "started_at", "claimed_by", "attempt", "interruptions")
 
 
 def retry_task(layout: BoardLayout, task_id: str, now_iso: str) -> Path:
-    """Move task `task_id` from done/ (or done/_rejected/) back into inbox/ as `status: new`; its new path."""
+    """Move task `task_id` from done/ (or _rejected/) back into inbox/ as `status: new`; its new path."""
     found = board.find_task(layout, task_id)
     if found is None:
         raise ConveyorError(f"no task {task_id!r} on the board ({layout.root}); `conveyor status` lists them")

@@ -138,6 +138,8 @@ class DaemonSettings(Frozen):
     idle_timeout_s: float = Field(default=300.0, gt=0)
     kill_grace_s: float = Field(default=5.0, ge=0)
     attempts: int = Field(default=3, ge=1)
+    interruptions: int = Field(default=5, ge=1)   # daemon deaths under one task in a row before it is `error`
+    handoffs: Literal["conveyor", "external"] = "conveyor"   # who turns `result.next_agent` into a follow-up
     privacy: Literal["metadata", "full"] = "metadata"
     log_cap_bytes: int = Field(default=16 * 1024 * 1024, ge=4096)
     drain_grace_s: float = Field(default=60.0, ge=0)

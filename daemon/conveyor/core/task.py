@@ -56,7 +56,7 @@ class _Fields(BaseModel):
     title: str | None = None
     priority: str | None = None
     artefacts: list[str] | str | None = None
-    dependencies: list[Any] | None = None    # non-id entries (seed boards write mappings) warn, not fail
+    dependencies: list[Any] | dict[str, Any] | None = None   # ids, {task_id: ...} entries or a mapping
     complexity: str | None = None
     context: dict[str, Any] | str | None = None
     tool: str | None = None
@@ -66,6 +66,35 @@ class _Fields(BaseModel):
     max_cost_usd: float | None = None
     max_turns: int | None = None
     timeout_s: float | None = None
+
+
+_PROSE_KEYS = frozenset({"description", "type", "reason", "notes", "note", "why"})
+
+
+def dependency_ids(value: Any) -> list[str]:
+    """The task ids in a `dependencies` value, whatever shape the author gave it; prose (anything with a
+    space, or under `description`-like keys) is no id."""
+    if isinstance(value, str):
+        return [value] if SAFE_NAME.match(value) else []
+    if isinstance(value, Mapping):
+        if isinstance(value.get("task_id"), str):
+            return dependency_ids(value["task_id"])
+        return [dep for key, item in value.items() if str(key) not in _PROSE_KEYS for dep in dependency_ids(item)]
+    if isinstance(value, list):
+        return [dep for item in value for dep in dependency_ids(item)]
+    return []
+
+
+def is_conveyor_claim(data: Mapping[str, Any]) -> bool:
+    """Whether a task file says some Conveyor claimed it (`claimed_by: conveyor@<host>:<pid>`)."""
+    return str(data.get("claimed_by") or "").startswith(CLAIMER_PREFIX)
+
+
+def claim_host(data: Mapping[str, Any]) -> str | None:
+    """The host of a Conveyor claim (`conveyor@<host>:<pid>`), or None for anyone else's."""
+    if not is_conveyor_claim(data):
+        return None
+    return str(data["claimed_by"])[len(CLAIMER_PREFIX):].rpartition(":")[0] or None
 
 
 def task_id_from_path(path: Path) -> str:
@@ -125,10 +154,12 @@ class Task:
 
     @property
     def dependencies(self) -> list[str]:
-        value = self.data.get("dependencies")
-        if not isinstance(value, list):
-            return []
-        return [str(dep) for dep in value if isinstance(dep, str) and SAFE_NAME.match(dep)]
+        """Ids this task waits for: top-level `dependencies` and `context.dependencies` (where the upstream
+        template puts them), each a list of ids, a list of `{task_id: ...}` entries or a mapping of those."""
+        found: list[str] = []
+        for value in (self.data.get("dependencies"), self.context.get("dependencies")):
+            found.extend(dependency_ids(value))
+        return list(dict.fromkeys(found))
 
     @property
     def complexity(self) -> str | None:
@@ -294,11 +325,20 @@ def _warnings(name: str, document: dict[str, Any], text: str) -> list[Problem]:
     deps = document.get("dependencies")
     if isinstance(deps, list):
         for dep in deps:
-            if not (isinstance(dep, str) and SAFE_NAME.match(dep)):
-                warnings.append(Problem(name, f"entry {dep!r} is not a task id; ignored",
+            if not dependency_ids(dep):
+                warnings.append(Problem(name, f"entry {_short(dep)} is not a task id; ignored",
                                         "list only ids of other tasks", field="dependencies",
                                         line=line_of(text, "dependencies")))
+    elif isinstance(deps, Mapping) and not dependency_ids(deps):
+        warnings.append(Problem(name, "names no task id (only prose); ignored",
+                                "list ids of other tasks, e.g. `dependencies: [<task id>]`",
+                                field="dependencies", line=line_of(text, "dependencies")))
     return warnings
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def new_task_document(*, task_id: str, agent: str, title: str, description: str, artefacts: list[str],

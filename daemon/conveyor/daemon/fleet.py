@@ -78,7 +78,7 @@ class FleetPump:
 
     def _read(self, task_id: str, path: Path) -> Task | None:
         """The granted task's file; one that is gone or unreadable ends the task as an error (and a
-        readable-but-invalid one goes to done/_rejected/ with its report)."""
+        readable-but-invalid one goes to _rejected/ with its report)."""
         if not path.is_file():
             if self.coordinator.commit(task_id, "error"):
                 log.error("fleet.task_missing", task_id=task_id, file=str(path),

@@ -1,4 +1,8 @@
-"""Intake: read inbox/, reject what cannot run, claim what may run now into the ready queue.
+"""Intake: read inbox/ (and what others assign into assigned/), reject what cannot run, claim what may run
+now into the ready queue.
+
+Tasks another process assigns into `assigned/<agent>/` (the workflow's orchestrator, a person) are planned
+with the inbox's: they wait for their dependencies the same way, and start without being moved.
 
 inbox/ is listed on every pass. The finished and claimed folders are re-listed only when a rescan is due
 (the periodic job): between rescans the index learns the daemon's own transitions from `note()`, so a pass
@@ -13,20 +17,22 @@ from pathlib import Path
 import structlog
 
 from conveyor.board import layout as board
+from conveyor.board.assigned import AssignedWatch
 from conveyor.board.inbox import InboxReader
 from conveyor.board.index import BoardIndex, Known
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.core import disk_trouble, openfiles
 from conveyor.core.errors import Problem
-from conveyor.core.task import Task, task_id_from_path
+from conveyor.core.task import Task, TaskStatus, task_id_from_path
 from conveyor.core.timeutil import Clock, utc_iso
-from conveyor.daemon.ready_queue import ReadyQueue
+from conveyor.daemon.ready_queue import ReadyQueue, signature
 from conveyor.daemon.upkeep import Upkeep
 from conveyor.scheduling import budgets
 from conveyor.scheduling.budgets import BudgetGuard
 from conveyor.scheduling.queue import Waiting, plan
 from conveyor.workspace import git
+from conveyor.workspace.base_branch import task_base
 
 log = structlog.get_logger("conveyor.daemon")
 
@@ -36,8 +42,11 @@ class Intake:
 
     def __init__(self, config: Callable[[], Config], layout: BoardLayout, index: BoardIndex,
                  ready: ReadyQueue, budgets_guard: BudgetGuard, upkeep: Upkeep, clock: Clock,
-                 offer: Callable[[Task], bool] = lambda _task: False) -> None:
-        """`offer` hands a claimed task to a fleet (True) instead of this daemon's ready queue."""
+                 offer: Callable[[Task], bool] = lambda _task: False,
+                 running: Callable[[str], bool] = lambda _task_id: False, scan_assigned: bool = True) -> None:
+        """`offer` hands a claimed task to a fleet (True) instead of this daemon's ready queue; `running` says
+        which tasks this daemon runs; `scan_assigned` (off in a fleet, whose leases own assigned/) looks for
+        tasks other processes assign into assigned/."""
         self._config = config
         self._layout = layout
         self._index = index
@@ -48,6 +57,11 @@ class Intake:
         self._offer = offer
         self.inbox = InboxReader(layout, index, clock, lambda agent: config().agent(agent) is not None,
                                  self.reject)
+        self.assigned = AssignedWatch(layout, lambda agent: config().agent(agent) is not None, self.reject)
+        self._running = running
+        self._scan_assigned = scan_assigned
+        self.pickups: dict[str, Task] = {}   # tasks found in assigned/, planned with the inbox's
+        self._pickup_sigs: dict[str, tuple[int, int, int] | None] = {}
         self.waiting: list[Waiting] = []
         self.rescan_due = True   # re-list the board's folders on the first pass and on each rescan tick
         self._claim_stamp: tuple[int, str] = (-1, "")
@@ -55,6 +69,18 @@ class Intake:
     def request_rescan(self) -> None:
         """The periodic rescan: re-list the board's folders on the next pass."""
         self.rescan_due = True
+        self.assigned.due = True
+
+    def adopt(self, task: Task) -> None:
+        """A task in assigned/ that is Conveyor's to run (start-up recovery found it): plan it like a pickup."""
+        self._pick_up(task)
+
+    def _pick_up(self, task: Task) -> None:
+        self.pickups[task.id] = task
+        self._pickup_sigs[task.id] = signature(task.path)
+
+    def _tracked(self, task_id: str) -> bool:
+        return self._ready.holds(task_id) or self._running(task_id)
 
     def run(self) -> int:
         """Scan inbox, reject what cannot run, plan the rest, claim what may run now; returns claims."""
@@ -62,7 +88,13 @@ class Intake:
         if self.rescan_due:
             self.rescan_due = False
             self._index.refresh()
-        result = plan(self.inbox.read(), self._index.get, self.inbox.first_seen())
+        self._forget_changed_pickups()
+        if self.assigned.due and self._scan_assigned:
+            for task in self.assigned.scan(self._tracked):
+                if task.id not in self.pickups:
+                    log.info("task.found_assigned", task_id=task.id, agent=task.agent, file=str(task.path))
+                self._pick_up(task)
+        result = plan([*self.inbox.read(), *self.pickups.values()], self._index.get, self.inbox.first_seen())
         for cycle in result.cycles:
             names = " → ".join(t.id for t in cycle)
             for task in cycle:
@@ -74,7 +106,9 @@ class Intake:
         not_ready: dict[str, str | None] = {}
         states = self._budgets.states(config.policies.budgets) if result.runnable else []
         for task in result.runnable:
-            base = task.base_branch or config.daemon.base_branch
+            base, note = task_base(config.repo, task.base_branch, config.daemon.base_branch)
+            if note:
+                log.warning("task.branch_fallback", task_id=task.id, note=note)
             if base not in not_ready:
                 not_ready[base] = git.base_not_ready(config.repo, base, config.git_dir)
             reason = not_ready[base]
@@ -85,7 +119,7 @@ class Intake:
                 waiting.append(Waiting(task, reason))
                 self._ready.hold(task, reason)   # logged once, with what to do
                 continue
-            claimed += self._claim(task)
+            claimed += self._adopt(task) if task.id in self.pickups else self._claim(task)
         self.waiting = waiting
         self._ready.forget_holds_except({w.task.id for w in waiting})
         return claimed
@@ -122,12 +156,53 @@ class Intake:
         if target is None:
             return 0
         task.path = target
-        if "assigned_at" not in task.data:
-            task.data["assigned_at"] = self._claim_time()
+        # the workflow's lifecycle: a claimed file says `status: assigned` with `assigned_at`, which its own
+        # tools (start_task, status reports) read; only the claim's read is reused, no second parse
+        updates = {"status": TaskStatus.ASSIGNED.value,
+                   "assigned_at": task.data.get("assigned_at") or self._claim_time()}
+        try:
+            board.rewrite(task, updates, durable=False, fresh=False)
+            sig = signature(target)
+        except OSError as exc:   # the claim stands; the file says so on the next rewrite
+            log.error("task.claim_rewrite_failed", task_id=task.id, error=str(exc), note=disk_trouble.NOTE)
+        self.assigned.note(target)
         self._index.note(Known(task.id, "assigned", target))
         if not self._offer(task):
             self._ready.push(task, sig=sig, base_ok=True)
         log.info("task.claimed", task_id=task.id, agent=task.agent, priority=task.priority)
+        self._upkeep.note("claimed", task)
+        return 1
+
+    def _forget_changed_pickups(self) -> None:
+        """A waiting pickup whose file was deleted or edited (a person set it `blocked`, dropped a
+        dependency) is judged again from the file."""
+        for task_id, task in list(self.pickups.items()):
+            if signature(task.path) != self._pickup_sigs.get(task_id):
+                del self.pickups[task_id]
+                self.assigned.forget(task.path)
+                self.assigned.due = True
+
+    def _adopt(self, task: Task) -> int:
+        """Start a task found in assigned/ where it is: the workflow's `status: assigned` with `assigned_at`."""
+        del self.pickups[task.id]
+        self._pickup_sigs.pop(task.id, None)
+        updates: dict[str, str] = {}
+        if task.data.get("status") != TaskStatus.ASSIGNED.value:
+            updates["status"] = TaskStatus.ASSIGNED.value
+        if not task.data.get("assigned_at"):
+            updates["assigned_at"] = self._claim_time()
+        if updates:
+            try:
+                board.rewrite(task, updates, durable=False)
+            except OSError as exc:
+                log.error("task.claim_failed", task_id=task.id, error=str(exc), note=disk_trouble.NOTE)
+                self.assigned.forget(task.path)
+                return 0
+        self.assigned.note(task.path)
+        self._index.note(Known(task.id, "assigned", task.path))
+        if not self._offer(task):
+            self._ready.push(task, sig=signature(task.path), base_ok=True)
+        log.info("task.claimed", task_id=task.id, agent=task.agent, priority=task.priority, found_in="assigned/")
         self._upkeep.note("claimed", task)
         return 1
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import cast
 
@@ -39,7 +40,7 @@ from conveyor.daemon.ready_queue import ReadyQueue, signature
 from conveyor.daemon.reload import reloaded
 from conveyor.daemon.snapshot import SnapshotWriter
 from conveyor.daemon.upkeep import Snapshot, Upkeep
-from conveyor.daemon.watcher import InboxWatch
+from conveyor.daemon.watcher import BoardWatches
 from conveyor.pipeline import recovery, republish
 from conveyor.pipeline.finish import Disposition, Report, fail
 from conveyor.pipeline.run import Collaborators, route_check, run_task
@@ -130,14 +131,16 @@ class Daemon(_Control):
         self.ready = ReadyQueue(lambda: self.config, self.gate, clock, lambda path, why: self.intake.reject(path, why))
         self.coordination = open_coordinator(config, lambda: DaemonLock(config.state_dir / LOCK_FILE))
         self.intake = Intake(lambda: self.config, self.layout, self.index, self.ready, self.budgets, self.upkeep,
-                             clock, offer=self.coordination.enqueue)
+                             clock, offer=self.coordination.enqueue, running=self._running.__contains__,
+                             scan_assigned=not self.coordination.shared)
         self.fleet = FleetPump(self.coordination, lambda: self.config, self.layout, self.ready, self.telemetry,
                                clock, self.env, self._apply)
         self.inbox = self.intake.inbox
         self.started_at, self.completed = clock(), 0
         self.snapshot = SnapshotWriter(config.state_dir, self.notifier, self.health, clock, self.started_at)
         self._draining, self._drain_until = False, cast(float | None, None)
-        self.inbox_watch = InboxWatch(self.layout.inbox, self.wake, enabled=self.watch)
+        self.watches = BoardWatches(self.layout.inbox, self.layout.assigned, self.wake,
+                                    on_assigned=self.intake.assigned.mark_due, enabled=self.watch)
         self.periodic = Periodic(clock)
         self.parked = parked.Parked()               # needs_input tasks: their answer or their timeout
 
@@ -189,7 +192,8 @@ class Daemon(_Control):
             if self._reload_requested.is_set():
                 self._reload()
             self._reap()
-            self.inbox_watch.keep()
+            cancel_deleted(self._running, self.layout.assigned)
+            self.watches.keep()
             leader = self.fleet.lead()             # always, on a single host; in a fleet, one node at a time
             if leader and not self._stop_requested.is_set():
                 self.periodic.run_due()            # rescan, worktree reaper, outcomes, archive, merges, roadmap
@@ -229,7 +233,7 @@ class Daemon(_Control):
 
     def _start_background(self) -> None:
         """File events and the periodic jobs: both only wake the loop, which does the work."""
-        self.inbox_watch.keep()
+        self.watches.keep()
         self.periodic.every("rescan", self.config.daemon.rescan_interval_s, self.intake.request_rescan)
         self.periodic.every("worktree-reaper", REAP_EVERY_S,
                             lambda: recovery.reap_worktrees(self.config, keep=set(self._running)))
@@ -292,6 +296,9 @@ class Daemon(_Control):
     def _apply(self, report: Report) -> None:
         task = report.task
         self.budgets.invalidate()                 # this run's cost counts from now on
+        if report.disposition is Disposition.CANCELLED:   # logged by the pipeline (task.cancelled)
+            self.upkeep.note("cancelled", task, report.reason)
+            return
         if report.disposition is Disposition.LOST:   # the fleet gave it to another node: nothing to do here
             return
         if report.disposition is Disposition.PARKED:   # waits for an answer, holding no slot (daemon.parked)
@@ -316,7 +323,7 @@ class Daemon(_Control):
         outcome = recovery.recover(self.config, self.layout, self.telemetry, self.clock, self.env,
                                    shared=self.coordination.shared)
         for item in outcome.ready:
-            self.ready.push(item, sig=signature(item.path))
+            self.intake.adopt(item)     # planned like any task in assigned/: dependencies, base branch
         for item in outcome.parked:
             self.parked.add(item)
         for report in outcome.finished:
@@ -339,16 +346,10 @@ class Daemon(_Control):
         self.notifier.ready(self._status_line())
 
     def _shutdown(self) -> None:
-        self.inbox_watch.stop()
+        self.watches.stop()
         self.periodic.stop_timer()
         self._drain()
-        for running in self._running.values():   # what the drain left is stopped now
-            running.cancel.set()
-        for running in list(self._running.values()):
-            try:
-                running.future.result(timeout=self.config.daemon.kill_grace_s + 30)
-            except Exception:  # the task stays in assigned/ and recovery picks it up
-                log.exception("task.shutdown_error", task_id=running.task.id)
+        stop_running(self._running, self.config.daemon.kill_grace_s + 30)   # what the drain left
         self._reap()
         self._executor.shutdown(wait=True)
         self.upkeep.stop()                      # final status files and board commit
@@ -391,6 +392,29 @@ class Daemon(_Control):
                             self.ready, self.intake.waiting, stopped=stopped, draining=self._draining,
                             drain_until=self._drain_until)
 
+
+def stop_running(running: Mapping[str, _Running], timeout_s: float) -> None:
+    """Stop the agents still running and wait for their pipelines to end."""
+    for entry in running.values():
+        entry.cancel.set()
+    for entry in list(running.values()):
+        try:
+            entry.future.result(timeout=timeout_s)
+        except Exception:  # the task stays in assigned/ and recovery picks it up
+            log.exception("task.shutdown_error", task_id=entry.task.id)
+
+
+def cancel_deleted(running: Mapping[str, _Running], assigned: Path) -> None:
+    """A running task whose file a person deleted is cancelled: its agent is stopped and nothing is
+    committed or written back (the pipeline ends it when its next board write finds no file)."""
+    for task_id, entry in running.items():
+        if entry.cancel.is_set() or entry.future.done() or os.path.lexists(entry.task.path):
+            continue
+        if entry.task.path.parent.parent != assigned:
+            continue    # already moved on to done/ by the pipeline
+        log.warning("task.cancel_requested", task_id=task_id, file=str(entry.task.path),
+                    reason="its file was deleted while it ran")
+        entry.cancel.set()
 
 
 def _install_signal_handlers(daemon: Daemon) -> None:

@@ -25,6 +25,7 @@ from conveyor.scheduling.concurrency import ToolGate
 from conveyor.scheduling.queue import order_key
 from conveyor.scheduling.router import Check, plan_routes
 from conveyor.workspace import git
+from conveyor.workspace.base_branch import task_base
 
 log = structlog.get_logger("conveyor.daemon")
 
@@ -57,6 +58,7 @@ class ReadyQueue:
         self._clock = clock
         self._reject = reject
         self._heap: list[Ready] = []
+        self._ids: set[str] = set()
         self.held: dict[str, str] = {}        # task id → why it is held back (logged once per reason)
 
     def __len__(self) -> int:
@@ -64,6 +66,10 @@ class ReadyQueue:
 
     def __iter__(self) -> Iterator[Ready]:
         return iter(self._heap)
+
+    def holds(self, task_id: str) -> bool:
+        """Whether the task waits in this queue (so a scan of assigned/ does not pick it up twice)."""
+        return task_id in self._ids
 
     def tasks(self) -> list[Task]:
         return [item.task for item in sorted(self._heap)]
@@ -74,6 +80,7 @@ class ReadyQueue:
     def push(self, task: Task, *, not_before: float = 0.0, sig: tuple[int, int, int] | None = None,
              base_ok: bool = False) -> None:
         heapq.heappush(self._heap, Ready(order_key(task, self._clock()), task, not_before, sig, base_ok))
+        self._ids.add(task.id)
 
     def requeue(self, task: Task, not_before: float) -> None:
         self.push(task, not_before=not_before, sig=signature(task.path))
@@ -114,6 +121,7 @@ class ReadyQueue:
         bases: dict[str, str | None] = {}          # base branch → why it is not ready (None: ready), this pass
         while self._heap and len(taken) < slots:
             item = heapq.heappop(self._heap)
+            self._ids.discard(item.task.id)
             task = self._recheck(item) if item.not_before <= now else item.task
             if task is None:
                 continue
@@ -127,6 +135,7 @@ class ReadyQueue:
             taken.append((task, run_plan))
         for item in deferred:
             heapq.heappush(self._heap, item)
+            self._ids.add(item.task.id)
         return taken
 
     def _plan(self, item: Ready, check: Check, states: list[budgets.BudgetState], full: set[str],
@@ -169,7 +178,7 @@ class ReadyQueue:
         if item.base_ok or item.not_before > now:
             return True
         config = self._config()
-        base = item.task.base_branch or config.daemon.base_branch
+        base, _note = task_base(config.repo, item.task.base_branch, config.daemon.base_branch)
         if base not in bases:
             bases[base] = git.base_not_ready(config.repo, base, config.git_dir)
         reason = bases[base]
@@ -182,8 +191,12 @@ class ReadyQueue:
 
     def _recheck(self, item: Ready) -> Task | None:
         """Re-read a claimed file whose bytes changed since it was parsed (it was still being written)."""
-        if item.signature is None or signature(item.task.path) == item.signature:
+        now_sig = signature(item.task.path)
+        if item.signature is None or now_sig == item.signature:
             return item.task
+        if now_sig is None:
+            log.info("task.dropped", task_id=item.task.id, reason="its file was deleted while it waited")
+            return None
         try:
             fresh = parse_task(item.task.path)
         except TaskFileError as exc:

@@ -23,6 +23,8 @@ from conveyor.board.index import BoardIndex, Known
 from conveyor.board.layout import BoardLayout
 from conveyor.board.reports import (
     AGENT_STATUS,
+    LOG_MARK,
+    STATUS_MARK,
     STATUS_MIN_INTERVAL_S,
     WORKFLOW_LOG,
     AgentStatusFile,
@@ -31,6 +33,7 @@ from conveyor.board.reports import (
     Transition,
     WorkflowLog,
     render_agent_status,
+    report_path,
 )
 from conveyor.config import Config
 from conveyor.core.errors import ConveyorError, Problem, TaskFileError
@@ -62,8 +65,10 @@ class Upkeep:
         self.telemetry = telemetry
         self.clock = clock
         self._snapshot = snapshot
-        self.workflow_log = WorkflowLog(layout.root / WORKFLOW_LOG)
-        self.status_file = AgentStatusFile(layout.root / AGENT_STATUS)
+        beside = config.daemon.handoffs == "external"
+        self.workflow_log = WorkflowLog(report_path(layout.root, WORKFLOW_LOG, LOG_MARK, beside_orchestrator=beside))
+        self.status_file = AgentStatusFile(report_path(layout.root, AGENT_STATUS, STATUS_MARK,
+                                                       beside_orchestrator=beside))
         self.tally = Tally()
         self.roadmap = RoadmapSync(config, layout, clock, record=self._record)
         self.committer = BoardCommitter(config)
@@ -134,7 +139,7 @@ class Upkeep:
             self.tally.finished(task, status)
         self._record(status, task.id, task.agent, detail or _result_detail(task))
         self.notifications.emit(finished_event(task, status, utc_iso(self.clock())))
-        if status == "done":
+        if status == "done" and self.config.daemon.handoffs == "conveyor":
             self._guard("handoff", lambda: self._handoff(task))
         self._guard("roadmap", lambda: self.roadmap.task_finished(task, status))
 
@@ -155,6 +160,8 @@ class Upkeep:
     def owed_handoffs(self) -> int:
         """Start-up: make the hand-offs of done tasks whose daemon stopped between done/ and the follow-up
         (the index marks them: `result.next_agent` without `result.handoff_task`). Returns how many."""
+        if self.config.daemon.handoffs != "conveyor":
+            return 0   # the workflow's orchestrator makes them
         owed = {known.path: known for known in self.index.all() if known.pending_handoff}
         for known in owed.values():
             try:

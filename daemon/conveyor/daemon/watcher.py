@@ -1,4 +1,4 @@
-"""File events on `inbox/` as a hint to look sooner; the periodic rescan remains the truth.
+"""File events on `inbox/` and `assigned/` as a hint to look sooner; the periodic rescan remains the truth.
 
 inotify drops events when its queue overflows and FSEvents asks for rescans, so events only wake the
 main loop; they never carry state the loop depends on.
@@ -15,6 +15,7 @@ from watchdog.events import (
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
+    FileDeletedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -44,6 +45,30 @@ class _WakeOnInboxFiles(FileSystemEventHandler):
             self._wake()
 
 
+class _WakeOnAssignedFiles(FileSystemEventHandler):
+    """Wake for task-like names arriving in, or deleted from, `assigned/<agent>/` (another orchestrator or a
+    person assigning a task; a person cancelling a running one), and for new agent folders."""
+
+    def __init__(self, assigned: Path, wake: Callable[[], None]) -> None:
+        self._assigned = str(assigned)
+        self._wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if not raw:
+                continue
+            path = Path(str(raw))
+            if event.is_directory and str(path.parent) == self._assigned:
+                self._wake()
+                return
+            if str(path.parent.parent) == self._assigned and is_task_name(path.name):
+                self._wake()
+                return
+
+
+_ASSIGNED_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, FileDeletedEvent, DirCreatedEvent,
+                    DirMovedEvent]
+
 # Only what can announce a new task: no IN_MODIFY stream while a large file is written, no opens, no
 # deletions (each claim unlinks one name from inbox/).
 _INBOX_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent]
@@ -60,12 +85,16 @@ class InboxWatcher:
     """
 
     def __init__(self, inbox: Path, wake: Callable[[], None],
-                 handler: FileSystemEventHandler | None = None) -> None:
+                 handler: FileSystemEventHandler | None = None, *, assigned: bool = False) -> None:
         self.inode = inbox.stat().st_ino
         self._observer = Observer()
         self._observer.daemon = True
-        self._observer.schedule(handler or _WakeOnInboxFiles(inbox, wake), str(inbox), recursive=False,
-                                event_filter=_INBOX_EVENTS)
+        if assigned:   # its own observer (own event queue): moves out of assigned/ never delay inbox events
+            self._observer.schedule(handler or _WakeOnAssignedFiles(inbox, wake), str(inbox), recursive=True,
+                                    event_filter=_ASSIGNED_EVENTS)
+        else:
+            self._observer.schedule(handler or _WakeOnInboxFiles(inbox, wake), str(inbox), recursive=False,
+                                    event_filter=_INBOX_EVENTS)
 
     def start(self) -> None:
         self._observer.start()
@@ -114,10 +143,11 @@ class InboxWatch:
     """Keeps one watch on inbox/, and watches again when the folder was replaced (deleted and made anew,
     moved away and back): a watch follows the old folder, and its new tasks would wait for the rescan."""
 
-    def __init__(self, inbox: Path, wake: Callable[[], None], *, enabled: bool) -> None:
+    def __init__(self, inbox: Path, wake: Callable[[], None], *, enabled: bool, assigned: bool = False) -> None:
         self._inbox = inbox
         self._wake = wake
         self._enabled = enabled
+        self._assigned = assigned
         self.watcher: InboxWatcher | None = None
 
     def keep(self) -> None:
@@ -132,10 +162,32 @@ class InboxWatch:
         if self.watcher is not None:
             self.watcher.stop()
             log.info("watcher.rearmed", inbox=str(self._inbox))
-        self.watcher = InboxWatcher(self._inbox, self._wake)
+        self.watcher = InboxWatcher(self._inbox, self._wake, assigned=self._assigned)
         self.watcher.start()
 
     def stop(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
+
+
+class BoardWatches:
+    """The watches on `inbox/` and on `assigned/` (what another orchestrator or a person assigns, or deletes
+    while it runs): `on_assigned` marks that assigned/ needs a look, and the loop is woken."""
+
+    def __init__(self, inbox: Path, assigned: Path, wake: Callable[[], None], *,
+                 on_assigned: Callable[[], None], enabled: bool) -> None:
+        def assigned_changed() -> None:
+            on_assigned()
+            wake()
+
+        self.inbox = InboxWatch(inbox, wake, enabled=enabled)
+        self.assigned = InboxWatch(assigned, assigned_changed, enabled=enabled, assigned=True)
+
+    def keep(self) -> None:
+        self.inbox.keep()
+        self.assigned.keep()
+
+    def stop(self) -> None:
+        self.inbox.stop()
+        self.assigned.stop()

@@ -30,6 +30,7 @@ class Disposition(StrEnum):
     REQUEUED = "requeued"  # stays in assigned/; run again later (provider limit, retryable failure, shutdown)
     PARKED = "parked"      # stays in assigned/ as needs_input until a person answers (pipeline.questions)
     LOST = "lost"          # a fleet gave the task's lease to another node: nothing written, this node forgets it
+    CANCELLED = "cancelled"  # its file was deleted while it ran: stopped, nothing committed or written back
 
 
 @dataclass
@@ -42,11 +43,25 @@ class Report:
 
 
 def finish(task: Task, layout: BoardLayout, now: float, result: dict[str, Any]) -> Report:
-    """`status: done` with its result block, moved to done/<agent>/."""
-    board.rewrite(task, {"status": TaskStatus.DONE.value, "completed_at": utc_iso(now),
-                         "result": printable_data(result)})
+    """`status: done` with its result block (and `result.completed_at`, which ADR-009 tooling reads), moved to
+    done/<agent>/. An `error` block of an earlier failure (a person set the task back to `assigned`) is
+    kept as `previous_errors`: the workflow's validator allows an error block only on `status: error`."""
+    updates: dict[str, Any] = {"status": TaskStatus.DONE.value, "completed_at": utc_iso(now),
+                               "result": printable_data({**result, "completed_at": utc_iso(now)})}
+    _settle_blocks(task, "error")
+    board.rewrite(task, updates)
     board.move(task, layout.done_dir(task.agent))
     return Report(Disposition.DONE, task)
+
+
+def _settle_blocks(task: Task, stale: str) -> None:
+    """Move a block the new status does not allow (`error` on done, `result` on error) into a history list."""
+    block = task.data.pop(stale, None)
+    if block is None:
+        return
+    key = "previous_errors" if stale == "error" else "previous_results"
+    history = task.data.get(key)
+    task.data[key] = [*(history if isinstance(history, list) else []), block]
 
 
 def fail(task: Task, layout: BoardLayout, now: float, message: str, *, kind: str, log_path: str | None = None,
@@ -59,12 +74,20 @@ def fail(task: Task, layout: BoardLayout, now: float, message: str, *, kind: str
     error.update(extra or {})
     error = printable_data(error)   # agents' and verify commands' words are data (core.printable)
     try:
+        _settle_blocks(task, "result")
         board.rewrite(task, {"status": TaskStatus.ERROR.value, "completed_at": utc_iso(now), "error": error})
         board.move(task, layout.done_dir(task.agent))
+    except board.TaskGone:
+        raise
     except (OSError, GitError) as exc:
         log.error("task.finish_failed", task_id=task.id, error=str(exc))
         return Report(Disposition.REQUEUED, task, not_before=now + FINISH_RETRY_S, reason=f"cannot finish: {exc}")
     return Report(Disposition.FAILED, task, reason=message)
+
+
+def cancelled(task: Task, reason: str) -> Report:
+    """The task's file is gone: the run ends without writing anything back."""
+    return Report(Disposition.CANCELLED, task, reason=reason)
 
 
 def requeue(task: Task, reason: str, *, spent: bool, not_before: float = 0.0) -> Report:

@@ -2,16 +2,18 @@
 
 - A task whose branch already holds its commit (trailer `Conveyor-Task: <id>`) is finished from that
   commit instead of running the agent again.
-- A task that was running (`in_progress`) spent an attempt; it runs again as attempt n+1, or is marked
-  `error` once `attempts` are used up.
-- A task that was claimed but never started simply waits its turn again.
+- A task Conveyor was running (`in_progress`, claimed by this daemon) was interrupted: it runs again
+  without spending an attempt; `daemon.interruptions` in a row (default 5) mark it `error`.
+- A task that was assigned but never started simply waits its turn again.
+- Everything else in `assigned/` is not Conveyor's to touch (board/assigned.py) and stays byte-identical.
 - Telemetry rows left `running` become `interrupted`; worktrees left behind are removed.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import structlog
 
 from conveyor.board import layout as board
+from conveyor.board.assigned import Action, claimed_here, judge, peek
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.coordination.base import Fence
@@ -35,6 +38,7 @@ from conveyor.publish.task_branch import PARTIAL_TRAILER, REVIEW_TRAILER, commit
 from conveyor.runner.pids import AgentRecords
 from conveyor.telemetry.store import Telemetry
 from conveyor.workspace import git, task_workspace
+from conveyor.workspace.base_branch import task_base
 
 log = structlog.get_logger("conveyor.pipeline.recovery")
 
@@ -50,7 +54,11 @@ def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Cl
             env: Mapping[str, str], *, shared: bool = False) -> RecoveryOutcome:
     """`env` is the daemon's environment (the GitHub token for publishing). With `shared` (a fleet) only this
     node's own state is recovered: the board and the task branches belong to the fleet, whose leases say
-    which tasks were left by a dead node (`take_over`)."""
+    which tasks were left by a dead node (`take_over`).
+
+    Only Conveyor's own work is touched (board/assigned.py says which): `done`, `error` and `blocked`
+    files, someone else's `in_progress` and tasks of agents Conveyor does not serve stay byte-identical.
+    """
     outcome = RecoveryOutcome()
     interrupted = telemetry.mark_interrupted(clock())
     if interrupted:
@@ -62,55 +70,100 @@ def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Cl
         return outcome
     remove_stale_temp_files(layout)
     _clear_ref_locks(config)
+    host = socket.gethostname()
+
+    def ours(document: Mapping[str, Any]) -> bool:
+        return claimed_here(document, host, lambda task_id: bool(telemetry.rows_for_task(task_id)))
+
+    left = 0
     for path in list(board.task_files(layout.assigned)):
-        try:
-            task = parse_task(path)
-        except TaskFileError as exc:
-            board.reject(layout, path, exc.problems, utc_iso(clock()))
-            log.error("recovery.rejected", task_id=task_id_from_path(path), file=str(path),
-                      problems=[p.render() for p in exc.problems])
-            continue
-        if is_parked(task):
-            outcome.parked.append(task)
-            continue
-        report = _recover_one(task, config, layout, telemetry, clock, env)
-        if report is None:
-            outcome.ready.append(task)
-        else:
-            outcome.finished.append(report)
-    if outcome.ready or outcome.finished:
-        log.info("recovery.done", requeued=len(outcome.ready), finished=len(outcome.finished))
+        left += _recover_path(path, outcome, ours, config, layout, telemetry, clock, env)
+    if outcome.ready or outcome.finished or left:
+        log.info("recovery.done", requeued=len(outcome.ready), finished=len(outcome.finished), left_alone=left)
     return outcome
 
 
+def _recover_path(path: Path, outcome: RecoveryOutcome, ours: Callable[[Mapping[str, Any]], bool],
+                  config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
+                  env: Mapping[str, str]) -> int:
+    """Recover one file of assigned/ into `outcome`; returns 1 when it is not Conveyor's and was left alone."""
+    document = peek(path)       # None: no one's task (not YAML): validated below and rejected
+    resume = False
+    if document is not None:
+        status = str(document.get("status") or "")
+        if status in ("done", "error") and ours(document):
+            report = _finished_not_moved(path, layout, telemetry, clock)
+            if report is not None:
+                outcome.finished.append(report)
+                return 0
+        verdict = judge(document, serves=lambda agent: config.agent(agent) is not None, ours=ours)
+        if verdict.action is Action.LEAVE:
+            log.debug("recovery.left_alone", file=str(path), reason=verdict.reason)
+            return 1
+        resume = verdict.action is Action.RESUME
+    try:
+        task = parse_task(path)
+    except TaskFileError as exc:
+        board.reject(layout, path, exc.problems, utc_iso(clock()))
+        log.error("recovery.rejected", task_id=task_id_from_path(path), file=str(path),
+                  problems=[p.render() for p in exc.problems])
+        return 0
+    if is_parked(task):
+        outcome.parked.append(task)
+        return 0
+    report = _recover_one(task, config, layout, telemetry, clock, env, resume=resume, mine=ours(task.data))
+    if report is None:
+        outcome.ready.append(task)
+    else:
+        outcome.finished.append(report)
+    return 0
+
+
+def _finished_not_moved(path: Path, layout: BoardLayout, telemetry: Telemetry, clock: Clock) -> Report | None:
+    """Finished here, then stopped between writing the file and moving it: only the move is left."""
+    try:
+        task = parse_task(path)
+    except TaskFileError:
+        return None
+    if not telemetry.rows_for_task(task.id):
+        return None
+    status = str(task.data["status"])
+    board.move(task, layout.done_dir(task.agent))
+    log.info("recovery.moved_finished", task_id=task.id, status=status)
+    return Report(Disposition.DONE if status == "done" else Disposition.FAILED, task)
+
+
 def _recover_one(task: Task, config: Config, layout: BoardLayout, telemetry: Telemetry,
-                 clock: Clock, env: Mapping[str, str]) -> Report | None:
+                 clock: Clock, env: Mapping[str, str], *, resume: bool, mine: bool) -> Report | None:
     bound = log.bind(task_id=task.id)
     branch = task_branch(task.id)
-    if task.data.get("status") in ("done", "error") and telemetry.rows_for_task(task.id):
-        # finished, then stopped between writing the file and moving it: only the move is left (a status
-        # the author wrote, on a task that never ran here, has no telemetry and runs as usual)
-        board.move(task, layout.done_dir(task.agent))
-        bound.info("recovery.moved_finished", status=task.data["status"])
-        return Report(Disposition.DONE if task.data["status"] == "done" else Disposition.FAILED, task)
-    try:
-        sha = git.find_task_commit(config.repo, branch, task.id)
-    except GitError:
-        sha = None
-    if sha is not None:
-        bound.info("recovery.resume_from_commit", commit=sha)
-        return _finish_from_commit(task, config, layout, telemetry, clock, branch, sha, env)
-    status = str(task.data.get("status") or "")
-    if status != "in_progress":
+    if mine:   # only a run of ours can have left a commit on conveyor/<id>
+        try:
+            sha = git.find_task_commit(config.repo, branch, task.id)
+        except GitError:
+            sha = None
+        if sha is not None:
+            bound.info("recovery.resume_from_commit", commit=sha)
+            return _finish_from_commit(task, config, layout, telemetry, clock, branch, sha, env)
+    if not resume:
         return None
-    if task.attempt >= config.daemon.attempts:
-        bound.error("recovery.attempts_exhausted", attempts=task.attempt)
-        return fail(task, layout, clock(), f"interrupted during attempt {task.attempt} of "
-                    f"{config.daemon.attempts} (the daemon stopped or crashed); no attempts left", kind="interrupted")
+    # The daemon died under this run (SIGKILL, OOM, power loss): the machine's fault, not the task's, so
+    # no attempt is spent; only a task that stops the daemon every time reaches the interruption limit.
+    interruptions = _count(task.data.get("interruptions")) + 1
+    limit = config.daemon.interruptions
+    if interruptions >= limit:
+        bound.error("recovery.interruptions_exhausted", interruptions=interruptions, limit=limit)
+        return fail(task, layout, clock(), f"the daemon stopped under this task {interruptions} times in a row "
+                    f"(limit: daemon.interruptions = {limit}); it may be what stops it: read its logs, then set "
+                    "`status: assigned` to try again", kind="interrupted")
     git.delete_branch(config.repo, branch)
-    board.rewrite(task, {"status": "assigned"})
-    bound.info("recovery.requeued", next_attempt=task.attempt + 1)
+    board.rewrite(task, {"status": "assigned", "attempt": max(task.attempt - 1, 0), "interruptions": interruptions})
+    bound.info("recovery.requeued", next_attempt=task.attempt + 1, interruptions=interruptions)
     return None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def take_over(task: Task, config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
@@ -153,7 +206,7 @@ def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemet
     rows = _rows_of_attempt(telemetry, task)
     last: dict[str, Any] = rows[-1] if rows else {}
     totals = Totals.of_rows(rows)
-    base = task.base_branch or config.daemon.base_branch
+    base, _note = task_base(config.repo, task.base_branch, config.daemon.base_branch)
     files = _files(config, base, sha)
     partial = git.trailer(config.repo, sha, PARTIAL_TRAILER)
     review = git.trailer(config.repo, sha, REVIEW_TRAILER)   # anything but `approved` stays a labelled draft

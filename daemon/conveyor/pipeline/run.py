@@ -31,7 +31,7 @@ from conveyor.core.task import CLAIMER_PREFIX, Task
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline import conclude as completion
 from conveyor.pipeline import questions
-from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost, park, requeue
+from conveyor.pipeline.finish import Disposition, Report, cancelled, fail, finish, lost, park, requeue
 from conveyor.runner import pids as agent_pids
 from conveyor.runner.bwrap import BwrapProbe
 from conveyor.runner.env import build_env
@@ -47,6 +47,7 @@ from conveyor.scheduling.router import Route, Routing, agent_settings
 from conveyor.scheduling.tool_health import ToolHealth
 from conveyor.telemetry.store import InvocationEnd, InvocationStart, Telemetry
 from conveyor.workspace import git, task_workspace
+from conveyor.workspace.base_branch import task_base
 from conveyor.workspace.task_workspace import Workspace, WorkspaceGone
 
 log = structlog.get_logger("conveyor.pipeline.run")
@@ -137,6 +138,10 @@ def run_task(task: Task, deps: Collaborators, cancel: threading.Event, plan: Run
         # every line logged on this thread names the task, the runner's and git's included
         with structlog.contextvars.bound_contextvars(task_id=task.id, agent=task.agent):
             return _run(task, deps, cancel, bound, plan, slots)
+    except board.TaskGone:
+        bound.warning("task.cancelled", reason="its file was deleted while it ran",
+                      note="the agent was stopped; nothing was committed or written back")
+        return cancelled(task, "its file was deleted while it ran")
     except (ConveyorError, OSError) as exc:
         problem = disk_problem(exc)
         if problem is not None:   # the machine's trouble, not the task's: wait, keep the attempt
@@ -163,7 +168,8 @@ def _wait_for_disk(task: Task, deps: Collaborators, bound: Any, problem: str) ->
 
 def route_check(deps: Collaborators) -> RouteCheck:
     """Availability of routes as of now: installed, logged in, not paused, tool not over a hard budget."""
-    return RouteCheck(deps.env, deps.health, deps.budgets.states(deps.config.policies.budgets))
+    return RouteCheck(deps.env, deps.health, deps.budgets.states(deps.config.policies.budgets),
+                      login_retry_at=deps.clock() + deps.config.daemon.rescan_interval_s)
 
 
 def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, plan: RunPlan,
@@ -185,13 +191,16 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, p
         bound.error("task.failed", error=message)
         return _fail(task, deps, message, kind="verify_setup", log_path=None)
     bound.info("task.started", attempt=attempt)
-    base = task.base_branch or config.daemon.base_branch
+    base, base_note = task_base(config.repo, task.base_branch, config.daemon.base_branch)
+    if base_note:
+        bound.warning("task.branch_fallback", note=base_note)
     branch = task_branch(task.id)
     path, view = config.worktrees_dir / task.id, task_workspace.view_dir(config.state_dir, task.id)
     report: Report | None = None
     try:
         workspace = task_workspace.create(config.repo, config.git_dir, path, view, branch, base)
-        report = _run_in_workspace(task, deps, cancel, bound, workspace, attempt, plan.routing, slots, resume)
+        report = _run_in_workspace(task, deps, cancel, bound, workspace, attempt, plan.routing, slots, resume,
+                                   base_note=base_note)
         return report
     finally:
         task_workspace.remove(path, view)
@@ -217,8 +226,8 @@ def _drop_branch_without_work(repo: Path, branch: str, task_id: str) -> None:
 
 
 def _run_in_workspace(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any,
-                     workspace: Workspace, attempt: int, routing: Routing, slots: _Slots,
-                     resume: questions.Resume | None = None) -> Report:
+                      workspace: Workspace, attempt: int, routing: Routing, slots: _Slots,
+                      resume: questions.Resume | None = None, *, base_note: str | None = None) -> Report:
     config = deps.config
     settings = agent_settings(task, config)
     instructions = _read_instructions(config.repo, settings.instructions)
@@ -238,6 +247,8 @@ def _run_in_workspace(task: Task, deps: Collaborators, cancel: threading.Event, 
         return _fail(task, deps, "no tool could run this task: " + "; ".join(skipped), kind="no_tool",
                      log_path=None, extra={"routing": routing.record()})
     extra: dict[str, Any] = {"routing": routing.record()}
+    if base_note:
+        extra["base_branch_note"] = base_note
     warning = _budget_warning(task, deps, last.route.tool_name, bound)
     if warning:
         extra["budget_warning"] = warning

@@ -127,4 +127,15 @@ def _result(*, summary: str, changed: list[str], branch: str, tool: str | None, 
         "duration_s": round(totals.duration_s, 3),
         "session_id": session_id,
         "turns": totals.turns,
+        "metrics": adr009_metrics(totals, changed),
     }
+
+
+def adr009_metrics(totals: Totals, changed: list[str]) -> dict[str, Any]:
+    """`result.metrics` under the keys the workflow's metrics tooling reads (its ADR-009): minutes, and
+    tokens as input (everything the model read, cached included), output and total."""
+    tokens = totals.tokens
+    read = tokens.input + tokens.cache_read + tokens.cache_write
+    return {"duration_minutes": round(totals.duration_s / 60, 2),
+            "token_count": {"input": read, "output": tokens.output, "total": read + tokens.output},
+            "artifacts_modified": len(changed)}

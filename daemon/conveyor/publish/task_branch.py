@@ -16,6 +16,7 @@ from conveyor.core.task import Task
 from conveyor.publish.flow import Published, PublishRequest, destination, publish
 from conveyor.publish.pull_request import PullRequestContent, labels_for, render_body, render_title, task_link
 from conveyor.runner.types import Tokens
+from conveyor.workspace.base_branch import task_base
 
 PARTIAL_TRAILER = "Conveyor-Partial"
 REVIEW_TRAILER = "Conveyor-Review"     # the review stage's outcome; recovery publishes a draft unless `approved`
@@ -69,7 +70,7 @@ def publish_commit(config: Config, env: Mapping[str, str], task: Task, branch: s
     `changes-requested`, `too-large`): work nobody approved is not offered as ready to merge."""
     settings = config.daemon
     where = destination(config.repo, settings)
-    base = task.base_branch or settings.base_branch
+    base, _note = task_base(config.repo, task.base_branch, settings.base_branch)
     task_path = f"{settings.board_dir}/done/{task.agent}/{task.id}.yaml"
     link = task_link(task_path, github_repo=where.github_repo, api_url=settings.pull_requests.api_url,
                      base=base)

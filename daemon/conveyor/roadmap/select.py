@@ -37,8 +37,11 @@ class Selection:
 
 
 def count_in_flight(roadmap: Roadmap) -> int:
-    """Leaves in progress or in review: an open pull request still holds a slot until it is merged."""
-    return sum(1 for item in roadmap if item.is_leaf and item.status in IN_FLIGHT)
+    """Leaves Conveyor itself started that are in progress or in review (an open pull request holds a slot
+    until it is merged). Its status lines name them: `In Progress (task <id>)`, `In Review (<url>)`. An
+    item a person marked In Progress is their work, not one of Conveyor's slots."""
+    return sum(1 for item in roadmap if item.is_leaf and item.status in IN_FLIGHT
+               and (item.task_id is not None or item.pr_url is not None))
 
 
 def _dependency_reasons(roadmap: Roadmap, item: RoadmapItem, via: RoadmapItem | None) -> list[str]:

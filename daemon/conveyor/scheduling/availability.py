@@ -43,8 +43,11 @@ class RouteCheck:
     """The availability of each route's tool, remembered for the life of this object."""
 
     def __init__(self, env: Mapping[str, str], health: ToolHealth | None = None,
-                 budget_states: Sequence[BudgetState] = ()) -> None:
+                 budget_states: Sequence[BudgetState] = (), *, login_retry_at: float | None = None) -> None:
+        """`login_retry_at`: when to look again for a missing login. A missing login is the set-up's fault,
+        not the task's: with it the task waits (saying which login is missing) instead of failing."""
         self._env = env
+        self._login_retry_at = login_retry_at
         self._health = health
         self._budget_states = budget_states
         self._memo: dict[str, tuple[str, float | None] | None] = {}
@@ -63,7 +66,7 @@ class RouteCheck:
                     f"tools.{route.tool_name}.binary to its absolute path in config/tools.yaml"), None
         missing = credentials_problem(route.tool_name, route.tool, self._env)
         if missing:
-            return missing, None
+            return missing, self._login_retry_at
         if self._health is not None:
             pause = self._health.pause(route.tool_name)
             if pause is not None and self._health.paused_until(route.tool_name) is not None:
