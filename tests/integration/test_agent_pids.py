@@ -89,7 +89,8 @@ def test_an_agent_orphaned_by_a_killed_daemon_is_stopped_before_its_task_runs_ag
     finally:
         assert second.stop() == 0
     document = repo.done_doc("orphaned")
-    assert (document["status"], document["attempt"]) == ("done", 2)
+    # issue 15: the daemon's death spends no attempt (this used to finish as attempt 2)
+    assert (document["status"], document["attempt"], document["interruptions"]) == ("done", 1, 1)
     assert not (repo.git_dir / "conveyor" / "agents").exists() or \
         list((repo.git_dir / "conveyor" / "agents").iterdir()) == []
 

@@ -13,7 +13,7 @@ from conveyor.core.errors import GitError
 from conveyor.workspace import git as cgit
 from conveyor.workspace import task_workspace
 from tests.conftest import git
-from tests.integration.conftest import Repo
+from tests.integration.conftest import DAEMON_YAML, Repo
 
 HOOK = """#!/bin/sh
 echo "$0 ran" >> "{marker}"
@@ -160,12 +160,23 @@ def test_context_branch_chooses_the_base(repo: Repo) -> None:
     assert repo.git("rev-parse", "conveyor/t-rel~1") == repo.git("rev-parse", "release")
 
 
-def test_a_missing_base_branch_keeps_the_task_waiting_with_the_fix(repo: Repo) -> None:
-    repo.submit("t-nobase", description="FAKE write a.txt x", context={"branch": "does-not-exist"})
+def test_a_missing_configured_base_branch_keeps_the_task_waiting_with_the_fix(repo: Repo) -> None:
+    repo.write_config("daemon.yaml", DAEMON_YAML.replace("base_branch: main", "base_branch: does-not-exist"))
+    repo.submit("t-nobase", description="FAKE write a.txt x")
     run = repo.run_once()
     assert (repo.inbox / "t-nobase.yaml").exists()        # not claimed, not failed
     state = (repo.git_dir / "conveyor" / "status.json").read_text()
     assert "does-not-exist" in state and "git branch does-not-exist" in state
+    assert run.code == 0
+
+
+def test_a_context_branch_this_repository_lacks_starts_from_the_base_and_says_so(repo: Repo) -> None:
+    """Issue 15: such a task used to wait for ever with a fix ("set base_branch") that did not help."""
+    repo.submit("t-nobase", description="FAKE write a.txt x", context={"branch": "does-not-exist"})
+    run = repo.run_once()
+    result = repo.done_doc("t-nobase")["result"]
+    assert "does-not-exist" in result["base_branch_note"]
+    assert repo.git("rev-parse", "conveyor/t-nobase~1") == repo.git("rev-parse", "main")
     assert run.code == 0
 
 

@@ -148,6 +148,7 @@ def test_priority_mixed_items() -> None:
         ("9", "planned", ()),
         ("10", "planned", ("12",)),
         ("11", "completed", ()),
+        ("2_2", "planned", ()),   # issue 15: a repeated number is kept (it used to be left out)
     ]
 
 
@@ -217,13 +218,23 @@ def test_headings_in_code_fences_and_comments_are_ignored() -> None:
     assert roadmap.item("2").status_line == 42  # the fenced "**Status**: 📝 Planned" is not its status
 
 
-def test_duplicate_number_keeps_the_first_and_reports() -> None:
+def test_a_repeated_number_keeps_both_items_under_stable_keys_and_reports() -> None:
+    """Issue 15: the later item used to be left out (Coffee Maker's own parser lists both)."""
     roadmap = parse_file(DATA / "priority-mixed.ROADMAP.md")
     assert roadmap.item("2").title == "Roadmap Management CLI"
-    assert [i.number for i in roadmap].count("2") == 1
+    assert roadmap.item("2_2").title == "Old Roadmap CLI Notes"
     duplicate = [p for p in roadmap.problems if "also used" in p.message]
     assert len(duplicate) == 1
-    assert duplicate[0].line == 148 and "Old Roadmap CLI Notes" in duplicate[0].message
+    assert duplicate[0].line == 148 and "listed as 2_2" in duplicate[0].message
+
+
+def test_user_story_headings_are_items() -> None:
+    text = ("# R\n\n## US-031: Custom AI Development Environment\n\n**Status**: 📝 Planned\n\n"
+            "### US-047: Enforce CFR-008 📝 Planned\n\n## US-031: Again\n\n**Status**: ✅ Complete\n")
+    roadmap = parse_roadmap(text)
+    assert [(i.number, i.title, i.status.value) for i in roadmap] == [
+        ("US-031", "Custom AI Development Environment", "planned"), ("US-047", "Enforce CFR-008", "planned"),
+        ("US-031_2", "Again", "completed")]
 
 
 def test_written_number_beats_a_derived_one() -> None:

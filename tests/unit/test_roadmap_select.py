@@ -106,7 +106,7 @@ def test_own_roadmap_waits_for_the_core_pipeline() -> None:
 def test_reasons_for_unknown_unreadable_and_unfinished_dependencies() -> None:
     selection = next_runnable(parse_roadmap(read(DATA / "priority-mixed.ROADMAP.md")), in_flight_limit=5,
                               in_flight=0)
-    assert selection.next_numbers == ["2.5", "4.2"]
+    assert selection.next_numbers == ["2.5", "4.2", "2_2"]   # 2_2: the repeated PRIORITY 2 (issue 15)
     assert selection.reason_for("10") == "unknown dependency 12"
     assert selection.reason_for("9") == (
         "cannot read the dependency 'After the v1 release ships'; name items, e.g. 'Requires PRIORITY 1 completed'")
@@ -179,7 +179,7 @@ def test_json_document_has_exactly_the_documented_shape() -> None:
 def test_explain_lists_items_next_waiting_and_problems() -> None:
     roadmap = parse_roadmap(read(DATA / "priority-mixed.ROADMAP.md"))
     text = explain(roadmap, next_runnable(roadmap, in_flight_limit=1, in_flight=0))
-    assert "Roadmap: 15 items" in text
+    assert "Roadmap: 16 items" in text
     assert "  PRIORITY 2.5 (Basic Autonomous Development Daemon) (agent backend-dev)" in text
     assert "  4.2 Alert rules (6h): limit of 1 in flight reached" in text
     assert "other (no status line)" in text

@@ -68,8 +68,11 @@ def update_status(path: Path, locate: Locate, status: str, *,
     """Set the status line of the item `locate` picks (in the file as read now) to `status`.
 
     `before_swap` runs between the last comparison and the atomic write: tests use it to save an edit
-    exactly in the narrowest window a real editor could hit.
+    exactly in the narrowest window a real editor could hit. A symlinked ROADMAP.md (Coffee Maker keeps
+    `docs/ROADMAP.md` → `roadmap/ROADMAP.md`) is written through to its target, which stays the file other
+    tools read; the link stays a link.
     """
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else path
     read = read_roadmap(path)
     if read is None:
         return StatusWrite(WriteOutcome.MISSING)

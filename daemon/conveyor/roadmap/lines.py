@@ -66,6 +66,7 @@ _INVISIBLE = frozenset("\u200d\ufe0f\ufe0e\u20e3")
 _BOLD_SPAN = re.compile(r"(\*\*|__)(.+?)\1")
 _PREFIX_ONLY = re.compile(rf"(?:(?:priority|phase|step|stage)\s*#?\s*)?(?:{_NUM})?\s*[:.)\-–—]*\s*\Z", re.I)
 _PRIORITY_HEAD = re.compile(rf"priority\s*#?\s*({_NUM})\b\s*[:.)\-–—]*\s*(.*)\Z", re.I)
+_STORY_HEAD = re.compile(r"(US-\d+)\s*:\s*(.*)\Z", re.I)   # `## US-056: Title`: a user story, numbered US-056
 _PHASE_HEAD = re.compile(rf"(?:phase|step|stage)\s*#?\s*({_NUM})\b\s*[:.)\-–—]*\s*(.*)\Z", re.I)
 _NUMBERED_HEAD = re.compile(rf"({_NUM})(?:[.):]|\s+[-–—:])\s+(.*)\Z")
 _DOTTED_HEAD = re.compile(r"(\d+(?:\.\d+)+)\s+(.*)\Z")
@@ -133,12 +134,15 @@ def parse_heading(raw: str) -> HeadingInfo | None:
     """The kind, number, clean title and trailing decorations of a heading's text, or None."""
     core, tags = _core_and_tags(raw)
     text = " ".join(_drop_emoji(core).replace("**", " ").replace("__", " ").split())
-    for pattern, kind in ((_PRIORITY_HEAD, ItemKind.PRIORITY), (_PHASE_HEAD, ItemKind.PHASE),
-                          (_NUMBERED_HEAD, ItemKind.NUMBERED), (_DOTTED_HEAD, ItemKind.NUMBERED)):
+    story = _STORY_HEAD.match(text)
+    for pattern, kind in ((_PRIORITY_HEAD, ItemKind.PRIORITY), (_STORY_HEAD, ItemKind.PRIORITY),
+                          (_PHASE_HEAD, ItemKind.PHASE), (_NUMBERED_HEAD, ItemKind.NUMBERED),
+                          (_DOTTED_HEAD, ItemKind.NUMBERED)):
         match = pattern.match(text)
         if match is not None:
             title, removed = _clean_title(match[2])
-            return HeadingInfo(kind, _normalise_number(match[1]), title, f"{removed} {tags}".strip())
+            number = match[1].upper() if match is story else _normalise_number(match[1])
+            return HeadingInfo(kind, number, title, f"{removed} {tags}".strip())
     return None
 
 

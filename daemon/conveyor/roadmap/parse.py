@@ -7,11 +7,12 @@ Items are headings that carry a number and whose own section holds a status line
 - initiatives/phases style: `### 1. Initiative` with `**Status:** ...` and `#### Phase 2: Title` parts
   with `- Status: Not Started`, `- Dependencies: Phase 1 complete`, `- Assigned: Python Pedro`.
 
-Numbering (unique and stable while the author keeps their own numbers): a PRIORITY number, or any dotted
-number ("2.3 Title"), is used as written. A `Phase N`/`Step N`/`N.` heading inside another item is numbered
-`<parent>.<N>` (phase 2 of initiative 1 is "1.2"), and `Phase N` in its dependency line means a sibling.
-Outside any item it keeps N. When two items end up with one number, a number as written beats a derived
-one, then the first in the file wins; the other (with its parts) is left out and reported. In a file that
+Numbering (unique and stable while the author keeps their own numbers): a PRIORITY number, a user story's
+`US-056`, or any dotted number ("2.3 Title"), is used as written; a number written again by a later heading
+is kept as `<number>_2`, `<number>_3`, ... in file order (and reported). A `Phase N`/`Step N`/`N.` heading
+inside another item is numbered `<parent>.<N>` (phase 2 of initiative 1 is "1.2"), and `Phase N` in its
+dependency line means a sibling. Outside any item it keeps N. When a derived number meets one as written,
+the written one wins; the derived item (with its parts) is left out and reported. In a file that
 has PRIORITY headings, plain `N.` headings count only inside a priority: such files often keep a
 "Completed projects" list numbered 1, 2, ... that are not priorities.
 
@@ -218,9 +219,10 @@ class _Draft:
     status_line: int | None = None
 
 
-def _drafts(scan: _Scan, keys: dict[int, _Keys]) -> list[_Draft]:
+def _drafts(scan: _Scan, keys: dict[int, _Keys], source: str, problems: list[Problem]) -> list[_Draft]:
     drafts: list[_Draft] = []
     stack: list[_Draft] = []
+    written: dict[str, list[_Heading]] = {}   # number as written → the items that wrote it, in file order
     for index in sorted(keys):
         heading = scan.headings[index]
         info = heading.info
@@ -235,6 +237,15 @@ def _drafts(scan: _Scan, keys: dict[int, _Keys]) -> list[_Draft]:
             number, rank = info.written, 1
         else:
             number, rank = f"{parent.number}.{info.written}", 2
+        if rank < 2:
+            same = written.setdefault(number, [])
+            if same:   # a number written again (real roadmaps do): kept, under `<number>_<n>` in file order
+                first = same[0].line + 1
+                number = f"{number}_{len(same) + 1}"
+                problems.append(Problem(
+                    source, f"item number {info.written} ('{info.title}') is also used at line {first}; this one "
+                    f"is listed as {number}", fix="give each item its own number", line=heading.line + 1))
+            same.append(heading)
         draft = _Draft(heading, info, keys[index], number, rank, parent)
         drafts.append(draft)
         stack.append(draft)
@@ -343,7 +354,9 @@ def _freeze(draft: _Draft, scan: _Scan, stops: list[int]) -> RoadmapItem:
 def parse_roadmap(text: str, *, source: str = "ROADMAP.md") -> Roadmap:
     """Read a roadmap; `source` names the file in problems (whose line numbers are 1-based)."""
     scan = _scan(text, source)
-    kept, problems = _unique(_drafts(scan, _find_items(scan)), source)
+    renamed: list[Problem] = []
+    kept, problems = _unique(_drafts(scan, _find_items(scan), source, renamed), source)
+    problems = renamed + problems
     by_number = {draft.number: draft for draft in kept}
     for draft in kept:
         if draft.parent is not None:
