@@ -117,8 +117,10 @@ def claim(layout: BoardLayout, path: Path, agent: str) -> Path | None:
 
 
 # The keys Conveyor writes into a task file; every other key belongs to the author.
+# (With the question keys of pipeline/questions.py: the daemon moves an answer into `questions:` itself.)
 DAEMON_KEYS = frozenset({"status", "assigned_at", "started_at", "completed_at", "claimed_by", "attempt",
-                         "interruptions", "result", "error", "previous_errors", "previous_results"})
+                         "interruptions", "result", "error", "previous_errors", "previous_results",
+                         "question", "asked_at", "session_id", "asked_tool", "answer", "answered_at", "questions"})
 
 
 class TaskGone(FileNotFoundError):
