@@ -98,7 +98,8 @@ def contain(tool_name: str, tool: ToolSettings, argv: list[str], env: Mapping[st
     """The argv and environment that run `argv` inside the sandbox this tool gets (or unchanged, with why)."""
     decided = plan(tool_name, tool, env, ctx)
     if decided.bwrap is None:
-        log.warning("sandbox.none", tool=tool_name, reason=decided.reason)
+        if tool.sandbox == "auto":   # wanted one, got none: say so; `none` is the user's own choice
+            log.warning("sandbox.none", tool=tool_name, reason=decided.reason)
         return Contained(list(argv), dict(env), SandboxReport("none", decided.reason))
     home = sandbox_home.home_dir(ctx.state_dir, tool_name)
     inside = home_inside()
