@@ -196,6 +196,8 @@ def test_a_leftover_branch_from_an_earlier_run_is_reset_to_the_base(repo: Repo) 
 def test_git_errors_are_sentences(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="is not a git repository"):
         cgit.run(tmp_path, "status")
+    with pytest.raises(GitError, match="the folder is missing"):   # never run in the daemon's own folder
+        cgit.run(tmp_path / "gone", "status")
     with pytest.raises(GitError, match="not inside a git repository"):
         cgit.repo_root(tmp_path)
     with pytest.raises(GitError, match=r"not inside a git repository \(No such file"):
@@ -272,6 +274,19 @@ def test_remove_takes_whatever_the_agent_left(repo: Repo) -> None:
     task_workspace.remove(workspace.path, workspace.view)
     assert not workspace.path.exists()
     assert (repo.path / "README.md").exists()          # a symlink out is removed, not followed
+
+
+def test_a_missing_or_replaced_workspace_is_never_looked_at(repo: Repo, tmp_path: Path) -> None:
+    workspace = _workspace(repo, "gone")
+    (workspace.path / "a.txt").write_text("x\n")
+    task_workspace.remove(workspace.path, tmp_path / "unused")
+    with pytest.raises(task_workspace.WorkspaceGone, match="is gone"):
+        task_workspace.stage(workspace)
+    workspace.path.symlink_to(repo.path)          # the user's checkout in its place
+    with pytest.raises(task_workspace.WorkspaceGone, match="was replaced"):
+        task_workspace.stage(workspace)
+    assert not (repo.path / ".git" / "index.lock").exists()
+    assert repo.git("status", "--porcelain") == ""   # nothing of the user's was staged
 
 
 def test_parallel_workers_can_create_and_remove_workspaces_at_once(repo: Repo) -> None:
