@@ -243,3 +243,81 @@ def test_a_node_shows_in_status_with_its_heartbeat(repo: Repo, tmp_path: Path, p
         shown = conveyor_cli("status", "--format", "json", "--config-dir", str(config), cwd=repo.path)
     (only,) = json.loads(shown.stdout)["fleet"]["nodes"]
     assert only["leader"] and only["alive"] and str(daemon.pid) in only["node"]
+
+
+def test_a_takeover_publishes_what_the_dead_node_had_committed(node: NodeFactory, repo: Repo) -> None:
+    """The dead node's agent ran and its commit is on the task branch: the next node publishes that commit
+    under its own fence instead of running the agent again."""
+    from conveyor.board.layout import BoardLayout
+    from conveyor.pipeline import recovery
+    from conveyor.pipeline.finish import Disposition
+    from conveyor.telemetry.store import Telemetry
+
+    config = repo.config()
+    folder = repo.board / "assigned" / "backend-dev"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "committed.yaml"
+    path.write_text(repo.task_text("committed", status="in_progress", attempt=1), encoding="utf-8")
+    repo.git("checkout", "-q", "-b", "conveyor/committed")
+    (repo.path / "work.txt").write_text("done by the node that died\n", encoding="utf-8")
+    repo.git("add", "work.txt")
+    repo.git("commit", "-q", "-m", "feat: the work\n\nConveyor-Task: committed")
+    repo.git("checkout", "-q", "main")
+    dead, heir = node("dead", lease=1.0), node("heir", lease=1.0)
+    dead.enqueue(parse_task(path))
+    dead.take(1)
+    time.sleep(1.2)
+    (grant,) = heir.take(1)
+    assert grant.takeover
+    report = recovery.take_over(parse_task(path), config, BoardLayout(config.board_root),
+                                Telemetry(config.telemetry_db), time.time, {}, heir)
+    assert report is not None and report.disposition is Disposition.DONE
+    document = repo.done_doc("committed")
+    assert document["status"] == "done" and document["result"]["commit"]
+    assert dead.commit("committed", "done") is False          # and the dead node, were it back, is refused
+
+
+def test_a_takeover_without_a_commit_runs_again_and_the_crash_costs_no_attempt(node: NodeFactory,
+                                                                              repo: Repo) -> None:
+    from conveyor.board.layout import BoardLayout
+    from conveyor.pipeline import recovery
+    from conveyor.telemetry.store import Telemetry
+
+    config = repo.config()
+    folder = repo.board / "assigned" / "backend-dev"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "rerun.yaml"
+    path.write_text(repo.task_text("rerun", status="in_progress", attempt=1), encoding="utf-8")
+    heir = node("heir")
+    heir.enqueue(parse_task(path))
+    heir.take(1)
+    assert recovery.take_over(parse_task(path), config, BoardLayout(config.board_root),
+                              Telemetry(config.telemetry_db), time.time, {}, heir) is None
+    assert (parse_task(path).data["status"], parse_task(path).attempt) == ("assigned", 0)
+
+
+def test_a_granted_task_whose_file_is_gone_or_broken_ends_as_an_error(node: NodeFactory, repo: Repo,
+                                                                      pg_url: str) -> None:
+    from conveyor.board.layout import BoardLayout
+    from conveyor.daemon.fleet import FleetPump
+    from conveyor.daemon.ready_queue import ReadyQueue
+    from conveyor.scheduling.concurrency import ToolGate
+    from conveyor.telemetry.store import Telemetry
+
+    config = repo.config()
+    folder = repo.board / "assigned" / "backend-dev"
+    folder.mkdir(parents=True, exist_ok=True)
+    gone, broken = folder / "gone.yaml", folder / "broken.yaml"
+    for path in (gone, broken):
+        path.write_text(repo.task_text(path.stem), encoding="utf-8")
+    coordinator = node("n")
+    coordinator.reconcile([parse_task(gone), parse_task(broken)])
+    gone.unlink()                                               # deleted by hand after it was offered
+    broken.write_text("id: broken\nagent: [not, a, name]\n", encoding="utf-8")
+    ready = ReadyQueue(lambda: config, ToolGate(lambda: config.policies.tools, time.time), time.time,
+                       lambda _path, _why: None)
+    pump = FleetPump(coordinator, lambda: config, BoardLayout(config.board_root), ready,
+                     Telemetry(config.telemetry_db), time.time, {}, lambda _report: None)
+    assert pump.pull(5) == 0 and len(ready) == 0
+    assert (row(pg_url, "gone")["state"], row(pg_url, "broken")["state"]) == ("error", "error")
+    assert (repo.board / "done" / "_rejected" / "broken.yaml.error.yaml").exists()
