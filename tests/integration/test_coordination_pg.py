@@ -320,4 +320,4 @@ def test_a_granted_task_whose_file_is_gone_or_broken_ends_as_an_error(node: Node
                      Telemetry(config.telemetry_db), time.time, {}, lambda _report: None)
     assert pump.pull(5) == 0 and len(ready) == 0
     assert (row(pg_url, "gone")["state"], row(pg_url, "broken")["state"]) == ("error", "error")
-    assert (repo.board / "done" / "_rejected" / "broken.yaml.error.yaml").exists()
+    assert (repo.rejected / "broken.yaml.error.yaml").exists()
