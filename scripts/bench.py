@@ -11,6 +11,8 @@ Scenarios (scripts/bench.py, issue 6):
   stats_1m_s        `conveyor stats --by model --format json` over 1,000,000 telemetry rows
   cycle_vs_30s      time to claim 1,000 tasks over the seed orchestrator's 30 s cycle budget
   soak              1,000 tasks through one daemon process: open fds and RSS at start and end
+  history           boards of 1,000 and 100,000 finished tasks side by side: daemon ready, `conveyor status`
+                    and idle RSS (goals: <= 1 s, <= 0.3 s, <= 80 MB, each within 1.2x between the boards)
   dashboard         first byte of the board page and SSE event latency after a file move (p50/p95), and
                     the daemon's idle CPU alone and with a dashboard client connected (scripts/bench_dashboard.py)
   fleet             1, 2 and 3 daemons on one board through PostgreSQL (1 s no-op agent, max_parallel 4):
@@ -559,19 +561,28 @@ def fleet_scenario(report: dict[str, Any], wanted: set[str], root: Path, quick: 
         report["fleet"] = bench_fleet(root, quick)
 
 
+def history_scenario(report: dict[str, Any], wanted: set[str], root: Path, boards: list[int], idle_s: float) -> None:
+    if "history" in wanted:
+        from bench_history import bench_history  # beside this script
+
+        report["history"] = bench_history(root, boards, idle_s, make_repo, wait_until, log)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a subset sized to about a minute")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--only", nargs="*", help="run only these scenarios")
+    parser.add_argument("--history-sizes", type=int, nargs="*", default=[1_000, 100_000],
+                        help="finished tasks on the history boards (default 1000 100000)")
     args = parser.parse_args()
     quick = args.quick
     sizes = {"drops": 40 if quick else 200, "small_rounds": 2 if quick else 6, "large_tasks": 3 if quick else 4,
              "large_files": 20_000, "flood": 200 if quick else 1000, "parallels": [2] if quick else [1, 2, 4],
              "idle_s": 10.0 if quick else 60.0, "rows": 200_000 if quick else 1_000_000,
-             "repeats": 3 if quick else 5}
+             "repeats": 3 if quick else 5, "history_idle_s": 5.0 if quick else 15.0}
     wanted = set(args.only or ["drop", "overhead", "workspace", "flood", "idle", "stats", "soak", "dashboard",
-                               "fleet"])
+                               "fleet", "history"])
     report: dict[str, Any] = {"machine": machine(), "quick": quick}
     # An installed Conveyor has its bytecode compiled (pip does it at install time); a checkout run with
     # PYTHONDONTWRITEBYTECODE would recompile every module in every `conveyor` process we start.
@@ -614,6 +625,7 @@ def main() -> int:
             report["soak"] = {"tasks": tasks, "fd_start": run["fd_start"], "fd_end": run["fd_end"],
                               "rss_start_mb": run["rss_start_mb"], "rss_end_mb": run["rss_end_mb"],
                               "lost": run["lost"], "doubled": run["doubled"]}
+        history_scenario(report, wanted, root, args.history_sizes, sizes["history_idle_s"])
         if "dashboard" in wanted:
             from bench_dashboard import bench_dashboard  # scripts/ is on sys.path when run as a script
 

@@ -8,7 +8,9 @@ import os
 import time
 from pathlib import Path
 
-from conveyor.board.archive import archive_finished
+from conveyor.board.archive import Archived, archive_slice
+from conveyor.board.history import History
+from conveyor.board.history_sync import HistorySync
 from conveyor.board.layout import BoardLayout
 from tests.integration.hygiene_repo import ROADMAP_OFF, agent_runs, hygiene_repo, load
 
@@ -20,6 +22,22 @@ def finished(layout: BoardLayout, agent: str, task_id: str, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def archive_all(layout: BoardLayout, now: float, after_days: int) -> list[Archived]:
+    """Every slice the daemon's archive job would run, on a history table built from the board."""
+    history = History.in_memory()
+    sync = HistorySync(layout, history)
+    sync.start()
+    sync.catch_up()
+    moved: list[Archived] = []
+    cursor = None
+    while True:
+        done = archive_slice(layout, history, now, after_days, cursor=cursor)
+        moved += done.moved
+        if not done.more:
+            return moved
+        cursor = done.cursor
 
 
 def test_old_finished_tasks_move_to_their_month_and_new_ones_stay(tmp_path: Path) -> None:
@@ -63,7 +81,7 @@ def test_archival_never_replaces_an_archived_file(tmp_path: Path) -> None:
     target = layout.archive / "2021-01" / "same-id.yaml"
     target.parent.mkdir(parents=True)
     target.write_text("the first one\n", encoding="utf-8")
-    assert archive_finished(layout, time.time(), 30) == []
+    assert archive_all(layout, time.time(), 30) == []
     assert source.is_file() and target.read_text(encoding="utf-8") == "the first one\n"
 
 
@@ -73,5 +91,5 @@ def test_the_cutoff_is_archive_after_days_before_now(tmp_path: Path) -> None:
     now = 1_800_000_000.0                                   # 2027-01-15T08:00:00Z
     finished(layout, "dev", "edge-in", "id: edge-in\ncompleted_at: '2026-12-16T07:59:00Z'\n")
     finished(layout, "dev", "edge-out", "id: edge-out\ncompleted_at: '2026-12-16T08:01:00Z'\n")
-    moved = archive_finished(layout, now, 30)
+    moved = archive_all(layout, now, 30)
     assert [(m.task_id, m.agent, m.target.parent.name) for m in moved] == [("edge-in", "dev", "2026-12")]

@@ -111,6 +111,16 @@ def test_submit_writes_a_task_that_validates(repo: Repo, cli: Cli) -> None:
     assert Path(again.out.strip()).name == path.name.replace(".yaml", "-2.yaml")
 
 
+def test_submit_skips_an_id_that_is_archived(repo: Repo, cli: Cli) -> None:
+    """The daemon would reject a reused id as a duplicate: an archived task's id is taken too."""
+    first = Path(cli("submit", "--agent", "dev", "--title", "Archived one", cwd=repo.path).out.strip())
+    archived = repo.board / "archive" / "2020-01" / first.name
+    archived.parent.mkdir(parents=True)
+    first.rename(archived)
+    again = cli("submit", "--agent", "dev", "--title", "Archived one", cwd=repo.path)
+    assert again.code == 0 and Path(again.out.strip()).name == first.name.replace(".yaml", "-2.yaml")
+
+
 def test_submit_refuses_an_unsafe_agent_name(repo: Repo, cli: Cli) -> None:
     result = cli("submit", "--agent", "../escape", "--title", "x", cwd=repo.path)
     assert result.code == 2

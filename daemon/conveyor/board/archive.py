@@ -1,72 +1,72 @@
-"""Archival: finished tasks older than `archive_after_days` leave `done/` for `archive/YYYY-MM/`.
+"""Archival: finished tasks older than `archive_after_days` leave `done/` for `archive/YYYY-MM/`, a slice at a time.
 
-The month is the month of completion (UTC), so an archive folder holds what finished that month. Files
-move by rename without replacing anything (an id already archived stays where it is, with a warning);
-`_rejected/` is not archived: those files wait for a person to fix them.
+The month is the month of completion (UTC), so an archive folder holds what finished that month. The
+candidates come from the history table (oldest first, through its index), never from parsing `done/`, and
+one slice moves at most `limit` files, so a first archival of 50,000 tasks is many short passes of the
+loop rather than one long one. Files move by rename without replacing anything (an id already archived
+stays where it is, with a warning); `_rejected/` is not archived: those files wait for a person.
+A daemon killed between a rename and the table's update loses nothing: the start-up reconcile finds the
+file in `archive/` and puts the table right.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
-from conveyor.board.layout import BoardLayout, task_files
+from conveyor.board.history import ARCHIVE, History
+from conveyor.board.layout import BoardLayout
 from conveyor.core import yamlio
 from conveyor.core.fsops import rename_noreplace
-from conveyor.core.task import task_id_from_path
-from conveyor.core.timeutil import parse_iso
 
 log = structlog.get_logger("conveyor.board.archive")
 DAY_S = 86_400.0
+SLICE = 200          # files moved per slice at most
 
 
 @dataclass(frozen=True)
 class Archived:
     task_id: str
     agent: str
+    status: str
     source: Path
     target: Path
 
 
-def completed_at(path: Path) -> float | None:
-    """When a finished task completed: its `completed_at` (or `completed`), else the file's mtime."""
-    try:
-        document = yamlio.loads(yamlio.read_limited(path))
-    except yamlio.YamlProblem:
-        document = None
-    if isinstance(document, dict):
-        for key in ("completed_at", "completed"):
-            value = document.get(key)
-            moment = parse_iso(str(value)) if value else None
-            if moment is not None:
-                return moment
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
+@dataclass
+class Slice:
+    moved: list[Archived] = field(default_factory=list)
+    more: bool = False                                  # candidates are left: run another slice soon
+    cursor: tuple[float, str] | None = None             # where the next slice starts (past files that stayed)
 
 
-def archive_finished(layout: BoardLayout, now: float, after_days: int) -> list[Archived]:
-    """Move every task in `done/` completed more than `after_days` before `now`; returns what moved."""
+def archive_slice(layout: BoardLayout, history: History, now: float, after_days: int, *,
+                  limit: int = SLICE, cursor: tuple[float, str] | None = None) -> Slice:
+    """Move up to `limit` tasks of `done/` completed more than `after_days` before `now`, oldest first."""
     cutoff = now - after_days * DAY_S
-    moved: list[Archived] = []
-    for path in list(task_files(layout.done)):
-        finished = completed_at(path)
-        if finished is None or finished > cutoff:
+    candidates = history.archivable(cutoff, limit + 1, after=cursor)
+    result = Slice(more=len(candidates) > limit)
+    moves: list[tuple[str, str, str]] = []
+    folders: set[Path] = set()
+    for entry in candidates[:limit]:
+        result.cursor = (entry.completed_at, entry.file)
+        source = layout.root / entry.file
+        target = layout.archive / time.strftime("%Y-%m", time.gmtime(entry.completed_at)) / source.name
+        if not _move(source, target):
             continue
-        target = layout.archive / time.strftime("%Y-%m", time.gmtime(finished)) / path.name
-        if _move(path, target):
-            moved.append(Archived(task_id_from_path(path), _agent_of(layout, path), path, target))
-    if moved:
-        log.info("archive.moved", count=len(moved), after_days=after_days)
-    return moved
-
-
-def _agent_of(layout: BoardLayout, path: Path) -> str:
-    return path.parent.name if path.parent != layout.done else ""
+        folders.add(target.parent)
+        moves.append((entry.file, target.relative_to(layout.root).as_posix(), ARCHIVE))
+        agent = source.parent.name if source.parent != layout.done else ""
+        result.moved.append(Archived(entry.task_id, agent, entry.status, source, target))
+    for folder in folders:
+        yamlio.fsync_dir(folder)
+    if moves:
+        history.moved(moves)
+        log.info("archive.moved", count=len(moves), after_days=after_days, more=result.more)
+    return result
 
 
 def _move(source: Path, target: Path) -> bool:
@@ -79,5 +79,4 @@ def _move(source: Path, target: Path) -> bool:
         return False
     except FileNotFoundError:
         return False
-    yamlio.fsync_dir(target.parent)
     return True

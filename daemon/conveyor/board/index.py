@@ -1,7 +1,10 @@
-"""What the board already holds: ids of finished and claimed tasks, for dependencies and duplicate checks.
+"""What the board already holds outside `inbox/`: claimed tasks in memory, finished ones in the history table.
 
-Finished tasks are read once and re-read only when a folder's modification time changes, so an idle
-daemon with a thousand finished tasks does one `stat` per folder per rescan, not a thousand parses.
+Only `assigned/` (active work) is listed, and only when a folder's mtime changed. Finished tasks come from
+the history table (`history.py`), kept by the daemon's own transitions and reconciled with `done/` on each
+rescan; `archive/` is never listed. An id the table does not know is looked up on the board by file name
+(a few `stat` calls), so a dependency on a task finished long ago, or a file a person put on the board,
+still resolves while the table is being rebuilt.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conveyor.board.history import ARCHIVE, DONE, Entry, History, entries_of, read_entries
+from conveyor.board.history_sync import HistorySync, locate, subfolders
 from conveyor.board.layout import BoardLayout
-from conveyor.core import yamlio
-from conveyor.core.task import CLAIMER_PREFIX, is_task_name, task_id_from_path
+from conveyor.core.task import Task, is_task_name, task_id_from_path
 
 
 @dataclass(frozen=True)
@@ -27,80 +31,115 @@ class Known:
     pending_handoff: bool = False   # done by Conveyor, names `result.next_agent`, no `result.handoff_task` yet
 
 
-Signature = tuple[int, int]   # (mtime_ns, size) of one task file
-
-
 @dataclass
 class BoardIndex:
     layout: BoardLayout
-    _folders: dict[Path, tuple[float, dict[str, Known]]] = field(default_factory=dict)
-    _files: dict[Path, dict[Path, tuple[Signature, list[Known]]]] = field(default_factory=dict)  # per folder
+    history: History = field(default_factory=History.in_memory)
+    _assigned: dict[Path, tuple[int, dict[str, Known]]] = field(default_factory=dict)   # folder → (mtime, tasks)
+    _noted: dict[str, Known] = field(default_factory=dict)   # claims made since the folder was last listed
+    sync: HistorySync = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sync = HistorySync(self.layout, self.history)
+
+    def start(self) -> None:
+        """Start-up: trust the history table (reconcile `done/` with it) or begin rebuilding it in slices."""
+        self.sync.start()
+        self.refresh()
 
     def refresh(self) -> None:
-        """Re-read the folders that changed since the last refresh, and in them only the changed files.
-
-        A busy `done/<agent>/` changes after every task; parsing only new or rewritten files keeps a
-        1,000-task flood linear instead of re-reading the whole folder each time.
-        """
+        """Re-list the `assigned/` folders that changed, and reconcile changed `done/` folders with the table."""
         seen: set[Path] = set()
-        for parent in (self.layout.done, self.layout.archive, self.layout.assigned):
-            for folder in _subfolders(parent):
-                seen.add(folder)
-                try:
-                    mtime = folder.stat().st_mtime_ns
-                except FileNotFoundError:
-                    continue
-                cached = self._folders.get(folder)
-                if cached is None or cached[0] != mtime:
-                    self._folders[folder] = (mtime, self._read_folder(folder, parent == self.layout.assigned))
-        for gone in set(self._folders) - seen:
-            del self._folders[gone]
-            self._files.pop(gone, None)
-
-    def _read_folder(self, folder: Path, claimed: bool) -> dict[str, Known]:
-        tasks: dict[str, Known] = {}
-        previous = self._files.get(folder, {})
-        current: dict[Path, tuple[Signature, list[Known]]] = {}
-        for path, signature in _task_files_with_signatures(folder):
-            cached = previous.get(path)
-            entries = cached[1] if cached is not None and cached[0] == signature else _read_entries(path, claimed)
-            current[path] = (signature, entries)
-            for known in entries:
-                tasks.setdefault(known.task_id, known)
-        self._files[folder] = current   # files that left the folder are forgotten with the old map
-        return tasks
+        for folder in subfolders(self.layout.assigned):
+            seen.add(folder)
+            try:
+                mtime = folder.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            cached = self._assigned.get(folder)
+            if cached is None or cached[0] != mtime:
+                self._assigned[folder] = (mtime, _claimed_in(folder))
+        for gone in set(self._assigned) - seen:
+            del self._assigned[gone]
+        self._noted.clear()
+        self.sync.reconcile()
 
     def note(self, known: Known) -> None:
-        """Record a transition the daemon made itself, without waiting for the next refresh."""
-        folder = known.path.parent
-        entry = self._folders.setdefault(folder, (0.0, {}))
-        entry[1][known.task_id] = known
-        for other_folder, (_, tasks) in self._folders.items():
-            if other_folder != folder:
-                tasks.pop(known.task_id, None)
+        """Record a claim the daemon made itself, without waiting for the next refresh."""
+        self._noted[known.task_id] = known
+
+    def finished(self, task: Task, status: str) -> None:
+        """A task the daemon moved to `done/` (its document is in memory: nothing is read back)."""
+        self._forget_claim(task.id)
+        data = {**task.data, "status": task.data.get("status") or status}
+        self.history.record(entries_of(self.layout.root, task.path, DONE, task.agent, data))
+
+    def _forget_claim(self, task_id: str) -> None:
+        self._noted.pop(task_id, None)
+        for _, tasks in self._assigned.values():
+            tasks.pop(task_id, None)
 
     def get(self, task_id: str) -> Known | None:
-        for _, tasks in self._folders.values():
+        """The task of this id on the board (claimed, done, failed or archived), or None."""
+        claimed = self._claimed(task_id)
+        if claimed is not None:
+            return claimed
+        entry = self.history.get(task_id)
+        if entry is not None:
+            path = self.layout.root / entry.file
+            if path.is_file():
+                return _known(entry, path)
+            self.history.forget_files([entry.file])   # it moved or left the board: look for it by name
+        return self._look_up(task_id)
+
+    def _claimed(self, task_id: str) -> Known | None:
+        noted = self._noted.get(task_id)
+        if noted is not None and noted.path.is_file():
+            return noted
+        for _, tasks in self._assigned.values():
             if task_id in tasks:
-                return tasks[task_id]
+                known = tasks[task_id]
+                if known.path.is_file():
+                    return known
         return None
 
-    def all(self) -> list[Known]:
-        return [known for _, tasks in self._folders.values() for known in tasks.values()]
+    def _look_up(self, task_id: str) -> Known | None:
+        found = locate(self.layout, task_id)
+        if found is None:
+            return None
+        path, area = found
+        if area == "assigned":
+            return Known(task_id, _claimed_status(path), path)
+        agent = path.parent.name if area == DONE and path.parent != self.layout.done else ""
+        entries = read_entries(self.layout.root, path, area, agent)
+        self.history.record(entries)
+        return next((_known(entry, path) for entry in entries if entry.task_id == task_id), None)
+
+    def claimed(self) -> list[Known]:
+        """Every claimed task (what `assigned/` held when last listed, plus the claims noted since)."""
+        tasks = {known.task_id: known for _, folder in self._assigned.values() for known in folder.values()}
+        tasks.update(self._noted)
+        return list(tasks.values())
+
+    def pending_handoffs(self) -> list[Known]:
+        return [_known(entry, self.layout.root / entry.file) for entry in self.history.pending_handoffs()
+                if entry.area == DONE]
+
+    def step(self) -> list[Entry]:
+        """One bounded slice of the history table's rebuild or reconcile (the daemon's periodic job)."""
+        return self.sync.step()
+
+    def catch_up(self) -> None:
+        """Finish the table's pending work now (commands and tests)."""
+        self.sync.catch_up()
 
 
-def _subfolders(parent: Path) -> list[Path]:
-    """`done/<agent>/` style folders (and the parent itself for flat layouts), skipping `_rejected`."""
-    if not parent.is_dir():
-        return []
-    folders = [parent]
-    with os.scandir(parent) as entries:
-        folders.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and e.name != "_rejected")
-    return folders
+def _known(entry: Entry, path: Path) -> Known:
+    return Known(entry.task_id, entry.status, path, entry.pending_handoff and entry.area != ARCHIVE)
 
 
-def _task_files_with_signatures(folder: Path) -> list[tuple[Path, Signature]]:
-    found = []
+def _claimed_in(folder: Path) -> dict[str, Known]:
+    tasks: dict[str, Known] = {}
     with os.scandir(folder) as entries:
         for entry in entries:
             if not is_task_name(entry.name):
@@ -110,18 +149,9 @@ def _task_files_with_signatures(folder: Path) -> list[tuple[Path, Signature]]:
             except FileNotFoundError:
                 continue
             if stat.S_ISREG(info.st_mode):
-                found.append((Path(entry.path), (info.st_mtime_ns, info.st_size)))
-    return sorted(found)
-
-
-def _read_entries(path: Path, claimed: bool) -> list[Known]:
-    """The ids one file answers to: its file name, and its declared `id` when that differs (seed quirk)."""
-    stem = task_id_from_path(path)
-    status, doc_id, pending = (_claimed_status(path), None, False) if claimed else _status_and_id(path)
-    entries = [Known(stem, status, path, pending)]
-    if doc_id and doc_id != stem:
-        entries.append(Known(doc_id, status, path))
-    return entries
+                path = Path(entry.path)
+                tasks[task_id_from_path(path)] = Known(task_id_from_path(path), _claimed_status(path), path)
+    return tasks
 
 
 _STATUS_LINE = re.compile(rb"^status:[ \t]*['\"]?([A-Za-z_]+)", re.MULTILINE)
@@ -138,23 +168,3 @@ def _claimed_status(path: Path) -> str:
         return "assigned"
     match = _STATUS_LINE.search(head)
     return match[1].decode().lower() if match else "assigned"
-
-
-def _status_and_id(path: Path) -> tuple[str, str | None, bool]:
-    """Status, declared id and whether a hand-off is still owed, of a finished task; unreadable files
-    count as finished with an error."""
-    try:
-        document = yamlio.loads(yamlio.read_limited(path))
-    except yamlio.YamlProblem:
-        return "error", None, False
-    if not isinstance(document, dict):
-        return "error", None, False
-    status = str(document.get("status") or "done").lower()
-    doc_id = document.get("id")
-    result = document.get("result")
-    # Only tasks Conveyor itself ran: a board adopted from the seed workflow holds done tasks whose
-    # `next_agent` its own orchestrator handled long ago.
-    ours = str(document.get("claimed_by") or "").startswith(CLAIMER_PREFIX)
-    pending = (ours and status == "done" and isinstance(result, dict) and bool(result.get("next_agent"))
-               and "handoff_task" not in result)
-    return status, doc_id if isinstance(doc_id, str) else None, pending

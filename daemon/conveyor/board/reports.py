@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.board.index import Known
-from conveyor.board.layout import BoardLayout
 from conveyor.core import yamlio
 from conveyor.core.task import Task
 from conveyor.core.timeutil import utc_iso
@@ -130,31 +128,15 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     recent: deque[Result] = field(default_factory=lambda: deque(maxlen=RECENT))
 
-    def reset_from(self, layout: BoardLayout, known: Iterable[Known]) -> None:
-        """Recount from the board index (in memory; used at start and after archival)."""
+    def reset_from(self, counts: Mapping[tuple[str, str], int], recent: Iterable[Result]) -> None:
+        """Recount from the history table's counts of `done/` ((folder, status) → files) and its latest
+        results (used at start and after the table was rebuilt): no task file is read."""
         self.done.clear()
         self.errors.clear()
-        finished = [k for k in known if k.path.parent.parent == layout.done or k.path.parent == layout.done]
-        for item in finished:
-            agent = item.path.parent.name if item.path.parent != layout.done else "-"
-            (self.errors if item.status in ("error", "failed") else self.done)[agent] += 1
+        for (agent, status), number in counts.items():
+            (self.errors if status in ("error", "failed") else self.done)[agent] += number
         if not self.recent:
-            self._seed_recent(finished)
-
-    def _seed_recent(self, finished: list[Known]) -> None:
-        dated = []
-        for item in finished:
-            try:
-                dated.append((item.path.stat().st_mtime, item))
-            except OSError:
-                continue
-        for _, item in sorted(dated, key=lambda pair: pair[0])[-RECENT:]:
-            try:
-                document = yamlio.loads(yamlio.read_limited(item.path))
-            except yamlio.YamlProblem:
-                continue
-            if isinstance(document, dict):
-                self.recent.append(result_of(item.task_id, item.path.parent.name, document))
+            self.recent.extend(recent)
 
     def finished(self, task: Task, status: str) -> None:
         (self.errors if status == "error" else self.done)[task.agent] += 1

@@ -94,14 +94,10 @@ def _check_against_board(config: Config, layout: BoardLayout, tool: str | None, 
 
 
 def _free_id(layout: BoardLayout, base: str) -> str:
-    """`base`, or `base-2`, `base-3`... when a task with that id is already on the board."""
-
-    def taken(candidate: str) -> bool:
-        return any(next(folder.rglob(f"{candidate}.y*ml"), None) is not None
-                   for folder in (layout.inbox, layout.assigned, layout.done) if folder.is_dir())
-
+    """`base`, or `base-2`, `base-3`... when a task with that id is already on the board (archive/ too: the
+    daemon would reject a reused id), asked by name (a few `stat` calls), never by walking done/."""
     candidate, counter = base, 2
-    while taken(candidate):
+    while board.find_task(layout, candidate) is not None:
         candidate, counter = f"{base}-{counter}", counter + 1
     return candidate
 

@@ -5,6 +5,7 @@ Kept apart so that reading a snapshot (`conveyor status`) never imports the daem
 
 STATUS_FILE = "status.json"     # the running daemon's snapshot: running, queued, waiting, paused
 LOCK_FILE = "daemon.lock"       # flock held by the one daemon serving the repository (its pid inside)
+HISTORY_FILE = "history.db"     # finished tasks (board.history): what status, intake and archival ask about
 BRANCH_PREFIX = "conveyor/"     # every task's result branch is BRANCH_PREFIX + task id
 
 

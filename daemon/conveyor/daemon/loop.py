@@ -20,14 +20,15 @@ from typing import cast
 
 import structlog
 
+from conveyor.board.history import History
 from conveyor.board.inbox import SETTLE_S
-from conveyor.board.index import BoardIndex, Known
+from conveyor.board.index import BoardIndex
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.coordination import open_coordinator
 from conveyor.core.errors import ConveyorError
 from conveyor.core.private import private_dir
-from conveyor.core.state_files import LOCK_FILE
+from conveyor.core.state_files import HISTORY_FILE, LOCK_FILE
 from conveyor.core.task import Task
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.daemon import parked
@@ -113,7 +114,7 @@ class Daemon(_Control):
         self.once = once
         self.watch = watch and not once
         self.layout = BoardLayout(config.board_root)
-        self.index = BoardIndex(self.layout)
+        self.index = BoardIndex(self.layout, History(config.state_dir / HISTORY_FILE))
         self.telemetry = Telemetry(config.telemetry_db, privacy=config.daemon.privacy)
         super().__init__()
         self.notifier = Notifier.from_env(self.env)
@@ -211,7 +212,7 @@ class Daemon(_Control):
             self.upkeep.after_dispatch()
             self._write_status()
             self._notify_status()
-            settling = self.inbox.settling()  # rejected once settled
+            settling = self.inbox.settling() or self.upkeep.slicing()  # rejected once settled; sliced jobs
             if self.once and not self._running and not claimed and not started and not self.ready.due() \
                     and not settling:
                 log.info("daemon.idle_exit", completed=self.completed, waiting=len(self.intake.waiting))
@@ -312,14 +313,16 @@ class Daemon(_Control):
             self.upkeep.note("requeued", task, report.reason)
             return
         status = "done" if report.disposition is Disposition.DONE else "error"
-        self.index.note(Known(task.id, status, task.path))
+        self.index.finished(task, status)
         self.completed += 1
         log.info("task.finished", task_id=task.id, status=status, path=str(task.path))
         self.upkeep.finished(task, status)      # hand-off, roadmap status line, status files
 
     # ------------------------------------------------------------------ recovery, reload, shutdown
     def _recover(self) -> None:
-        """Start-up: requeue or resume what a previous run left in assigned/; mark stale telemetry."""
+        """Start-up: requeue or resume what a previous run left in assigned/; mark stale telemetry; reconcile
+        the history table (one bounded slice: a task finished just before a crash owes its hand-off)."""
+        self.index.start()
         outcome = recovery.recover(self.config, self.layout, self.telemetry, self.clock, self.env,
                                    shared=self.coordination.shared)
         for item in outcome.ready:
@@ -329,8 +332,8 @@ class Daemon(_Control):
         for report in outcome.finished:
             self._apply(report)
         self.index.refresh()
-        if self.upkeep.owed_handoffs():
-            self.index.refresh()
+        self.index.step()
+        self.upkeep.owed_handoffs()
 
     def _reload(self) -> None:
         """SIGHUP: load the configuration again; a bad one is refused and the running one kept."""

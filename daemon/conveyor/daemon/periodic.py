@@ -40,6 +40,12 @@ class Periodic:
         now = self._clock()
         self._jobs[name] = _Job(name, seconds, action, now if at_start else now + seconds)
 
+    def soon(self, name: str, seconds: float) -> None:
+        """Run a job again `seconds` from now rather than a full period later (a sliced job with work left)."""
+        job = self._jobs.get(name)
+        if job is not None:
+            job.due_at = min(job.due_at, self._clock() + seconds)
+
     def run_due(self) -> list[str]:
         now = self._clock()
         ran = []

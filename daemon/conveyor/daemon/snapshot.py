@@ -12,17 +12,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from conveyor.core import yamlio
 from conveyor.core.state_files import STATUS_FILE
 from conveyor.core.timeutil import Clock, utc_iso
-from conveyor.daemon.ready_queue import ReadyQueue
-from conveyor.scheduling.queue import Waiting
-from conveyor.scheduling.tool_health import ToolHealth
 from conveyor.service.notify import Notifier, status_line
+
+if TYPE_CHECKING:   # `conveyor status` reads snapshots: importing the queue would import the whole pipeline
+    from conveyor.daemon.ready_queue import ReadyQueue
+    from conveyor.scheduling.queue import Waiting
+    from conveyor.scheduling.tool_health import ToolHealth
 
 log = structlog.get_logger("conveyor.daemon")
 STATUS_INTERVAL_S = 0.5      # the status snapshot is rewritten at most this often while busy

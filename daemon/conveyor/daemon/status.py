@@ -6,17 +6,19 @@ what only it knows: which claimed tasks are running now, paused tools, and when 
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from conveyor.board import layout as board
+from conveyor.board.history import DONE, History
 from conveyor.board.index import BoardIndex
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.core import yamlio
 from conveyor.core.errors import TaskFileError
-from conveyor.core.state_files import LOCK_FILE, STATUS_FILE
+from conveyor.core.state_files import HISTORY_FILE, LOCK_FILE, STATUS_FILE
 from conveyor.core.task import Task, parse_task
 from conveyor.core.timeutil import parse_iso, utc_iso
 from conveyor.daemon.lock import holder_pid
@@ -51,13 +53,17 @@ class BoardStatus:
 def collect_status(config: Config, now: float) -> BoardStatus:
     layout = BoardLayout(config.board_root)
     status = BoardStatus(daemon=_daemon_state(config))
-    index = BoardIndex(layout)
-    index.refresh()
+    history = _history(config)
+    index = BoardIndex(layout, history or History.in_memory())   # looks up only what the inbox depends on
     status.paused_tools = _paused_tools(config, status.daemon, now)
     _inbox(layout, index, status, now)
     _hold_for_budgets(config, status, now)
     _assigned(layout, status, now)
-    _finished(layout, status)
+    if history is not None:
+        _finished_from_history(history, status)
+        history.close()
+    else:
+        _finished(layout, status)
     _rejected(layout, status)
     status.counts = {"queued": len(status.queued), "waiting": len(status.waiting), "running": len(status.running),
                      "claimed": len(status.claimed), "needs_input": len(status.needs_input),
@@ -143,6 +149,47 @@ def _assigned(layout: BoardLayout, status: BoardStatus, now: float) -> None:
             status.running.append({**entry, "started_at": started, "elapsed_s": _age(str(started), now)})
         else:
             status.claimed.append(entry)
+
+
+def _history(config: Config) -> History | None:
+    """The daemon's history table, read-only, when it is complete (else done/ is read, as with no daemon)."""
+    path = config.state_dir / HISTORY_FILE
+    if not path.is_file():
+        return None
+    history = History(path, readonly=True)
+    try:
+        if history.complete:
+            return history
+    except sqlite3.Error:
+        pass
+    history.close()
+    return None
+
+
+def _finished_from_history(history: History, status: BoardStatus) -> None:
+    """Counts and lists of `done/` from the history table: no task file is read."""
+    done: list[dict[str, Any]] = []
+    errors = 0
+    for entry in history.in_area(DONE):         # newest first
+        facts = entry.facts
+        agent = entry.file.split("/")[-2] if entry.file.count("/") >= 2 else "done"
+        completed = str(facts.get("completed_at") or "")
+        if entry.status == "error":
+            errors += 1
+            error = _mapping(facts.get("error"))
+            status.errors.append({"id": entry.task_id, "agent": agent, "completed_at": completed,
+                                  "message": str(error.get("message", ""))[:200], "log": error.get("log")})
+            continue
+        if len(done) < RECENT:
+            result = _mapping(facts.get("result"))
+            done.append({"id": entry.task_id, "agent": agent, "completed_at": completed,
+                         "branch": result.get("branch"), "commit": (result.get("commit") or "")[:10],
+                         "cost_usd": result.get("cost_usd")})
+        status.counts["done"] = status.counts.get("done", 0) + 1
+    status.done = done
+    status.errors.sort(key=lambda item: str(item["completed_at"]), reverse=True)
+    status.counts.setdefault("done", 0)
+    status.counts["errors"] = errors
 
 
 def _finished(layout: BoardLayout, status: BoardStatus) -> None:

@@ -16,14 +16,15 @@ from typing import Any
 import structlog
 
 from conveyor.board import layout as board
-from conveyor.board.archive import archive_finished
+from conveyor.board.archive import archive_slice
 from conveyor.board.commits import BoardCommitter
 from conveyor.board.handoff_tasks import create_handoff, followup_id, next_agent_of
-from conveyor.board.index import BoardIndex, Known
+from conveyor.board.index import BoardIndex
 from conveyor.board.layout import BoardLayout
 from conveyor.board.reports import (
     AGENT_STATUS,
     LOG_MARK,
+    RECENT,
     STATUS_MARK,
     STATUS_MIN_INTERVAL_S,
     WORKFLOW_LOG,
@@ -34,6 +35,7 @@ from conveyor.board.reports import (
     WorkflowLog,
     render_agent_status,
     report_path,
+    result_of,
 )
 from conveyor.config import Config
 from conveyor.core.errors import ConveyorError, Problem, TaskFileError
@@ -50,6 +52,9 @@ from conveyor.telemetry.store import Telemetry
 
 log = structlog.get_logger("conveyor.daemon.upkeep")
 ARCHIVE_EVERY_S = 3600.0
+SLICE_GAP_S = 0.2        # archival with files left runs its next slice this soon ...
+INDEX_GAP_S = 0.02       # ... and the history table's rebuild (each slice is <= 50 ms; events run in between)
+HISTORY_EVERY_S = 60.0   # the history table's reconcile of done/ (also woken after each slice with work left)
 MERGE_CHECK_EVERY_S = 60.0
 NOTIFY_FLUSH_S = 5.0      # at stop, queued notifications get this long to go out
 
@@ -77,12 +82,17 @@ class Upkeep:
         self._updated_at = clock()
         self._force_sync = True
         self._watcher: FileWatcher | None = None
+        self._periodic: Periodic | None = None
+        self._archive_cursor: tuple[float, str] | None = None
+        self._archive_owed = False     # a pass was put off (the table was rebuilding) or has slices left
         self.notifications = Notifications(config.daemon.notifications, config.repo.name, config.env)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, periodic: Periodic, wake: Callable[[], None], *, watch: bool) -> None:
         """Register the periodic jobs (run on the loop's thread by `periodic`) and watch ROADMAP.md."""
+        self._periodic = periodic
         periodic.every("archive", ARCHIVE_EVERY_S, self._archive, at_start=True)
+        periodic.every("history", HISTORY_EVERY_S, self._history_slice, at_start=True)
         periodic.every("merge-check", MERGE_CHECK_EVERY_S, self.check_merges, at_start=True)
         periodic.every("roadmap-resync", self.config.daemon.rescan_interval_s, self._resync_roadmap, at_start=True)
         # a change left unwritten by the rate limit gets written on the next pass
@@ -107,6 +117,7 @@ class Upkeep:
         self._guard("reports", lambda: self._write_reports(force=True))
         self._guard("workflow_log", self.workflow_log.flush)
         self._guard("board_commit", self.committer.commit)
+        self.index.history.close()
         self.notifications.close(timeout=NOTIFY_FLUSH_S)
 
     def reload(self, config: Config) -> None:
@@ -156,13 +167,14 @@ class Upkeep:
         made = followup_id(task.id, next_agent) if next_agent else None
         board.rewrite(task, {"result": {**result, "handoff_task": made if made and board.find_task(
             self.layout, made) else None}})
+        self.index.finished(task, "done")          # the history table's copy owes no hand-off any more
 
     def owed_handoffs(self) -> int:
-        """Start-up: make the hand-offs of done tasks whose daemon stopped between done/ and the follow-up
-        (the index marks them: `result.next_agent` without `result.handoff_task`). Returns how many."""
+        """Make the hand-offs of done tasks whose daemon stopped between done/ and the follow-up (the history
+        table marks them: `result.next_agent` without `result.handoff_task`). Returns how many."""
         if self.config.daemon.handoffs != "conveyor":
             return 0   # the workflow's orchestrator makes them
-        owed = {known.path: known for known in self.index.all() if known.pending_handoff}
+        owed = {known.path: known for known in self.index.pending_handoffs()}
         for known in owed.values():
             try:
                 parent = parse_task(known.path)
@@ -202,21 +214,51 @@ class Upkeep:
 
     def _ensure_tally(self) -> None:
         if not self._tally_ready:
-            self.index.refresh()
-            self.tally.reset_from(self.layout, self.index.all())
+            history = self.index.history
+            recent = [result_of(e.task_id, e.agent, e.facts) for e in reversed(history.latest(RECENT))]
+            self.tally.reset_from(history.counts(), recent)
             self._tally_ready = True
 
     def _archive(self) -> None:
         self._guard("archive", self._archive_slice)
 
     def _archive_slice(self) -> None:
-        for moved in archive_finished(self.layout, self.clock(), self.config.daemon.archive_after_days):
-            known = self.index.get(moved.task_id)
-            status = known.status if known is not None else "done"
-            self.index.note(Known(moved.task_id, status, moved.target))
+        """One slice (at most archive.SLICE files); with candidates left, the next runs SLICE_GAP_S later.
+        While the history table is being rebuilt its candidates are incomplete: wait for it."""
+        self._archive_owed = True
+        if self.index.sync.rebuilding:
+            if self._periodic is not None:
+                self._periodic.soon("archive", SLICE_GAP_S)
+            return
+        done = archive_slice(self.layout, self.index.history, self.clock(), self.config.daemon.archive_after_days,
+                             cursor=self._archive_cursor)
+        for moved in done.moved:
             if self._tally_ready:
-                self.tally.archived(moved.agent, status)
+                self.tally.archived(moved.agent, moved.status)
             self._record("archived", moved.task_id, moved.agent, f"to archive/{moved.target.parent.name}/")
+        self._archive_cursor = done.cursor if done.more else None
+        self._archive_owed = done.more
+        if done.more and self._periodic is not None:
+            self._periodic.soon("archive", SLICE_GAP_S)
+
+    def slicing(self) -> bool:
+        """Whether a sliced job (archival, the history table's rebuild) has work left (`--once` waits for it)."""
+        return self._archive_owed or self.index.sync.busy
+
+    def _history_slice(self) -> None:
+        self._guard("history", self._history_step)
+
+    def _history_step(self) -> None:
+        """Reconcile done/ with the history table, and index one slice of what is pending (a rebuild)."""
+        self.index.sync.reconcile()
+        written = self.index.step()
+        if written:
+            self._tally_ready = False        # recounted (one query) when AGENT_STATUS.md is next written
+            self._status_dirty = True
+            if any(entry.pending_handoff for entry in written):
+                self.owed_handoffs()
+        if self.index.sync.busy and self._periodic is not None:
+            self._periodic.soon("history", INDEX_GAP_S)
 
     def _merged(self, task_id: str, document: Mapping[str, Any]) -> bool:
         """Whether a finished task's work reached its base: the pull request was recorded merged, or its
