@@ -25,7 +25,7 @@ from conveyor.core.task import CLAIMER_PREFIX, task_id_from_path
 from conveyor.core.timeutil import parse_iso
 
 log = structlog.get_logger("conveyor.board.history")
-VERSION = "2"
+VERSION = "3"
 DONE, ARCHIVE = "done", "archive"    # the area a finished file sits in
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS finished (
@@ -70,7 +70,10 @@ def slim(document: Mapping[str, Any]) -> dict[str, Any]:
     facts: dict[str, Any] = {"status": str(document.get("status") or "done"),
                              "completed_at": str(document.get("completed_at") or "")}
     kept_result = {key: result[key] for key in ("pr_url", "branch", "summary", "commit", "cost_usd", "next_agent",
-                                                "handoff_task") if result.get(key) is not None}
+                                                "handoff_task", "publish_pending", "publish_stop")
+                   if result.get(key) is not None}
+    if result.get("publish_pending"):
+        kept_result["publish"] = str(result.get("publish") or "")
     kept_error = {key: str(error[key])[:500] for key in ("message", "log") if error.get(key)}
     if kept_result:
         facts["result"] = {k: (v[:500] if isinstance(v, str) else v) for k, v in kept_result.items()}

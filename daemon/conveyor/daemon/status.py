@@ -60,7 +60,7 @@ def collect_status(config: Config, now: float) -> BoardStatus:
     _hold_for_budgets(config, status, now)
     _assigned(layout, status, now)
     if history is not None:
-        _finished_from_history(history, status)
+        _finished_from_history(history, layout.root, status)
         history.close()
     else:
         _finished(layout, status)
@@ -166,7 +166,7 @@ def _history(config: Config) -> History | None:
     return None
 
 
-def _finished_from_history(history: History, status: BoardStatus) -> None:
+def _finished_from_history(history: History, board_root: Path, status: BoardStatus) -> None:
     """Counts and lists of `done/` from the history table: no task file is read."""
     done: list[dict[str, Any]] = []
     errors = 0
@@ -180,8 +180,14 @@ def _finished_from_history(history: History, status: BoardStatus) -> None:
             status.errors.append({"id": entry.task_id, "agent": agent, "completed_at": completed,
                                   "message": str(error.get("message", ""))[:200], "log": error.get("log")})
             continue
+        result = _mapping(facts.get("result"))
+        if result.get("publish_pending"):   # rare: read the file, the retry job may have settled it since
+            result = _current_result(board_root, entry.file, result)
+            if result.get("publish_pending") and not result.get("publish_stop"):
+                status.pending_publications.append({"id": entry.task_id, "agent": agent,
+                                                    "pending": result.get("publish_pending"),
+                                                    "publish": str(result.get("publish") or "")[:200]})
         if len(done) < RECENT:
-            result = _mapping(facts.get("result"))
             done.append({"id": entry.task_id, "agent": agent, "completed_at": completed,
                          "branch": result.get("branch"), "commit": (result.get("commit") or "")[:10],
                          "cost_usd": result.get("cost_usd")})
@@ -190,6 +196,14 @@ def _finished_from_history(history: History, status: BoardStatus) -> None:
     status.errors.sort(key=lambda item: str(item["completed_at"]), reverse=True)
     status.counts.setdefault("done", 0)
     status.counts["errors"] = errors
+
+
+def _current_result(board_root: Path, file: str, fallback: dict[str, Any]) -> dict[str, Any]:
+    try:
+        document = yamlio.loads(yamlio.read_limited(board_root / file))
+    except (yamlio.YamlProblem, OSError):
+        return fallback
+    return _mapping(document.get("result")) if isinstance(document, dict) else fallback
 
 
 def _finished(layout: BoardLayout, status: BoardStatus) -> None:

@@ -10,6 +10,8 @@ what is pending.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,10 @@ from typing import Any
 import structlog
 
 from conveyor.board import layout as board
+from conveyor.board.history import DONE, History
 from conveyor.config import Config
 from conveyor.core.errors import ConveyorError, TaskFileError
+from conveyor.core.state_files import HISTORY_FILE
 from conveyor.core.task import Task, parse_task
 from conveyor.pipeline.review import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.pipeline.size_gate import TOO_LARGE_LABEL
@@ -39,13 +43,37 @@ class _Totals:
     turns: int | None = None
 
 
-def pending_tasks(config: Config) -> list[Task]:
-    """Done tasks whose publishing is still owed (and not stopped by a person)."""
+def _candidates(config: Config) -> list[Path]:
+    """Done files that may owe a publication: those the history table marks (no file read), or, with no
+    complete table (a daemon that has not built it yet), every file of done/ whose text names the key."""
+    path = config.state_dir / HISTORY_FILE
+    history = History(path, readonly=True)
+    try:
+        if path.is_file() and history.complete:
+            return [config.board_root / entry.file for entry in history.in_area(DONE)
+                    if _mapping(entry.facts.get("result")).get(PENDING_KEY)]
+    except sqlite3.Error:
+        pass
+    finally:
+        history.close()
     found = []
-    for path in sorted((config.board_root / "done").glob("*/*.yaml")):
+    for candidate in sorted((config.board_root / "done").glob("*/*.yaml")):
+        with contextlib.suppress(OSError):
+            if PENDING_KEY in candidate.read_text(encoding="utf-8", errors="replace"):
+                found.append(candidate)   # cheap filter: most done tasks never had trouble publishing
+    return found
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def pending_tasks(config: Config) -> list[Task]:
+    """Done tasks whose publishing is still owed (and not stopped by a person); each candidate is read
+    again, so a publication settled or stopped since the table was written is skipped."""
+    found = []
+    for path in _candidates(config):
         try:
-            if PENDING_KEY not in path.read_text(encoding="utf-8", errors="replace"):
-                continue   # cheap filter: most done tasks never had trouble publishing
             task = parse_task(path)
         except (OSError, TaskFileError):
             continue
