@@ -225,35 +225,38 @@ def assign(assigned: Path, task_id: str) -> float:
     return moment
 
 
+def spawn_times(repo: Path) -> dict[str, float]:
+    """When each task's agent was started (telemetry's invocation start, epoch seconds): a mark the agent
+    writes itself cannot leave a sandboxed workspace."""
+    db = load(repo).telemetry_db
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return {str(task_id): float(at) for task_id, at in
+                conn.execute("SELECT task_id, MIN(started_at) FROM invocations GROUP BY task_id")}
+
+
 def bench_assign_to_spawn(root: Path, drops: int) -> dict[str, float]:
     """A task another process assigns into assigned/<agent>/ while the daemon runs, against an inbox drop
-    into the same daemon, alternated so both see the same load."""
+    into the same daemon, alternated so both see the same load (start: the rename; end: the agent's start
+    as telemetry records it)."""
     log(f"assign→spawn: {drops} tasks assigned into assigned/bench/, {drops} dropped into inbox/, alternated")
-    marks = root / "assign-marks"
-    marks.mkdir()
-    repo = make_repo(root / "assign", 10, marks=marks, max_parallel=4)
+    repo = make_repo(root / "assign", 10, max_parallel=4)
     board = repo / "work" / "collaboration"
-    times: dict[str, list[float]] = {"inbox": [], "assigned": []}
-
-    def timed(kind: str, task_id: str, start: float) -> None:
-        mark = marks / task_id
-        if wait_until(lambda: mark.exists() and mark.stat().st_size > 0, 10):
-            times[kind].append((float(mark.read_text()) - start) * 1000)
-
+    starts: dict[str, float] = {}
     with daemon_thread(repo):
         for index in range(drops):
-            task_id = f"inbox-{index:04d}"
-            timed("inbox", task_id, drop(board / "inbox", task_id))
-            time.sleep(0.02)
-            task_id = f"assigned-{index:04d}"
-            timed("assigned", task_id, assign(board / "assigned" / "bench", task_id))
-            time.sleep(0.02)
+            for kind in ("inbox", "assigned"):
+                task_id = f"{kind}-{index:04d}"
+                starts[task_id] = drop(board / "inbox", task_id) if kind == "inbox" else \
+                    assign(board / "assigned" / "bench", task_id)
+                wait_until(lambda t=task_id: done_count(repo) >= len(starts), 30, 0.02)  # type: ignore[misc]
         wait_until(lambda: done_count(repo) >= 2 * drops, 120, 0.05)
+    spawned = spawn_times(repo)
+    times = {kind: [(spawned[t] - start) * 1000 for t, start in starts.items() if t.startswith(kind) and t in spawned]
+             for kind in ("inbox", "assigned")}
     inbox, assigned = times["inbox"], times["assigned"]
     return {"inbox_p50": round(statistics.median(inbox), 2), "inbox_p95": round(percentile(inbox, 0.95), 2),
             "assigned_p50": round(statistics.median(assigned), 2),
-            "assigned_p95": round(percentile(assigned, 0.95), 2), "n": len(assigned),
-            "rescan_interval_s": 5}
+            "assigned_p95": round(percentile(assigned, 0.95), 2), "n": len(assigned), "rescan_interval_s": 5}
 
 
 # ---------------------------------------------------------------- 2. per-task overhead

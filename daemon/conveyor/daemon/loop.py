@@ -413,8 +413,9 @@ def cancel_deleted(running: Mapping[str, _Running], assigned: Path) -> None:
     for task_id, entry in running.items():
         if entry.cancel.is_set() or entry.future.done() or os.path.lexists(entry.task.path):
             continue
-        if entry.task.path.parent.parent != assigned:
-            continue    # already moved on to done/ by the pipeline
+        if entry.task.path.parent.parent != assigned or any(
+                os.path.lexists(done / entry.task.path.name) for done in (assigned.parent / "done").glob("*/")):
+            continue    # moved on to done/ by the pipeline, which has not told the loop yet
         log.warning("task.cancel_requested", task_id=task_id, file=str(entry.task.path),
                     reason="its file was deleted while it ran")
         entry.cancel.set()
