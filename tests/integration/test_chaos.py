@@ -42,6 +42,7 @@ def chaos_daemon_yaml(api_url: str) -> str:
         idle_timeout_s: 60
         kill_grace_s: 0.5
         attempts: 50
+        interruptions: 50          # six kills at random moments may all land on one task: that is no loop
         drain_grace_s: 10
         remote: {{name: origin, push: true}}
         pull_requests: {{enabled: true, api_url: "{api_url}", repo: {GH_REPO}, token_env: {TOKEN_ENV}}}
@@ -164,11 +165,14 @@ def check_telemetry(repo: Repo, ids: list[str], commits: dict[str, str]) -> None
     for task_id in ids:
         task_rows = by_task[task_id]
         attempts = [row["attempt"] for row in task_rows]
-        assert len(attempts) == len(set(attempts)), task_rows          # one row per attempt, never two
+        # A daemon killed under a run spends no attempt (its interruption has its own count), so an attempt
+        # may have several rows; exactly one of them made the task's commit: nothing was committed twice.
         final_attempt = repo.done_doc(task_id)["attempt"]
         assert max(attempts) == final_attempt
-        final = next(row for row in task_rows if row["attempt"] == final_attempt)
-        assert (final["outcome"], final["commit_sha"]) == ("ok", commits[task_id])
+        committed = [row for row in task_rows if row["commit_sha"]]
+        assert len(committed) == 1, task_rows
+        final = committed[0]
+        assert (final["attempt"], final["outcome"], final["commit_sha"]) == (final_attempt, "ok", commits[task_id])
         others = {row["outcome"] for row in task_rows if row is not final}
         assert others <= {"interrupted", "ok"}, task_rows                  # ok: killed after the agent ended
         interrupted += sum(1 for row in task_rows if row["outcome"] == "interrupted")

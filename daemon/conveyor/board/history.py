@@ -63,18 +63,21 @@ class Entry:
 
 
 def slim(document: Mapping[str, Any]) -> dict[str, Any]:
-    """What `conveyor status` and AGENT_STATUS.md show of a finished task, in the document's own shape."""
+    """What `conveyor status` and AGENT_STATUS.md show of a finished task, in the document's own shape.
+
+    Never the agent's words or the task's text (summary, error message): the state folder holds none of them in
+    `privacy: metadata` mode; the few places that show them read the task file itself."""
     result = document.get("result") if isinstance(document.get("result"), Mapping) else {}
     error = document.get("error") if isinstance(document.get("error"), Mapping) else {}
     assert isinstance(result, Mapping) and isinstance(error, Mapping)
     facts: dict[str, Any] = {"status": str(document.get("status") or "done"),
                              "completed_at": str(document.get("completed_at") or "")}
-    kept_result = {key: result[key] for key in ("pr_url", "branch", "summary", "commit", "cost_usd", "next_agent",
+    kept_result = {key: result[key] for key in ("pr_url", "branch", "commit", "cost_usd", "next_agent",
                                                 "handoff_task", "publish_pending", "publish_stop")
                    if result.get(key) is not None}
     if result.get("publish_pending"):
         kept_result["publish"] = str(result.get("publish") or "")
-    kept_error = {key: str(error[key])[:500] for key in ("message", "log") if error.get(key)}
+    kept_error = {key: str(error[key])[:500] for key in ("kind", "log") if error.get(key)}
     if kept_result:
         facts["result"] = {k: (v[:500] if isinstance(v, str) else v) for k, v in kept_result.items()}
     if kept_error:

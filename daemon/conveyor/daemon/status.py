@@ -177,6 +177,8 @@ def _finished_from_history(history: History, board_root: Path, status: BoardStat
         if entry.status == "error":
             errors += 1
             error = _mapping(facts.get("error"))
+            if errors <= ERROR_MESSAGES_READ:   # the message is in the task file only (never in the state folder)
+                error = _mapping(_current_document(board_root, entry.file).get("error")) or error
             status.errors.append({"id": entry.task_id, "agent": agent, "completed_at": completed,
                                   "message": str(error.get("message", ""))[:200], "log": error.get("log")})
             continue
@@ -196,6 +198,17 @@ def _finished_from_history(history: History, board_root: Path, status: BoardStat
     status.errors.sort(key=lambda item: str(item["completed_at"]), reverse=True)
     status.counts.setdefault("done", 0)
     status.counts["errors"] = errors
+
+
+ERROR_MESSAGES_READ = 200   # errors whose message `conveyor status` reads from their task file (newest first)
+
+
+def _current_document(board_root: Path, file: str) -> dict[str, Any]:
+    try:
+        document = yamlio.loads(yamlio.read_limited(board_root / file))
+    except (yamlio.YamlProblem, OSError):
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 def _current_result(board_root: Path, file: str, fallback: dict[str, Any]) -> dict[str, Any]:

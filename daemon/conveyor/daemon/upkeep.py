@@ -38,6 +38,7 @@ from conveyor.board.reports import (
     result_of,
 )
 from conveyor.config import Config
+from conveyor.core import yamlio
 from conveyor.core.errors import ConveyorError, Problem, TaskFileError
 from conveyor.core.state_files import task_branch
 from conveyor.core.task import Task, parse_task, task_id_from_path
@@ -215,9 +216,18 @@ class Upkeep:
     def _ensure_tally(self) -> None:
         if not self._tally_ready:
             history = self.index.history
-            recent = [result_of(e.task_id, e.agent, e.facts) for e in reversed(history.latest(RECENT))]
+            # the few latest read their own file: summaries and error messages are not kept in the state folder
+            recent = [result_of(e.task_id, e.agent, self._document(e.file) or e.facts)
+                      for e in reversed(history.latest(RECENT))]
             self.tally.reset_from(history.counts(), recent)
             self._tally_ready = True
+
+    def _document(self, file: str) -> dict[str, Any]:
+        try:
+            document = yamlio.loads(yamlio.read_limited(self.layout.root / file))
+        except (yamlio.YamlProblem, OSError):
+            return {}
+        return document if isinstance(document, dict) else {}
 
     def _archive(self) -> None:
         self._guard("archive", self._archive_slice)

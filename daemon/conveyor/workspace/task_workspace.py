@@ -30,6 +30,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor.core.disk_trouble import disk_state
 from conveyor.core.errors import GitError
 from conveyor.core.printable import printable
 from conveyor.core.private import private_dir
@@ -99,7 +100,10 @@ def create(repo: Path, git_dir: Path, path: Path, view: Path, branch: str, base_
     stat_now = os.lstat(path)
     workspace = Workspace(repo=repo, path=path, view=view, objects=objects, base=base, branch=branch,
                           identity=(stat_now.st_dev, stat_now.st_ino))
-    _view_git(workspace, "read-tree", "--reset", "-u", base)
+    try:
+        _view_git(workspace, "read-tree", "--reset", "-u", base)
+    except GitError as exc:   # git says "unable to write file" without why: name a full or read-only disk
+        raise GitError(f"{exc}{disk_state(path)}") from exc
     staged = str(_view_git(workspace, "ls-files", "-z", "--stage"))
     gitlinks = tuple(entry.split("\t", 1)[1] for entry in staged.split("\0")
                      if entry.startswith(GITLINK + " ") and "\t" in entry)
