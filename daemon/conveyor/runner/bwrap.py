@@ -96,10 +96,28 @@ def git_read_paths(workdir: Path) -> list[Path]:
     return [path for path in found if path.exists()]
 
 
+def interpreter_paths(binary: Path) -> list[Path]:
+    """A script's `#!` interpreter: its folder, where a link to it points, and its virtualenv when it is one
+    (`pyvenv.cfg` beside `bin/`). A CLI installed in a virtualenv under /tmp would otherwise not start."""
+    try:
+        with open(binary, "rb") as handle:
+            first = handle.readline(512)
+    except OSError:
+        return []
+    words = first[2:].split() if first.startswith(b"#!") else []
+    if not words or not words[0].startswith(b"/"):
+        return []
+    interpreter = Path(os.fsdecode(words[0]))
+    found = [interpreter.parent, _real(interpreter).parent]
+    if (interpreter.parent.parent / "pyvenv.cfg").is_file():
+        found.append(interpreter.parent.parent)
+    return found
+
+
 def needed_paths(binary: Path, env: Mapping[str, str], workdir: Path) -> list[Path]:
     """What the agent must still read if an emptied folder covers it: its executable (and where a link to
     it points), the folders on its PATH, its workspace's git metadata, and the resolver configuration."""
-    paths = [binary.parent, _real(binary).parent]
+    paths = [binary.parent, _real(binary).parent, *interpreter_paths(binary)]
     paths += [Path(entry) for entry in env.get("PATH", "").split(os.pathsep) if entry and os.path.isabs(entry)]
     paths += git_read_paths(workdir)
     resolv = Path("/etc/resolv.conf")
