@@ -210,6 +210,18 @@ def run_daemon_once(config: Config, env: Mapping[str, str]) -> DaemonRun:
     return DaemonRun(code, [dict(entry) for entry in logs])
 
 
+def install_script_agent(repo: Repo, path: Path, source: str, tool: str, **settings: Any) -> Path:
+    """Install `source` as a real executable at `path` (run by this interpreter) and make it the one tool
+    every agent routes to; `settings` are more tools.yaml keys (env, env_allowlist, sandbox, ...)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!{sys.executable}\n" + source, encoding="utf-8")
+    path.chmod(0o755)
+    entry = {"binary": str(path), "argv": ["--task", "{task_id}", "{prompt}"], "parser": "text", **settings}
+    repo.write_config("tools.yaml", yaml.safe_dump({"tools": {tool: entry}}, sort_keys=False))
+    repo.write_config("agents.yaml", f"agents:\n  default:\n    tool: {tool}\n")
+    return path
+
+
 def install_fake_agent(bin_dir: Path) -> Path:
     """The fake agent as an executable with this interpreter in its shebang (as an installed CLI would be)."""
     bin_dir.mkdir(parents=True, exist_ok=True)

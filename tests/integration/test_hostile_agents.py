@@ -3,7 +3,6 @@ grandchildren behind, one that prints a gigabyte. The daemon stays up, nothing i
 
 from __future__ import annotations
 
-import sys
 import textwrap
 import threading
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.conftest import DAEMON_YAML, Repo
+from tests.integration.conftest import DAEMON_YAML, Repo, install_script_agent
 from tests.integration.daemon_process import DaemonProcess, running_daemon
 from tests.support.waiting import wait_for
 
@@ -57,18 +56,7 @@ def sandbox() -> str:
 
 @pytest.fixture
 def hostile(repo: Repo, tmp_path: Path, sandbox: str) -> Repo:
-    agent = tmp_path / "bin" / "hostile-agent"
-    agent.write_text(f"#!{sys.executable}\n" + HOSTILE_AGENT)
-    agent.chmod(0o755)
-    repo.write_config("tools.yaml", textwrap.dedent(f"""\
-        tools:
-          hostile:
-            binary: {agent}
-            argv: [--task, "{{task_id}}", "{{prompt}}"]
-            parser: text
-            sandbox: {sandbox}
-        """))
-    repo.write_config("agents.yaml", "agents:\n  default:\n    tool: hostile\n")
+    install_script_agent(repo, tmp_path / "bin" / "hostile-agent", HOSTILE_AGENT, "hostile", sandbox=sandbox)
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("idle_timeout_s: 60", "idle_timeout_s: 1.5")
                       + "privacy: full\nlog_cap_bytes: 1048576\n")
     return repo

@@ -15,15 +15,13 @@ import json
 import os
 import shutil
 import stat
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import git
-from tests.integration.conftest import AGENTS_DIR, DAEMON_YAML, Repo
+from tests.integration.conftest import AGENTS_DIR, DAEMON_YAML, Repo, install_script_agent
 
 TOKEN = "ghp_" + "T0kenTheAgentMustNeverSee" * 2
 AGENT_ALLOWLIST = {"PATH", "HOME", "LANG", "HOSTILE_OUT"}
@@ -56,22 +54,12 @@ class World:
         wrapper.write_text(f'#!/bin/sh\nenv > "{self.envs}/$$.env"\nexec {real_git} "$@"\n')
         wrapper.chmod(0o755)
         self.path_value = f"{wrappers}:{os.environ.get('PATH', '')}"
-        agent = root / "bin" / "git-hostile-agent"
-        agent.write_text(f"#!{sys.executable}\n" + (AGENTS_DIR / "git_hostile_agent.py").read_text())
-        agent.chmod(0o755)
         # uncontained: these cases test the daemon's own defences, which must hold where no sandbox does
         # (macOS, `sandbox: none`); in bubblewrap the agent could not even write its own .git
-        repo.write_config("tools.yaml", textwrap.dedent(f"""\
-            tools:
-              hostile:
-                binary: {agent}
-                argv: [--task, "{{task_id}}", "{{prompt}}"]
-                parser: text
-                env: {{HOSTILE_OUT: "{self.out}"}}
-                env_allowlist: [PATH, HOME, LANG]
-                sandbox: none
-            """))
-        repo.write_config("agents.yaml", "agents:\n  default:\n    tool: hostile\n")
+        install_script_agent(repo, root / "bin" / "git-hostile-agent",
+                             (AGENTS_DIR / "git_hostile_agent.py").read_text(), "hostile",
+                             env={"HOSTILE_OUT": str(self.out)}, env_allowlist=["PATH", "HOME", "LANG"],
+                             sandbox="none")
         repo.git("add", "-A")
         repo.git("commit", "-q", "-m", "hostile tool")
 

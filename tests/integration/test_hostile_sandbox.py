@@ -12,15 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import AGENTS_DIR, DAEMON_YAML, Repo
+from tests.integration.conftest import AGENTS_DIR, DAEMON_YAML, Repo, install_script_agent
 from tests.integration.daemon_process import DaemonProcess, running_daemon
 from tests.integration.test_hostile_agents import processes_with
 from tests.support.waiting import wait_for
@@ -31,23 +29,11 @@ ALLOWED = {"PATH", "HOME", "LANG", "ESCAPE_OUT"}
 
 @pytest.fixture
 def escape(repo: Repo, tmp_path: Path) -> Repo:
-    agent = tmp_path / "bin" / "escape-agent"
-    agent.parent.mkdir(parents=True, exist_ok=True)
-    agent.write_text(f"#!{sys.executable}\n" + (AGENTS_DIR / "escape_agent.py").read_text(encoding="utf-8"))
-    agent.chmod(0o755)
     out = tmp_path / "escape-out"
-    repo.write_config("tools.yaml", textwrap.dedent(f"""\
-        tools:
-          escape:
-            binary: {agent}
-            argv: [--task, "{{task_id}}", "{{prompt}}"]
-            parser: text
-            env: {{ESCAPE_OUT: "{out}"}}
-            env_allowlist: [PATH, HOME, LANG]
-            sandbox: bwrap
-            sandbox_writable: ["{out}"]
-        """))
-    repo.write_config("agents.yaml", "agents:\n  default:\n    tool: escape\n")
+    install_script_agent(repo, tmp_path / "bin" / "escape-agent",
+                         (AGENTS_DIR / "escape_agent.py").read_text(encoding="utf-8"), "escape",
+                         env={"ESCAPE_OUT": str(out)}, env_allowlist=["PATH", "HOME", "LANG"], sandbox="bwrap",
+                         sandbox_writable=[str(out)])
     repo.write_config("daemon.yaml", DAEMON_YAML + "privacy: full\n")
     repo.git("add", "-A")
     repo.git("commit", "-q", "-m", "escape agent")
