@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from conveyor.core import yamlio
 from conveyor.core.errors import Problem, TaskFileError
+from conveyor.core.follow_up import FollowUp, follow_up_problems, read_follow_up
 from conveyor.core.printable import printable
 
 
@@ -179,6 +180,11 @@ class Task:
         return str(branch) if isinstance(branch, str) and branch.strip() else None
 
     @property
+    def follow_up(self) -> FollowUp | None:
+        """The PR this task follows up (core.follow_up), or None for an ordinary task."""
+        return read_follow_up(self.data.get("follow_up"))
+
+    @property
     def attempt(self) -> int:
         value = self.data.get("attempt")
         return value if isinstance(value, int) and value >= 0 else 0
@@ -225,6 +231,7 @@ def validate_document(path: Path, document: Any, text: str, *, expected_id: str 
         raise TaskFileError([Problem(name, f"is {kind}, not a mapping of fields",
                                      "write `key: value` lines, at least `id:` and `agent:`")])
     errors = _type_errors(name, document, text) + _identity_errors(name, document, text, path, expected_id)
+    errors += follow_up_problems(name, document, line_of(text, "follow_up"), SAFE_NAME, branch_name_problem)
     if errors:
         raise TaskFileError(errors)
     return Task(path=path, data=document, warnings=_warnings(name, document, text))
