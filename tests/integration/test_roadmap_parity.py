@@ -12,10 +12,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conveyor.roadmap import count_in_flight, next_runnable
 from conveyor.roadmap.edit import status_in_progress
 from conveyor.roadmap.file import WriteOutcome, read_roadmap, update_status
 from conveyor.roadmap.model import classify_status
+from conveyor.roadmap.select import count_in_flight, next_runnable
 from tests.conftest import FIXTURES
 from tests.integration.conftest import ConveyorCli
 

@@ -17,8 +17,10 @@ from conveyor.board.layout import BoardLayout
 from conveyor.core.task import parse_task
 from conveyor.daemon.loop import Daemon
 from conveyor.daemon.upkeep import Snapshot, Upkeep
-from conveyor.roadmap import count_in_flight, next_runnable, parse_roadmap, set_status
 from conveyor.roadmap import file as roadmap_file
+from conveyor.roadmap.edit import set_status
+from conveyor.roadmap.parse import parse_roadmap
+from conveyor.roadmap.select import count_in_flight, next_runnable
 from conveyor.roadmap.sync import roadmap_task_id
 from conveyor.telemetry.store import Telemetry
 from tests.conftest import FIXTURES, REPO_ROOT

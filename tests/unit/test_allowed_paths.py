@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.checks.paths import check_paths, disallowed_paths, normalize, render_violations
+from conveyor.checks.paths import check_paths, normalize, render_violations
 
 BOARD = "work/collaboration/"
 ROADMAPS = ("ROADMAP.md", "roadmap/ROADMAP.md")
 
 
 def refused(changed: Sequence[str], globs: Sequence[str] | None = None, root: Path | None = None) -> list[str]:
-    return disallowed_paths(changed, board_dir=BOARD, roadmap_files=ROADMAPS, allowed_globs=globs, root=root)
+    violations = check_paths(changed, board_dir=BOARD, roadmap_files=ROADMAPS, allowed_globs=globs, root=root)
+    return [violation.path for violation in violations]
 
 
 def test_ordinary_paths_are_allowed_without_globs() -> None:
@@ -108,7 +109,7 @@ def test_reasons_and_rendering() -> None:
 
 def test_a_board_dir_outside_the_repository_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="board_dir"):
-        disallowed_paths(["a"], board_dir="/abs/board", roadmap_files=(), allowed_globs=None)
+        check_paths(["a"], board_dir="/abs/board", roadmap_files=(), allowed_globs=None)
 
 
 def test_normalize() -> None:

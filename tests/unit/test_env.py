@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from conveyor.runner.env import NEVER_PASSED, build_env, expand, unresolved_vars
+from conveyor.runner.env import NEVER_PASSED, build_env, expand
 
 SOURCE = {"PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "ANTHROPIC_API_KEY": "sk-a",
           "ANTHROPIC_BASE_URL": "http://127.0.0.1:1", "OPENAI_API_KEY": "sk-o", "SECRET": "s",
@@ -68,11 +68,6 @@ def test_missing_variable_expands_to_empty_and_is_logged() -> None:
 
 def test_a_variable_set_to_empty_is_not_missing() -> None:
     assert expand("${EMPTY}", {"EMPTY": ""}) == ("", [])
-
-
-def test_unresolved_vars_reports_each_setting() -> None:
-    extra = {"A": "${NOPE}-${HOME}", "B": "${ALSO_NOPE}", "C": "${HOME}"}
-    assert unresolved_vars(extra, SOURCE) == {"A": ["NOPE"], "B": ["ALSO_NOPE"]}
 
 
 def test_result_is_a_fresh_dict() -> None:

@@ -8,12 +8,8 @@ import pytest
 from tests.conftest import FIXTURES, REPO_ROOT
 
 from conveyor.core.errors import ConveyorError
-from conveyor.roadmap import (
-    RoadmapEditConflict,
-    RoadmapEditError,
-    RoadmapItemNotFound,
-    Status,
-    parse_roadmap,
+from conveyor.roadmap.edit import (
+    _check_result,
     reapply_status,
     set_status,
     status_blocked,
@@ -22,7 +18,8 @@ from conveyor.roadmap import (
     status_in_progress,
     status_in_review,
 )
-from conveyor.roadmap.edit import _check_result
+from conveyor.roadmap.model import RoadmapEditConflict, RoadmapEditError, RoadmapItemNotFound, Status
+from conveyor.roadmap.parse import parse_roadmap
 
 DATA = Path(__file__).parent / "data" / "roadmaps"
 PHASES_FIXTURE = FIXTURES / "roadmaps" / "initiatives-phases.ROADMAP.md"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from tests.conftest import FIXTURES, REPO_ROOT
 
-from conveyor.roadmap import ItemKind, Roadmap, RoadmapItemNotFound, Status, classify_status, parse_roadmap
-from conveyor.roadmap.parse import agent_name, dependency_refs
+from conveyor.roadmap.model import ItemKind, Roadmap, RoadmapItemNotFound, Status, classify_status
+from conveyor.roadmap.parse import agent_name, dependency_refs, parse_roadmap
 
 DATA = Path(__file__).parent / "data" / "roadmaps"
 PHASES_FIXTURE = FIXTURES / "roadmaps" / "initiatives-phases.ROADMAP.md"

@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 from tests.conftest import FIXTURES, REPO_ROOT
 
-from conveyor.roadmap import (
-    count_in_flight,
-    explain,
-    next_runnable,
-    parse_roadmap,
-    set_status,
-    status_completed,
-    to_json,
-)
+from conveyor.roadmap.edit import set_status, status_completed
+from conveyor.roadmap.parse import parse_roadmap
+from conveyor.roadmap.select import Selection, count_in_flight, explain, next_runnable, to_json
 
 DATA = Path(__file__).parent / "data" / "roadmaps"
 PHASES_FIXTURE = FIXTURES / "roadmaps" / "initiatives-phases.ROADMAP.md"
@@ -46,6 +40,10 @@ def read(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def reason_for(selection: Selection, number: str) -> str | None:
+    return next((w.reason for w in selection.waiting if w.item.number == number), None)
+
+
 def numbers_next(text: str, limit: int = 1, in_flight: int = 0) -> list[str]:
     return next_runnable(parse_roadmap(text), in_flight_limit=limit, in_flight=in_flight).next_numbers
 
@@ -53,10 +51,10 @@ def numbers_next(text: str, limit: int = 1, in_flight: int = 0) -> list[str]:
 def test_first_eligible_planned_item_in_document_order() -> None:
     selection = next_runnable(parse_roadmap(SMALL), in_flight_limit=1, in_flight=0)
     assert selection.next_numbers == ["3"]
-    assert selection.reason_for("2") == "waits for PRIORITY 1 (Analytics): in_progress"
-    assert selection.reason_for("3.5") == "limit of 1 in flight reached"
-    assert selection.reason_for("3") is None
-    assert selection.reason_for("1") is None  # only planned items are explained
+    assert reason_for(selection, "2") == "waits for PRIORITY 1 (Analytics): in_progress"
+    assert reason_for(selection, "3.5") == "limit of 1 in flight reached"
+    assert reason_for(selection, "3") is None
+    assert reason_for(selection, "1") is None  # only planned items are explained
 
 
 def test_limit_counts_what_is_already_in_flight() -> None:
@@ -65,7 +63,7 @@ def test_limit_counts_what_is_already_in_flight() -> None:
     assert numbers_next(SMALL, limit=1, in_flight=5) == []
     assert numbers_next(SMALL, limit=0, in_flight=0) == []
     selection = next_runnable(parse_roadmap(SMALL), in_flight_limit=2, in_flight=2)
-    assert selection.reason_for("3") == "limit of 2 in flight reached"
+    assert reason_for(selection, "3") == "limit of 2 in flight reached"
 
 
 def test_completing_a_dependency_releases_the_next_item() -> None:
@@ -78,14 +76,14 @@ def test_fixture_nothing_runs_until_phase_1_completes() -> None:
     text = read(PHASES_FIXTURE)
     selection = next_runnable(parse_roadmap(text), in_flight_limit=2, in_flight=0)
     assert selection.next_numbers == []
-    assert selection.reason_for("1") == "has parts (1.1, 1.2, 1.3, 1.4, 1.5, 1.6); they run instead"
-    assert selection.reason_for("1.2") == "waits for 1.1 Core Decision & Glossary (6-8h): in_progress"
-    assert selection.reason_for("6") is None  # "Specification Proposed" is not planned
+    assert reason_for(selection, "1") == "has parts (1.1, 1.2, 1.3, 1.4, 1.5, 1.6); they run instead"
+    assert reason_for(selection, "1.2") == "waits for 1.1 Core Decision & Glossary (6-8h): in_progress"
+    assert reason_for(selection, "6") is None  # "Specification Proposed" is not planned
     released = set_status(text, "1.1", status_completed())
     selection = next_runnable(parse_roadmap(released), in_flight_limit=1, in_flight=0)
     assert selection.next_numbers == ["1.2"]
-    assert selection.reason_for("1.3") == "limit of 1 in flight reached"
-    assert selection.reason_for("1.4") == (
+    assert reason_for(selection, "1.3") == "limit of 1 in flight reached"
+    assert reason_for(selection, "1.4") == (
         "waits for 1.2 SELECT_APPROPRIATE_AGENT Tactic (10-12h): planned; "
         "waits for 1.3 Agent Profile Schema Enhancement (8-10h): planned")
     assert numbers_next(released, limit=2) == ["1.2", "1.3"]
@@ -96,31 +94,31 @@ def test_own_roadmap_waits_for_the_core_pipeline() -> None:
     roadmap = parse_roadmap(text)
     selection = next_runnable(roadmap, in_flight_limit=1, in_flight=count_in_flight(roadmap))
     assert selection.next_numbers == []
-    assert selection.reason_for("2") == "waits for PRIORITY 1 (Core Pipeline): in_progress"
+    assert reason_for(selection, "2") == "waits for PRIORITY 1 (Core Pipeline): in_progress"
     done = set_status(text, "1", status_completed())
     assert numbers_next(done, limit=2) == ["2", "3"]
     assert "waits for PRIORITY 3 (ROADMAP.md-Driven Work and Pull Requests): planned" in (
-        next_runnable(parse_roadmap(done), in_flight_limit=2, in_flight=0).reason_for("3.5") or "")
+        reason_for(next_runnable(parse_roadmap(done), in_flight_limit=2, in_flight=0), "3.5") or "")
 
 
 def test_reasons_for_unknown_unreadable_and_unfinished_dependencies() -> None:
     selection = next_runnable(parse_roadmap(read(DATA / "priority-mixed.ROADMAP.md")), in_flight_limit=5,
                               in_flight=0)
     assert selection.next_numbers == ["2.5", "4.2", "2_2"]   # 2_2: the repeated PRIORITY 2 (issue 15)
-    assert selection.reason_for("10") == "unknown dependency 12"
-    assert selection.reason_for("9") == (
+    assert reason_for(selection, "10") == "unknown dependency 12"
+    assert reason_for(selection, "9") == (
         "cannot read the dependency 'After the v1 release ships'; name items, e.g. 'Requires PRIORITY 1 completed'")
-    assert selection.reason_for("8") == "waits for PRIORITY 7 (Agent Interaction UI): other"
-    assert selection.reason_for("5") == "waits for PRIORITY 3 (Streamlit Analytics Dashboard): in_review"
+    assert reason_for(selection, "8") == "waits for PRIORITY 7 (Agent Interaction UI): other"
+    assert reason_for(selection, "5") == "waits for PRIORITY 3 (Streamlit Analytics Dashboard): in_review"
 
 
 def test_container_dependencies_hold_back_its_parts() -> None:
     selection = next_runnable(parse_roadmap(read(DATA / "steps-derived.ROADMAP.md")), in_flight_limit=5,
                               in_flight=0)
     assert selection.next_numbers == ["4"]
-    assert selection.reason_for("2.1") == (
+    assert reason_for(selection, "2.1") == (
         "waits for 1 Billing Revamp: in_progress (needed by 2 Search, which contains it)")
-    assert selection.reason_for("1.3") == "waits for 1.2 API: in_progress"
+    assert reason_for(selection, "1.3") == "waits for 1.2 API: in_progress"
 
 
 @pytest.mark.parametrize(("status", "expected"), [
@@ -131,7 +129,7 @@ def test_container_dependencies_hold_back_its_parts() -> None:
 def test_parts_of_a_stopped_container_do_not_start(status: str, expected: str) -> None:
     text = f"## PRIORITY 1: Parent\n**Status**: {status}\n### Phase 1: Child\n- Status: Planned\n"
     selection = next_runnable(parse_roadmap(text), in_flight_limit=1, in_flight=0)
-    assert (selection.next_numbers, selection.reason_for("1.1")) == ([], expected)
+    assert (selection.next_numbers, reason_for(selection, "1.1")) == ([], expected)
 
 
 def test_parts_of_a_planned_container_start() -> None:

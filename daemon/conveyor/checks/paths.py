@@ -30,20 +30,6 @@ class PathViolation:
     reason: str
 
 
-def disallowed_paths(
-    changed: Iterable[str],
-    *,
-    board_dir: str,
-    roadmap_files: Sequence[str],
-    allowed_globs: Sequence[str] | None,
-    root: Path | None = None,
-) -> list[str]:
-    """The changed paths (as given, in order, once each) that a change may not touch."""
-    violations = check_paths(changed, board_dir=board_dir, roadmap_files=roadmap_files,
-                             allowed_globs=allowed_globs, root=root)
-    return [violation.path for violation in violations]
-
-
 def check_paths(
     changed: Iterable[str],
     *,

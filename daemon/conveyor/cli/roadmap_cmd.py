@@ -14,9 +14,8 @@ from conveyor.cli.common import load, repo_option
 from conveyor.config import Config
 from conveyor.config.models import RoadmapSettings
 from conveyor.core.errors import ConveyorError
-from conveyor.roadmap import Selection, count_in_flight, explain, next_runnable, to_json
 from conveyor.roadmap.file import read_roadmap
-from conveyor.roadmap.select import Waiting
+from conveyor.roadmap.select import Selection, Waiting, count_in_flight, explain, next_runnable, to_json
 from conveyor.roadmap.sync import roadmap_task_id
 
 

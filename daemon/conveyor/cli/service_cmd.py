@@ -20,11 +20,11 @@ import click
 
 from conveyor.cli.common import load, repo_option
 from conveyor.config import Config
-from conveyor.service import ServiceParams, default_params
-from conveyor.service import install as do_install
-from conveyor.service import status as do_status
-from conveyor.service import uninstall as do_uninstall
+from conveyor.service.install import install as do_install
 from conveyor.service.install import rendered
+from conveyor.service.install import status as do_status
+from conveyor.service.install import uninstall as do_uninstall
+from conveyor.service.render import ServiceParams, default_params
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -53,10 +53,6 @@ class GitError(ConveyorError):
     """A git operation failed; the message says what to do about it."""
 
 
-class RepositoryNotReady(GitError):
-    """The base repository is in a state (mid-rebase, missing base branch...) where tasks must wait."""
-
-
 class LockHeld(ConveyorError):
     """Another daemon already serves this repository."""
 

@@ -269,6 +269,3 @@ def _rejected(layout: BoardLayout, status: BoardStatus) -> None:
         status.rejected.append({"file": report_path.name.removesuffix(".error.yaml"),
                                 "problem": f"{first.get('field') or ''} {first.get('message') or ''}".strip()})
 
-
-def state_path(config: Config) -> Path:
-    return config.state_dir / STATUS_FILE

@@ -311,9 +311,3 @@ def reap_worktrees(config: Config, keep: set[str]) -> int:
     if removed:
         log.info("worktrees.reaped", removed=removed)
     return removed
-
-
-def leftover_paths(config: Config) -> list[Path]:
-    """Worktree folders that exist right now (for status and tests)."""
-    root = config.worktrees_dir
-    return sorted(root.iterdir()) if root.is_dir() else []

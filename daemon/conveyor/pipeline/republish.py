@@ -136,14 +136,3 @@ def _held(result: Mapping[str, Any]) -> tuple[list[str], bool]:
         labels.append(CHANGES_LABEL)
     labels = list(dict.fromkeys(labels))
     return labels, bool({UNREVIEWED_LABEL, CHANGES_LABEL, TOO_LARGE_LABEL} & set(labels))
-
-
-def pending_summary(config: Config) -> list[dict[str, Any]]:
-    """What `conveyor status` shows: each pending publication and why."""
-    rows = []
-    for task in pending_tasks(config):
-        result = task.data["result"]
-        rows.append({"id": task.id, "agent": task.agent, "pending": result.get(PENDING_KEY),
-                     "branch": result.get("branch"), "publish": result.get("publish"),
-                     "file": str(Path(task.path).relative_to(config.repo)) if task.path else None})
-    return rows

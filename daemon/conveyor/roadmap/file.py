@@ -23,15 +23,9 @@ import structlog
 
 from conveyor.core.fsops import exchange
 from conveyor.core.yamlio import fsync_dir
-from conveyor.roadmap import (
-    Roadmap,
-    RoadmapEditConflict,
-    RoadmapError,
-    RoadmapItem,
-    parse_roadmap,
-    reapply_status,
-    set_status,
-)
+from conveyor.roadmap.edit import reapply_status, set_status
+from conveyor.roadmap.model import Roadmap, RoadmapEditConflict, RoadmapError, RoadmapItem
+from conveyor.roadmap.parse import parse_roadmap
 
 log = structlog.get_logger("conveyor.roadmap")
 MAX_ROUNDS = 8

@@ -32,9 +32,6 @@ class Selection:
     def next_numbers(self) -> list[str]:
         return [item.number for item in self.start]
 
-    def reason_for(self, number: str) -> str | None:
-        return next((w.reason for w in self.waiting if w.item.number == number), None)
-
 
 def count_in_flight(roadmap: Roadmap) -> int:
     """Leaves Conveyor itself started that are in progress or in review (an open pull request holds a slot

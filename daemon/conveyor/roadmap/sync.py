@@ -25,19 +25,10 @@ from conveyor.config import Config
 from conveyor.core import yamlio
 from conveyor.core.task import Task, new_task_document, slugify
 from conveyor.core.timeutil import Clock, utc_iso
-from conveyor.roadmap import (
-    RoadmapError,
-    RoadmapItem,
-    Status,
-    count_in_flight,
-    next_runnable,
-    status_blocked,
-    status_completed,
-    status_in_progress,
-    status_in_review,
-)
+from conveyor.roadmap.edit import status_blocked, status_completed, status_in_progress, status_in_review
 from conveyor.roadmap.file import Locate, StatusWrite, WriteOutcome, read_roadmap, update_status
-from conveyor.roadmap.model import Roadmap
+from conveyor.roadmap.model import Roadmap, RoadmapError, RoadmapItem, Status
+from conveyor.roadmap.select import count_in_flight, next_runnable
 
 log = structlog.get_logger("conveyor.roadmap")
 ROADMAP_KEY = "roadmap_item"      # in a task made from the roadmap: {file, number, title}

@@ -8,7 +8,7 @@ that pinged the watchdog or claimed our sockets would make systemd's view of the
 `extra` values may say `${VAR}` to take a variable from `source` (the daemon's environment) and `$${` for a
 literal `${`. Only the braced form is expanded; a lone `$`, `$VAR` or an unclosed `${` stay as written.
 A `${VAR}` that is not set expands to "" and is logged as `env_var_missing` (the run goes on: the agent will
-say what it lacks more precisely than we can); `unresolved_vars` lets config checks find these up front.
+say what it lacks more precisely than we can).
 """
 
 from __future__ import annotations
@@ -48,12 +48,6 @@ def expand(value: str, source: Mapping[str, str]) -> tuple[str, list[str]]:
         return source[name]
 
     return _REFERENCE.sub(replace, value), missing
-
-
-def unresolved_vars(extra: Mapping[str, str], source: Mapping[str, str]) -> dict[str, list[str]]:
-    """For each `extra` entry, the `${VAR}` names `source` lacks (entries with none are left out)."""
-    found = {key: expand(value, source)[1] for key, value in extra.items()}
-    return {key: names for key, names in found.items() if names}
 
 
 def build_env(source: Mapping[str, str], allowlist: Sequence[str],

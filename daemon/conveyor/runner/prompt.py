@@ -7,8 +7,6 @@ from typing import Any
 from conveyor.core import yamlio
 from conveyor.core.task import WORK_KEYS, Task
 
-HANDOFF_MARKERS = ("NEXT_AGENT:", "NEXT_TASK_TITLE:", "NEXT_TASK_NOTES:")
-
 
 def build_prompt(task: Task, *, instructions: str | None, board_dir: str, roadmap_file: str) -> str:
     """Instructions file + title, description, artefacts, context, work keys, and the house rules."""

@@ -10,9 +10,9 @@ from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.core.task import task_id_from_path
-from conveyor.roadmap import Status, count_in_flight, next_runnable
 from conveyor.roadmap.file import read_roadmap
-from conveyor.roadmap.model import RoadmapError
+from conveyor.roadmap.model import RoadmapError, Status
+from conveyor.roadmap.select import count_in_flight, next_runnable
 
 
 def first_run_lines(config: Config) -> list[str]:
