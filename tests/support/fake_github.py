@@ -4,13 +4,21 @@ It speaks the subset the publisher really uses (found by running PyGithub agains
 requests by head, create one, read one, add labels, and the repository itself. Pull requests live in
 memory per repository. Every request is recorded for asserts; tests can merge or close a pull request
 and make the next requests fail or stall. With `remotes` (repository name → bare git directory) a
-pull request is refused, as GitHub does, when its branches were never pushed.
+pull request is refused, as GitHub does, when its branches were never pushed, and an open pull
+request's head sha follows its branch there (a push moves it).
+
+The conversation (reviews, comments and replies, check runs and logs, statuses, permissions, merge and
+close through the API) is `fake.threads` (see `fake_github_threads`). Every GET answer carries an ETag;
+a request whose If-None-Match names the current one gets 304 with no body and, as on GitHub, does not
+count against the rate limit (`rate_used` counts the requests that do). Merging is bookkeeping only: the
+base branch in `remotes` is not changed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 import subprocess
@@ -23,9 +31,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.support.fake_github_threads import Threads
 
 DEFAULT_TOKEN = "fake-github-token"
+DEFAULT_LOGIN = "conveyor-bot"     # the token's owner: the user the API's writes are made as
+RATE_LIMIT = 5000
 DOCS_URL = "https://docs.github.com/rest"
 _DEFAULT_MESSAGES = {
     401: "Bad credentials",
@@ -68,6 +80,7 @@ class FakePull:
     closed_at: str | None = None
     merged_at: str | None = None
     head_sha: str = "0" * 40
+    head_deleted: bool = False
 
 
 @dataclass
@@ -97,8 +110,10 @@ class FakeGitHub:
         path_prefix: str = "",
         drafts_supported: bool = True,
         remotes: Mapping[str, Path] | None = None,
+        login: str = DEFAULT_LOGIN,
     ) -> None:
         self.token = token
+        self.login = login
         self.path_prefix = path_prefix.rstrip("/")
         self.drafts_supported = drafts_supported
         self._remotes = dict(remotes or {})
@@ -109,6 +124,9 @@ class FakeGitHub:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self.rate_used = 0
+        self.threads = Threads(self, login=login)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -164,7 +182,8 @@ class FakeGitHub:
 
     def pulls(self, repo: str) -> list[FakePull]:
         with self._lock:
-            return sorted(self._pulls[repo].values(), key=lambda pull: pull.number)
+            pulls = sorted(self._pulls[repo].values(), key=lambda pull: pull.number)
+        return [self._live(pull) for pull in pulls]
 
     def pulls_for(self, repo: str, head: str) -> list[FakePull]:
         """Every pull request (any state) whose head is `head` ("branch" or "owner:branch")."""
@@ -172,9 +191,10 @@ class FakeGitHub:
         return [p for p in self.pulls(repo) if p.head == branch and p.head_owner == owner]
 
     def pull(self, number: int, repo: str | None = None) -> FakePull:
-        repo = self._only_repo(repo)
+        repo = self.only_repo(repo)
         with self._lock:
-            return self._pulls[repo][number]
+            pull = self._pulls[repo][number]
+        return self._live(pull)
 
     # -- test controls ---------------------------------------------------------------------------
 
@@ -186,10 +206,33 @@ class FakeGitHub:
             return self._store_new(repo, owner, branch, base, title, None, draft)
 
     def merge(self, number: int, repo: str | None = None) -> FakePull:
-        return self._update(repo, number, state="closed", merged=True, merged_at=_now(), closed_at=_now())
+        head = self.pull(number, repo).head_sha       # the head is frozen where it was when merged
+        return self._update(repo, number, state="closed", merged=True, merged_at=_now(), closed_at=_now(),
+                            head_sha=head)
 
     def close(self, number: int, repo: str | None = None) -> FakePull:
-        return self._update(repo, number, state="closed", closed_at=_now())
+        head = self.pull(number, repo).head_sha
+        return self._update(repo, number, state="closed", closed_at=_now(), head_sha=head)
+
+    def reopen(self, number: int, repo: str | None = None) -> FakePull:
+        return self._update(repo, number, state="open", closed_at=None)
+
+    def edit(self, number: int, repo: str | None = None, *, title: str | None = None,
+             body: str | None = None) -> FakePull:
+        pull = self.pull(number, repo)
+        return self._update(repo, number, title=pull.title if title is None else title,
+                            body=pull.body if body is None else body)
+
+    def delete_head_branch(self, number: int, repo: str | None = None) -> FakePull:
+        """The head branch is deleted: on GitHub an open pull request is then closed (not merged); with
+        `remotes` the branch really goes from the bare repository."""
+        repo = self.only_repo(repo)
+        pull = self.pull(number, repo)
+        self._update(repo, number, head_sha=pull.head_sha, head_deleted=True)   # before the branch goes
+        if repo in self._remotes:
+            subprocess.run(["git", "--git-dir", str(self._remotes[repo]), "update-ref", "-d",
+                            f"refs/heads/{pull.head}"], check=False, capture_output=True)
+        return self.close(number, repo) if pull.state == "open" else self.pull(number, repo)
 
     def fail_next(self, status: int, *, count: int = 1, method: str | None = None,
                   path_contains: str | None = None, message: str | None = None) -> None:
@@ -220,11 +263,30 @@ class FakeGitHub:
     # -- request handling (called from server threads) -------------------------------------------
 
     def handle(self, method: str, raw_path: str, authorization: str,
-               body: bytes) -> tuple[int, Any, dict[str, str]]:
+               body: bytes, if_none_match: str = "") -> tuple[int, Any, dict[str, str]]:
+        """One request → (status, JSON body or None, headers). GET answers get an ETag (304 when the
+        client already has it); every answer but a 304 counts against the rate limit."""
+        status, answer, headers = self._handle(method, raw_path, authorization, body)
+        if method == "GET" and status == 200 and not isinstance(answer, str):
+            etag = 'W/"' + hashlib.sha256(json.dumps([answer, headers], sort_keys=True).encode()).hexdigest() + '"'
+            headers = {**headers, "ETag": etag}
+            if etag in [tag.strip() for tag in if_none_match.split(",")]:
+                status, answer = 304, None
+        with self._lock:
+            if status != 304:
+                self.rate_used += 1
+            used = self.rate_used
+        return status, answer, {**headers, "X-RateLimit-Limit": str(RATE_LIMIT),
+                                "X-RateLimit-Remaining": str(max(RATE_LIMIT - used, 0)),
+                                "X-RateLimit-Used": str(used)}
+
+    def _handle(self, method: str, raw_path: str, authorization: str,
+                body: bytes) -> tuple[int, Any, dict[str, str]]:
         url = urlsplit(raw_path)
         if not url.path.startswith(self.path_prefix + "/"):
             return 404, _error("Not Found"), {}
         path = url.path[len(self.path_prefix):]
+        self._local.path = url.path
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         payload = _json_or_none(body)
         authorized = authorization in (f"token {self.token}", f"Bearer {self.token}")
@@ -237,8 +299,14 @@ class FakeGitHub:
             if injection.status is not None:
                 message = injection.message or _DEFAULT_MESSAGES.get(injection.status, "Error")
                 return injection.status, _error(message), {}
+        logs = re.fullmatch(r"/_fake/logs/(\d+)", path)
+        if logs is not None and method == "GET":   # the download URL a job's logs redirect to (a text body)
+            text = self.threads.raw_log(int(logs[1]))
+            return (404, _error("Not Found"), {}) if text is None else (200, text, {})
         if not authorized:
             return 401, _error("Bad credentials"), {}
+        if path == "/user" and method == "GET":
+            return 200, {"login": self.login, "id": 2, "type": "User"}, {}
         status, answer, headers = self._route(method, path, query, payload)
         if injection is not None and injection.drop_fields and isinstance(answer, dict):
             answer = {key: value for key, value in answer.items() if key not in injection.drop_fields}
@@ -274,11 +342,13 @@ class FakeGitHub:
             ("GET", r"/pulls/(\d+)/merge", self._get_merged),
             ("GET", r"/issues/(\d+)/labels", self._get_labels),
             ("POST", r"/issues/(\d+)/labels", self._add_labels),
+            ("DELETE", r"/issues/(\d+)/labels/([^/]+)", self._remove_label),
+            *self.threads.routes(),
         ]
 
     def _get_repo(self, repo: str, _m: re.Match[str], _q: dict[str, str],
                   _p: Any) -> tuple[int, Any, dict[str, str]]:
-        return 200, self._repo_json(repo), {}
+        return 200, self.repo_json(repo), {}
 
     def _list_pulls(self, repo: str, _m: re.Match[str], query: dict[str, str],
                     _p: Any) -> tuple[int, Any, dict[str, str]]:
@@ -290,16 +360,18 @@ class FakeGitHub:
         if "base" in query:
             pulls = [p for p in pulls if p.base == query["base"]]
         pulls.sort(key=lambda pull: pull.number, reverse=True)
-        return self._page(repo, [self._pull_json(p) for p in pulls], query)
+        return self.page(repo, [self.pull_json(p) for p in pulls], query)
 
-    def _page(self, repo: str, items: list[Any], query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+    def page(self, repo: str, items: list[Any], query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        """One page of a list answer, with GitHub's Link header naming the next one."""
         per_page = max(1, min(100, int(query.get("per_page", "30"))))
         page = max(1, int(query.get("page", "1")))
         chunk = items[(page - 1) * per_page:page * per_page]
         headers: dict[str, str] = {}
         if page * per_page < len(items):
             rest = "&".join(f"{k}={v}" for k, v in query.items() if k not in ("page", "per_page"))
-            link = f"{self.api_url}/repos/{repo}/pulls?{rest}&per_page={per_page}&page={page + 1}"
+            path = getattr(self._local, "path", f"{self.path_prefix}/repos/{repo}/pulls")
+            link = f"{self.web_url}{path}?{rest}&per_page={per_page}&page={page + 1}"
             headers["Link"] = f'<{link}>; rel="next"'
         return 200, chunk, headers
 
@@ -312,7 +384,7 @@ class FakeGitHub:
             owner, branch = _split_head(repo, payload["head"])
             pull = self._store_new(repo, owner, branch, payload["base"], payload["title"],
                                    payload.get("body"), bool(payload.get("draft", False)))
-        return 201, self._pull_json(pull), {}
+        return 201, self.pull_json(pull), {}
 
     def _create_problem(self, repo: str, payload: Any) -> dict[str, Any] | None:
         if not isinstance(payload, dict):
@@ -337,7 +409,7 @@ class FakeGitHub:
     def _get_pull(self, repo: str, match: re.Match[str], _q: dict[str, str],
                   _p: Any) -> tuple[int, Any, dict[str, str]]:
         pull = self._find(repo, int(match[1]))
-        return (404, _error("Not Found"), {}) if pull is None else (200, self._pull_json(pull), {})
+        return (404, _error("Not Found"), {}) if pull is None else (200, self.pull_json(pull), {})
 
     def _get_merged(self, repo: str, match: re.Match[str], _q: dict[str, str],
                     _p: Any) -> tuple[int, Any, dict[str, str]]:
@@ -365,6 +437,18 @@ class FakeGitHub:
             self._pulls[repo][number] = dataclasses.replace(pull, labels=labels)
         return 200, [self._label_json(repo, name) for name in labels], {}
 
+    def _remove_label(self, repo: str, match: re.Match[str], _q: dict[str, str],
+                      _p: Any) -> tuple[int, Any, dict[str, str]]:
+        number, name = int(match[1]), unquote(match[2])
+        pull = self._find(repo, number)
+        if pull is None or name not in pull.labels:
+            return 404, _error("Label does not exist" if pull is not None else "Not Found"), {}
+        with self._lock:
+            pull = self._pulls[repo][number]
+            labels = tuple(label for label in pull.labels if label != name)
+            self._pulls[repo][number] = dataclasses.replace(pull, labels=labels)
+        return 200, [self._label_json(repo, label) for label in labels], {}
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _store_new(self, repo: str, owner: str, branch: str, base: str, title: str,
@@ -378,7 +462,7 @@ class FakeGitHub:
         return pull
 
     def _update(self, repo: str | None, number: int, **changes: Any) -> FakePull:
-        repo = self._only_repo(repo)
+        repo = self.only_repo(repo)
         with self._lock:
             pull = dataclasses.replace(self._pulls[repo][number], **changes)
             self._pulls[repo][number] = pull
@@ -386,9 +470,17 @@ class FakeGitHub:
 
     def _find(self, repo: str, number: int) -> FakePull | None:
         with self._lock:
-            return self._pulls[repo].get(number)
+            pull = self._pulls[repo].get(number)
+        return None if pull is None else self._live(pull)
 
-    def _only_repo(self, repo: str | None) -> str:
+    def _live(self, pull: FakePull) -> FakePull:
+        """An open pull request's head is its branch's tip in `remotes` (a push moves it)."""
+        if pull.state != "open" or pull.head_deleted or pull.repo not in self._remotes:
+            return pull
+        sha = self._branch_sha(pull.repo, pull.head)
+        return dataclasses.replace(pull, head_sha=sha) if sha and sha != pull.head_sha else pull
+
+    def only_repo(self, repo: str | None) -> str:
         if repo is not None:
             return repo
         if len(self._pulls) != 1:
@@ -406,7 +498,7 @@ class FakeGitHub:
     def _branch_exists(self, repo: str, branch: str) -> bool:
         return bool(self._branch_sha(repo, branch))
 
-    def _repo_json(self, repo: str) -> dict[str, Any]:
+    def repo_json(self, repo: str) -> dict[str, Any]:
         owner, name = repo.split("/", 1)
         return {
             "id": abs(hash(repo)) % 10**8, "name": name, "full_name": repo, "private": False,
@@ -419,7 +511,7 @@ class FakeGitHub:
         return {"id": abs(hash((repo, name))) % 10**8, "name": name, "color": "ededed",
                 "url": f"{self.api_url}/repos/{repo}/labels/{name}", "default": False}
 
-    def _pull_json(self, pull: FakePull) -> dict[str, Any]:
+    def pull_json(self, pull: FakePull) -> dict[str, Any]:
         api = f"{self.api_url}/repos/{pull.repo}"
         owner = pull.repo.split("/", 1)[0]
         return {
@@ -429,12 +521,13 @@ class FakeGitHub:
             "closed_at": pull.closed_at, "created_at": pull.created_at, "updated_at": pull.created_at,
             "html_url": f"{self.web_url}/{pull.repo}/pull/{pull.number}",
             "url": f"{api}/pulls/{pull.number}", "issue_url": f"{api}/issues/{pull.number}",
-            "user": {"login": "conveyor-bot", "id": 2, "type": "User"},
+            "user": {"login": self.login, "id": 2, "type": "User"},
             "labels": [self._label_json(pull.repo, name) for name in pull.labels],
             "head": {"label": f"{pull.head_owner}:{pull.head}", "ref": pull.head, "sha": pull.head_sha,
-                     "repo": self._repo_json(pull.repo)},
+                     "repo": self.repo_json(pull.repo)},
+            "mergeable": None if pull.state != "open" else True,
             "base": {"label": f"{owner}:{pull.base}", "ref": pull.base, "sha": "0" * 40,
-                     "repo": self._repo_json(pull.repo)},
+                     "repo": self.repo_json(pull.repo)},
         }
 
 
@@ -464,6 +557,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._serve()
 
+    def do_PUT(self) -> None:
+        self._serve()
+
     def log_message(self, format: str, *args: Any) -> None:
         """Requests are recorded on the fake; no access log on stderr."""
 
@@ -472,12 +568,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         authorization = self.headers.get("Authorization", "")
         try:
-            status, payload, extra = self.server.fake.handle(self.command, self.path, authorization, body)
+            status, payload, extra = self.server.fake.handle(self.command, self.path, authorization, body,
+                                                             self.headers.get("If-None-Match", ""))
         except Exception as exc:  # a bug in the fake must fail the test loudly, not drop the connection
             status, payload, extra = 500, _error(f"FakeGitHub failed: {exc!r}"), {}
-        data = b"" if payload is None else json.dumps(payload).encode()
+        text = isinstance(payload, str)
+        data = payload.encode() if text else b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         for key, value in extra.items():
             self.send_header(key, value)
