@@ -107,21 +107,26 @@ def test_unrunnable_verify_commands_are_set_up_errors(repo: Repo, cli: Cli) -> N
 
 
 def test_verify_runs_in_the_repositorys_virtualenv(repo: Repo, cli: Cli) -> None:  # noqa: F811
+    """The repository's `.venv` leads verify's PATH and is its VIRTUAL_ENV. (The check proves it by its exit
+    code: verify runs in the agent's sandbox, where it cannot write outside the workspace.)"""
     venv_bin = repo.path / ".venv" / "bin"
     venv_bin.mkdir(parents=True)
     (repo.path / ".gitignore").write_text(".venv/\n", encoding="utf-8")
     checker = venv_bin / "project-check"
-    checker.write_text("#!/bin/sh\necho \"checked with $VIRTUAL_ENV\" > \"$1\"\n", encoding="utf-8")
+    expected = repo.path / ".venv"
+    script = f'#!/bin/sh\n[ "$VIRTUAL_ENV" = "{expected}" ] || {{ echo "VIRTUAL_ENV=$VIRTUAL_ENV"; exit 1; }}\n'
+    checker.write_text(script, encoding="utf-8")
     checker.chmod(0o755)
-    out = repo.path.parent / "checked.txt"
-    repo.write_config("daemon.yaml", DAEMON_YAML + f'verify: ["project-check {out}"]\n')
+    repo.write_config("daemon.yaml", DAEMON_YAML + 'verify: ["project-check --strict"]\n')
     assert cli("config", "validate", cwd=repo.path).code == 0
     doctor = cli("doctor", cwd=repo.path)
     assert f"{venv_bin} first on PATH" in doctor.out
     repo.submit("venv", description="FAKE write src/venv.txt hi")
     repo.run_once()
-    assert repo.done_doc("venv")["status"] == "done"
-    assert out.read_text(encoding="utf-8").strip() == f"checked with {repo.path / '.venv'}"
+    document = repo.done_doc("venv")
+    assert document["status"] == "done", document.get("error")
+    assert {"check": "verify: project-check --strict", "result": "passed"}.items() <= \
+        next(check for check in document["result"]["checks"] if check["check"].startswith("verify:")).items()
 
 
 def test_doctor_fails_when_no_routed_tool_can_run(repo: Repo, cli: Cli) -> None:  # noqa: F811

@@ -13,7 +13,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,12 +154,19 @@ def split_command(text: str, where: str) -> list[str]:
     return argv
 
 
+Wrap = Callable[[list[str], Mapping[str, str]], tuple[list[str], Mapping[str, str]]]
+
+
 def run_verify(commands: Sequence[VerifyCommand], *, worktree: Path, env: Mapping[str, str], log_dir: Path,
-               label: str, timeout_s: float, stop: threading.Event | None = None) -> list[VerifyRun]:
-    """Run the commands in order until one fails; returns the runs made (the last one failed, if any)."""
+               label: str, timeout_s: float, stop: threading.Event | None = None,
+               wrap: Wrap | None = None) -> list[VerifyRun]:
+    """Run the commands in order until one fails; returns the runs made (the last one failed, if any).
+    `wrap` turns a command's argv and environment into the contained ones (the sandbox): verify runs the
+    agent's code."""
     runs: list[VerifyRun] = []
     for index, command in enumerate(commands, start=1):
-        run = _run_one(command, worktree, env, log_dir / f"{label}-verify-{index}.log", timeout_s, stop)
+        argv, run_env = wrap(command.argv, env) if wrap is not None else (command.argv, env)
+        run = _run_one(command, argv, worktree, run_env, log_dir / f"{label}-verify-{index}.log", timeout_s, stop)
         log.info("verify.ran", command=command.text, passed=run.passed, how=run.how)
         runs.append(run)
         if not run.passed or (stop is not None and stop.is_set()):
@@ -167,10 +174,10 @@ def run_verify(commands: Sequence[VerifyCommand], *, worktree: Path, env: Mappin
     return runs
 
 
-def _run_one(command: VerifyCommand, worktree: Path, env: Mapping[str, str], log_path: Path, timeout_s: float,
-             stop: threading.Event | None) -> VerifyRun:
+def _run_one(command: VerifyCommand, argv: list[str], worktree: Path, env: Mapping[str, str], log_path: Path,
+             timeout_s: float, stop: threading.Event | None) -> VerifyRun:
     try:
-        result = run_command(command.argv, cwd=worktree, env=env, log_path=log_path, timeout_s=timeout_s,
+        result = run_command(argv, cwd=worktree, env=env, log_path=log_path, timeout_s=timeout_s,
                              stop=stop, check=False)
     except SpawnError as exc:
         return VerifyRun(command, False, f"could not start: {exc}", str(exc), 0.0, log_path)

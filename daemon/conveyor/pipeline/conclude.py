@@ -14,6 +14,7 @@ from scratch would spend another attempt redoing (and likely again not finishing
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from conveyor.checks.gate import (
     verify_feedback,
     withhold_secrets,
 )
-from conveyor.checks.verify_setup import verify_env
+from conveyor.checks.verify_setup import venv_dir, verify_env
 from conveyor.config import Config
 from conveyor.core.errors import ConveyorError
 from conveyor.core.task import Task
@@ -45,6 +46,8 @@ from conveyor.pipeline import review as reviewing
 from conveyor.pipeline.runs import Run, Totals, latest_session, result_block, summarize
 from conveyor.publish.task_branch import commit_message, publish_commit
 from conveyor.runner.env import build_env
+from conveyor.runner.sandbox import SandboxContext, contain_check
+from conveyor.runner.sandbox_home import SANDBOX_DIR
 from conveyor.runner.types import Outcome
 from conveyor.telemetry.store import Telemetry
 from conveyor.workspace import git, task_workspace
@@ -71,6 +74,7 @@ class Job:
     prompt: str
     cancel: threading.Event
     follow_up: FollowUp
+    sandbox: SandboxContext   # how agents are contained here; verify runs in the same sandbox (the agent's code)
     skipped: Sequence[str] = ()
     # A hard budget (policies.yaml) spent since the run started, described; None while spending may go on.
     # Asked before each fix round: a round is new spend, and `limit: hard` means no new spend.
@@ -272,17 +276,39 @@ def _gate(job: Job, staged: StagedChange) -> GateResult:
 
 
 def _verify(job: Job, last: Run, commands: Sequence[VerifyCommand], round_no: int) -> list[VerifyRun]:
+    """The verify commands, contained like the agent whose code they run (its tests, its conftest.py):
+    in the author tool's sandbox, with that tool's environment minus every credential, and a private HOME
+    emptied after each round (a check must not leave anything for the next task's checks)."""
     if not commands:
         return []
-    tool = last.route.tool
-    env = verify_env(job.config, build_env(job.env, tool.env_allowlist, tool.env))
-    runs = run_verify(commands, worktree=job.workspace.path, env=env,
-                      log_dir=job.config.logs_dir / job.task.id, timeout_s=_timeout_s(job), stop=job.cancel,
-                      label=f"attempt-{job.attempt}-round-{round_no}")
+    route = last.route
+    env = verify_env(job.config, _without_credentials(job.config, build_env(job.env, route.tool.env_allowlist,
+                                                                            route.tool.env)))
+    home = job.config.state_dir / SANDBOX_DIR / "verify" / job.task.id
+    venv = venv_dir(job.config)
+
+    def wrap(argv: list[str], run_env: Mapping[str, str]) -> tuple[list[str], Mapping[str, str]]:
+        contained = contain_check(route.tool_name, route.tool, argv, run_env, job.workspace.path, job.sandbox,
+                                  home=home, read_also=[venv] if venv else [])
+        return contained.argv, contained.env
+
+    try:
+        runs = run_verify(commands, worktree=job.workspace.path, env=env,
+                          log_dir=job.config.logs_dir / job.task.id, timeout_s=_timeout_s(job), stop=job.cancel,
+                          label=f"attempt-{job.attempt}-round-{round_no}", wrap=wrap)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     if not _keeps_logs(job):   # metadata privacy keeps no transcripts; the output tail is already read
         for run in runs:
             run.log_path.unlink(missing_ok=True)
     return runs
+
+
+def _without_credentials(config: Config, env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without any tool's credential variables nor the pull-request token: verify needs none."""
+    secret = {name for tool in config.tools.values() for name in tool.credentials_env}
+    secret.add(config.daemon.pull_requests.token_env)
+    return {name: value for name, value in env.items() if name not in secret}
 
 
 def _keeps_logs(job: Job) -> bool:

@@ -435,8 +435,8 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, works
     job = completion.Job(task=task, config=deps.config, env=deps.env, telemetry=deps.telemetry,
                          workspace=workspace, branch=workspace.branch, attempt=attempt,
                          commit_type=settings_type(task, deps), prompt=prompt,
-                         cancel=cancel, follow_up=follow_up, skipped=tuple(skipped), over_budget=over_budget,
-                         review=review)
+                         cancel=cancel, follow_up=follow_up, sandbox=sandbox_context(deps), skipped=tuple(skipped),
+                         over_budget=over_budget, review=review)
     if not deps.fence.still_mine(task.id):   # a late node publishes nothing: the task is another node's now
         return lost(task)
     verdict = completion.conclude(job, last)

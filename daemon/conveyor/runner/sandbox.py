@@ -108,16 +108,47 @@ def contain(tool_name: str, tool: ToolSettings, argv: list[str], env: Mapping[st
     for path in writable:   # a missing entry becomes a folder; a file must exist to be bound
         if not path.exists():
             path.mkdir(parents=True, exist_ok=True)
+    layout = Layout(workdir=workdir, state_dir=ctx.state_dir, home=home, home_inside=inside,
+                    read_only=needed_paths(Path(argv[0]), env, workdir), writable=writable,
+                    secrets=_secrets(env, ctx), identity=ctx.probe.identity(decided.bwrap))
+    return Contained(_wrapped(decided.bwrap, layout, argv, agent_env), agent_env,
+                     SandboxReport("bwrap", decided.reason))
+
+
+def contain_check(tool_name: str, tool: ToolSettings, argv: list[str], env: Mapping[str, str], workdir: Path,
+                  ctx: SandboxContext, *, home: Path, read_also: Sequence[Path] = ()) -> Contained:
+    """A verify command in the sandbox the author's tool gets. Verify runs the agent's code (its tests, its
+    conftest.py, its package.json scripts), so it is contained like the agent: the workspace writable, the
+    user's checkout, home and the daemon's state read-only or hidden. `home` is an empty private HOME for
+    this task's checks (no credentials are copied in); `read_also` stays readable under an emptied folder
+    (the repository's virtualenv)."""
+    decided = plan(tool_name, tool, env, ctx)
+    if decided.bwrap is None:
+        return Contained(list(argv), dict(env), SandboxReport("none", decided.reason))
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    inside = home_inside()
+    check_env = dict(env)
+    if "HOME" in env:
+        check_env["HOME"] = str(inside or home)
+    program = shutil.which(argv[0], path=env.get("PATH", "")) or argv[0]
+    read_only = [*needed_paths(Path(program), env, workdir), *(path for path in read_also if path.exists())]
+    layout = Layout(workdir=workdir, state_dir=ctx.state_dir, home=home, home_inside=inside, read_only=read_only,
+                    secrets=_secrets(env, ctx), identity=ctx.probe.identity(decided.bwrap))
+    return Contained(_wrapped(decided.bwrap, layout, argv, check_env), check_env,
+                     SandboxReport("bwrap", decided.reason))
+
+
+def _secrets(env: Mapping[str, str], ctx: SandboxContext) -> list[Path]:
+    """The user's credential stores to cover: the well-known ones of the home and every tool's own files."""
     real_home = env.get("HOME")
     secrets = [Path(real_home) / name for name in HOME_SECRETS] if real_home else []
-    secrets += [path for path in (sandbox_home.expand(p, env) for p in ctx.credential_files) if path is not None]
-    layout = Layout(workdir=workdir, state_dir=ctx.state_dir, home=home, home_inside=inside,
-                    read_only=needed_paths(Path(argv[0]), env, workdir), writable=writable, secrets=secrets,
-                    identity=ctx.probe.identity(decided.bwrap))
-    # bwrap always sets PWD; `env -u PWD` keeps the agent's environment exactly what its allowlist passed
-    unset = [] if "PWD" in agent_env else [_env_program(), "-u", "PWD", "--"]
-    return Contained([*bwrap_argv(decided.bwrap, layout), *unset, *argv], agent_env,
-                     SandboxReport("bwrap", decided.reason))
+    return secrets + [path for path in (sandbox_home.expand(p, env) for p in ctx.credential_files) if path]
+
+
+def _wrapped(bwrap: Path, layout: Layout, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    # bwrap always sets PWD; `env -u PWD` keeps the environment exactly what its allowlist passed
+    unset = [] if "PWD" in env else [_env_program(), "-u", "PWD", "--"]
+    return [*bwrap_argv(bwrap, layout), *unset, *argv]
 
 
 def _env_program() -> str:
