@@ -179,20 +179,15 @@ def _finished_from_history(history: History, board_root: Path, status: BoardStat
             error = _mapping(facts.get("error"))
             if errors <= ERROR_MESSAGES_READ:   # the message is in the task file only (never in the state folder)
                 error = _mapping(_current_document(board_root, entry.file).get("error")) or error
-            status.errors.append({"id": entry.task_id, "agent": agent, "completed_at": completed,
-                                  "message": str(error.get("message", ""))[:200], "log": error.get("log")})
+            status.errors.append(_error_row(entry.task_id, agent, completed, error))
             continue
         result = _mapping(facts.get("result"))
         if result.get("publish_pending"):   # rare: read the file, the retry job may have settled it since
-            result = _current_result(board_root, entry.file, result)
-            if result.get("publish_pending") and not result.get("publish_stop"):
-                status.pending_publications.append({"id": entry.task_id, "agent": agent,
-                                                    "pending": result.get("publish_pending"),
-                                                    "publish": str(result.get("publish") or "")[:200]})
+            document = _current_document(board_root, entry.file)
+            result = _mapping(document.get("result")) if document else result
+            _note_pending(status, entry.task_id, agent, result)
         if len(done) < RECENT:
-            done.append({"id": entry.task_id, "agent": agent, "completed_at": completed,
-                         "branch": result.get("branch"), "commit": (result.get("commit") or "")[:10],
-                         "cost_usd": result.get("cost_usd")})
+            done.append(_done_row(entry.task_id, agent, completed, result))
         status.counts["done"] = status.counts.get("done", 0) + 1
     status.done = done
     status.errors.sort(key=lambda item: str(item["completed_at"]), reverse=True)
@@ -211,12 +206,21 @@ def _current_document(board_root: Path, file: str) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def _current_result(board_root: Path, file: str, fallback: dict[str, Any]) -> dict[str, Any]:
-    try:
-        document = yamlio.loads(yamlio.read_limited(board_root / file))
-    except (yamlio.YamlProblem, OSError):
-        return fallback
-    return _mapping(document.get("result")) if isinstance(document, dict) else fallback
+def _error_row(task_id: str, agent: str, completed: str, error: dict[str, Any]) -> dict[str, Any]:
+    return {"id": task_id, "agent": agent, "completed_at": completed,
+            "message": str(error.get("message", ""))[:200], "log": error.get("log")}
+
+
+def _done_row(task_id: str, agent: str, completed: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {"id": task_id, "agent": agent, "completed_at": completed, "branch": result.get("branch"),
+            "commit": (result.get("commit") or "")[:10], "cost_usd": result.get("cost_usd")}
+
+
+def _note_pending(status: BoardStatus, task_id: str, agent: str, result: dict[str, Any]) -> None:
+    """A done task whose push or pull request is still owed (and not given up on)."""
+    if result.get("publish_pending") and not result.get("publish_stop"):
+        status.pending_publications.append({"id": task_id, "agent": agent, "pending": result.get("publish_pending"),
+                                            "publish": str(result.get("publish") or "")[:200]})
 
 
 def _finished(layout: BoardLayout, status: BoardStatus) -> None:
@@ -232,18 +236,11 @@ def _finished(layout: BoardLayout, status: BoardStatus) -> None:
         completed = str(document.get("completed_at") or "")
         if document.get("status") == "error":
             errors += 1
-            error = _mapping(document.get("error"))
-            status.errors.append({"id": path.stem, "agent": path.parent.name, "completed_at": completed,
-                                  "message": str(error.get("message", ""))[:200], "log": error.get("log")})
+            status.errors.append(_error_row(path.stem, path.parent.name, completed, _mapping(document.get("error"))))
         else:
             result = _mapping(document.get("result"))
-            if result.get("publish_pending") and not result.get("publish_stop"):
-                status.pending_publications.append({"id": path.stem, "agent": path.parent.name,
-                                                    "pending": result.get("publish_pending"),
-                                                    "publish": str(result.get("publish") or "")[:200]})
-            done.append((completed, {"id": path.stem, "agent": path.parent.name, "completed_at": completed,
-                                     "branch": result.get("branch"), "commit": (result.get("commit") or "")[:10],
-                                     "cost_usd": result.get("cost_usd")}))
+            _note_pending(status, path.stem, path.parent.name, result)
+            done.append((completed, _done_row(path.stem, path.parent.name, completed, result)))
     done.sort(key=lambda item: item[0], reverse=True)
     status.done = [item for _, item in done[:RECENT]]
     status.errors.sort(key=lambda item: str(item["completed_at"]), reverse=True)

@@ -74,7 +74,24 @@ _ASSIGNED_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, FileDelet
 _INBOX_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent]
 
 
-class InboxWatcher:
+class _Watch:
+    """One watchdog observer on one folder, on a daemon thread (a stuck observer never holds up exit)."""
+
+    def __init__(self, handler: FileSystemEventHandler, folder: Path, *, recursive: bool,
+                 events: list[type[FileSystemEvent]] | None = None) -> None:
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._observer.schedule(handler, str(folder), recursive=recursive, event_filter=events)
+
+    def start(self) -> None:
+        self._observer.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
+
+
+class InboxWatcher(_Watch):
     """Wakes the daemon when something that may be a task appears in `inbox/`.
 
     Only `inbox/` is watched. Claims leave it by link+unlink (fsops.claim_move), which it sees as a plain
@@ -84,24 +101,12 @@ class InboxWatcher:
     `inode` lets the daemon notice that inbox/ was replaced and watch the new folder.
     """
 
-    def __init__(self, inbox: Path, wake: Callable[[], None],
-                 handler: FileSystemEventHandler | None = None, *, assigned: bool = False) -> None:
+    def __init__(self, inbox: Path, wake: Callable[[], None], *, assigned: bool = False) -> None:
         self.inode = inbox.stat().st_ino
-        self._observer = Observer()
-        self._observer.daemon = True
         if assigned:   # its own observer (own event queue): moves out of assigned/ never delay inbox events
-            self._observer.schedule(handler or _WakeOnAssignedFiles(inbox, wake), str(inbox), recursive=True,
-                                    event_filter=_ASSIGNED_EVENTS)
+            super().__init__(_WakeOnAssignedFiles(inbox, wake), inbox, recursive=True, events=_ASSIGNED_EVENTS)
         else:
-            self._observer.schedule(handler or _WakeOnInboxFiles(inbox, wake), str(inbox), recursive=False,
-                                    event_filter=_INBOX_EVENTS)
-
-    def start(self) -> None:
-        self._observer.start()
-
-    def stop(self) -> None:
-        self._observer.stop()
-        self._observer.join(timeout=5)
+            super().__init__(_WakeOnInboxFiles(inbox, wake), inbox, recursive=False, events=_INBOX_EVENTS)
 
 
 class _WakeOnName(FileSystemEventHandler):
@@ -118,7 +123,7 @@ class _WakeOnName(FileSystemEventHandler):
                 return
 
 
-class FileWatcher:
+class FileWatcher(_Watch):
     """Wakes the daemon when one file (ROADMAP.md) changes, however it is saved.
 
     Editors save by writing a temporary file and renaming it over the original, which replaces the
@@ -127,16 +132,7 @@ class FileWatcher:
     """
 
     def __init__(self, path: Path, wake: Callable[[], None]) -> None:
-        self._observer = Observer()
-        self._observer.daemon = True
-        self._observer.schedule(_WakeOnName(path.name, wake), str(path.parent), recursive=False)
-
-    def start(self) -> None:
-        self._observer.start()
-
-    def stop(self) -> None:
-        self._observer.stop()
-        self._observer.join(timeout=5)
+        super().__init__(_WakeOnName(path.name, wake), path.parent, recursive=False)
 
 
 class InboxWatch:

@@ -12,13 +12,13 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from conveyor.board.layout import BoardLayout, find_task
 from conveyor.config import Config
 from conveyor.core import yamlio
 from conveyor.core.task import SAFE_NAME
+from conveyor.runner.process import log_tail
 from conveyor.scheduling import budgets
 from conveyor.telemetry import stats
 
@@ -94,15 +94,7 @@ def transcript_tail(config: Config, task_id: str) -> str | None:
     logs = sorted(folder.glob("attempt-*.log"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     if not logs:
         return None
-    return _tail(logs[-1])
-
-
-def _tail(path: Path) -> str:
-    with path.open("rb") as handle:
-        handle.seek(0, 2)
-        size = handle.tell()
-        handle.seek(max(size - TAIL_BYTES, 0))
-        return handle.read().decode("utf-8", "replace")
+    return log_tail(logs[-1], TAIL_BYTES)
 
 
 def spend(config: Config, now: float | None = None) -> dict[str, Any]:

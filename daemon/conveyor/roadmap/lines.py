@@ -9,7 +9,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from conveyor.roadmap.model import SAFE_NAME, ItemKind, is_status_phrase
+from conveyor.roadmap.model import SAFE_NAME, ItemKind, is_status_phrase, strip_parentheses
 
 # --- one line at a time ------------------------------------------------------------------------------
 
@@ -149,7 +149,6 @@ def parse_heading(raw: str) -> HeadingInfo | None:
 # --- dependency lines and agent names ---------------------------------------------------------------
 
 _MARKUP = re.compile(r"\*\*|__|`")
-_PARENS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _TOKEN = re.compile(r"(?P<num>#?\d+(?:\.\d+)*)|(?P<word>[^\W\d_]+)|(?P<sep>\.\.|[,;&+/\-–—])")
 _ABSOLUTE_WORDS = frozenset({"priority", "priorities", "initiative", "initiatives", "item", "items"})
 _RELATIVE_WORDS = frozenset({"phase", "phases", "step", "steps", "stage", "stages"})
@@ -158,15 +157,6 @@ _RANGE_WORDS = frozenset({"to", "through", "thru", "-", "–", "—", ".."})
 _NONE = re.compile(r"\s*(?:none|n/a|nothing|no\s+dependenc\w*|independent|standalone)\b|\s*[-–—]*\s*\Z",
                    re.I)
 _MAX_RANGE = 50
-
-
-def _without_parentheses(text: str) -> str:
-    for _ in range(8):
-        stripped = _PARENS.sub(" ", text)
-        if stripped == text:
-            break
-        text = stripped
-    return text
 
 
 def _expand(first: str, last: str) -> list[str] | None:
@@ -223,7 +213,7 @@ def dependency_refs(text: str) -> list[tuple[str, str]] | None:
     plain = _MARKUP.sub(" ", text)
     if _NONE.match(plain):
         return []
-    refs = _refs_in(_without_parentheses(plain)) or _refs_in(plain)
+    refs = _refs_in(strip_parentheses(plain)) or _refs_in(plain)
     return refs or None
 
 
@@ -238,7 +228,7 @@ def agent_name(value: str) -> str | None:
     Rule: drop markup and parenthesised notes, take the first of a list (",", ";", "/", "&", "and"),
     fold accents, lowercase, and join words with "-". Placeholders ("TBD", "unassigned") give None.
     """
-    first = _AGENT_SPLIT.split(_without_parentheses(_MARKUP.sub(" ", value)))[0]
+    first = _AGENT_SPLIT.split(strip_parentheses(_MARKUP.sub(" ", value)))[0]
     folded = unicodedata.normalize("NFKD", first)
     ascii_only = "".join(c for c in folded if not unicodedata.combining(c)).lower().strip().lstrip("@")
     name = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9.-]+", "-", ascii_only)).strip("-.")

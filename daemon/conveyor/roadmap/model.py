@@ -166,7 +166,7 @@ _PARENTHESISED = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _MARKUP = re.compile(r"\*\*|__|`|~~")
 
 
-def _strip_parentheses(text: str) -> str:
+def strip_parentheses(text: str) -> str:
     """Remove (...) and [...] groups, innermost first: they hold task ids, URLs and reasons, not states."""
     for _ in range(8):
         stripped = _PARENTHESISED.sub(" ", text)
@@ -209,7 +209,7 @@ def classify_status(text: str) -> Status:
     word); if nothing is recognised without them, the whole text is tried. Unknown → `other`.
     """
     plain = _MARKUP.sub(" ", text)
-    found = _found_states(_strip_parentheses(plain))
+    found = _found_states(strip_parentheses(plain))
     if not found:
         found = _found_states(plain)
     return _resolve(found)
