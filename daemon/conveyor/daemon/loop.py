@@ -42,7 +42,7 @@ from conveyor.daemon.reload import reloaded
 from conveyor.daemon.snapshot import SnapshotWriter
 from conveyor.daemon.upkeep import Snapshot, Upkeep
 from conveyor.daemon.watcher import BoardWatches
-from conveyor.pipeline import recovery, republish
+from conveyor.pipeline import follow_up, recovery, republish
 from conveyor.pipeline.finish import Disposition, Report, fail
 from conveyor.pipeline.run import Collaborators, route_check, run_task
 from conveyor.publish import outcomes
@@ -237,7 +237,7 @@ class Daemon(_Control):
         self.watches.keep()
         self.periodic.every("rescan", self.config.daemon.rescan_interval_s, self.intake.request_rescan)
         self.periodic.every("worktree-reaper", REAP_EVERY_S,
-                            lambda: recovery.reap_worktrees(self.config, keep=set(self._running)))
+                            lambda: recovery.reap_worktrees(self.config, keep=self._workspaces()))
         # merged or closed task changes (git and the API, never the board), off the loop: the API may be slow
         self.periodic.every("outcomes", OUTCOMES_EVERY_MIN * 60, OffLoop(self._executor, lambda: outcomes.
                             detect_outcomes_safely(self.config, self.telemetry, self.publisher_factory, self.clock)))
@@ -246,6 +246,10 @@ class Daemon(_Control):
             self._executor, lambda: republish.retry_publications(self.config, self.env)), at_start=True)
         self.upkeep.start(self.periodic, self.wake, watch=self.watch)
         self.periodic.start_timer(self.wake)
+
+    def _workspaces(self) -> set[str]:
+        """Folders of running tasks (a follow-up works in its original task's folder) and their views."""
+        return set(self._running) | {follow_up.workspace_name(run.task) for run in self._running.values()}
 
     def _check_parked(self) -> None:
         due = self.parked.check(self.config, self.layout, self.clock())

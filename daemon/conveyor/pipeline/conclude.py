@@ -40,10 +40,13 @@ from conveyor.checks.gate import (
 from conveyor.checks.verify_setup import venv_dir, verify_env
 from conveyor.config import Config
 from conveyor.core.errors import ConveyorError
+from conveyor.core.follow_up import FollowUp as FollowUpBlock
 from conveyor.core.task import Task
+from conveyor.pipeline import follow_up as followups
 from conveyor.pipeline import questions, size_gate
 from conveyor.pipeline import review as reviewing
 from conveyor.pipeline.runs import Run, Totals, latest_session, result_block, summarize
+from conveyor.publish.follow_up import publish_follow_up
 from conveyor.publish.task_branch import commit_message, publish_commit
 from conveyor.runner.env import build_env
 from conveyor.runner.sandbox import SandboxContext, contain_check
@@ -87,7 +90,8 @@ class Job:
 class Verdict:
     """What the pipeline does next: finish with `result`, fail with an error block, or requeue."""
 
-    action: Literal["finish", "fail", "retry", "stopped", "park"]
+    action: Literal["finish", "fail", "retry", "stopped", "park", "restart"]   # restart: a follow-up's PR
+    # branch moved while it ran: run it again from the new head (spends no attempt; pipeline.follow_up)
     result: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     kind: str = ""
@@ -390,6 +394,9 @@ def _partial(job: Job, runs: list[Run], reason: str) -> Verdict:
     gate = _gate(job, staged)
     if gate.failure is not None:
         return _discard(job, runs, gate.failure)
+    if job.task.follow_up is not None:   # half a change is not pushed onto a pull request a person reviews
+        return _discard(job, runs, GateFailure("partial", f"the agent was stopped ({reason}) before it finished; "
+                                               "nothing was pushed to the pull request"))
     log.warning("task.partial", task_id=job.task.id, reason=reason, files=len(changed))
     skipped = CheckResult("verify", False, "not run: the agent was stopped before it finished", skipped=True)
     return _commit_and_publish(job, runs, changed, [*gate.checks, skipped], rounds_used=len(runs) - 1,
@@ -413,6 +420,9 @@ def _commit_and_publish(job: Job, runs: list[Run], changed: list[str], checks: l
     log.info("task.committed", task_id=job.task.id, commit=sha, files=len(changed),
              partial=bool(partial_reason))
     check_dicts = [check.as_dict() for check in checks]
+    if job.task.follow_up is not None:
+        return _publish_follow_up(job, runs, job.task.follow_up, sha=sha, summary=summary, changed=changed,
+                                  checks=check_dicts, review=review, rounds_used=rounds_used)
     if review is not None:
         notes = [review.body_section(), *notes]
         extra_labels = [*review.labels(), *extra_labels]
@@ -437,6 +447,48 @@ def _commit_and_publish(job: Job, runs: list[Run], changed: list[str], checks: l
         result["review"] = review.record()
     if extra_labels:
         result["labels"] = list(dict.fromkeys(extra_labels))
+    return Verdict("finish", result=result)
+
+
+def _publish_follow_up(job: Job, runs: list[Run], follow_up: FollowUpBlock, *, sha: str, summary: str,
+                       changed: list[str], checks: list[dict[str, Any]], review: reviewing.ReviewState | None,
+                       rounds_used: int) -> Verdict:
+    """A follow-up's commit goes onto its PR's branch (fast-forward) with an answer on the thread, not into a
+    new pull request; a PR closed meanwhile gets nothing, a branch that moved means starting again."""
+    status = review.status if review is not None else None
+    published = publish_follow_up(job.config, job.env, job.task.id, follow_up, sha=sha, summary=summary,
+                                  files=changed, review=status)
+    if published.outcome in ("moved", "not_open"):
+        _drop_branch(job)
+    if published.outcome == "moved":
+        if followups.restarts(job.task) < followups.MAX_RESTARTS:
+            return Verdict("restart", message=published.message + "; starting again from its new head")
+        return Verdict("fail", kind="follow_up_branch_moved", message=(
+            f"{published.message}, again after starting over from its new head; nothing was pushed. Push nothing "
+            f"to '{follow_up.branch}' while Conveyor works on it, then `conveyor task retry {job.task.id}`"))
+    pushed = published.outcome in ("pushed",) or published.pending == "reply"
+    result = result_block(runs, branch=follow_up.branch, changed=changed, checks=checks, skipped=job.skipped)
+    for key in [key for key in result if key.startswith("next_")]:
+        result.pop(key)   # a follow-up hands nothing on: its agent was given a stranger's words
+    not_open = published.outcome == "not_open"
+    result.update({"commit": None if not_open else sha, "pr_url": follow_up.pr_url, "publish": published.message,
+                   "follow_up": {"of": follow_up.of, "pr": follow_up.pr, "event_id": follow_up.event_id,
+                                 "trigger": follow_up.trigger, "pushed": pushed, "parent": job.workspace.base,
+                                 "status": f"skipped_{published.state}" if not_open else published.outcome,
+                                 "reply_url": published.reply_url}})
+    if not_open:
+        result["summary"] = f"not pushed: pull request #{follow_up.pr} was {published.state} meanwhile"
+    if published.pending:
+        result["publish_pending"] = published.pending
+    if published.pending or published.outcome == "local":   # the commit lives on this branch until pushed
+        result["work_branch"] = job.branch
+    if rounds_used:
+        result["verify_rounds"] = rounds_used
+    if review is not None:
+        result["review"] = review.record()
+    if pushed:
+        job.telemetry.record_result(runs[-1].row_id, commit_sha=sha, pr_url=follow_up.pr_url,
+                                    branch=follow_up.branch)
     return Verdict("finish", result=result)
 
 

@@ -26,14 +26,17 @@ from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.coordination.base import Fence
 from conveyor.core.errors import GitError, TaskFileError
+from conveyor.core.follow_up import FollowUp
 from conveyor.core.state_files import task_branch
 from conveyor.core.task import Task, parse_task, task_id_from_path
 from conveyor.core.timeutil import Clock, utc_iso
+from conveyor.pipeline import follow_up as followups
 from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost
 from conveyor.pipeline.questions import is_parked
 from conveyor.pipeline.review import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.pipeline.run import AGENT_PIDS_DIR
 from conveyor.pipeline.runs import Totals, result_from_rows
+from conveyor.publish.follow_up import publish_follow_up
 from conveyor.publish.task_branch import PARTIAL_TRAILER, REVIEW_TRAILER, commit_summary, publish_commit
 from conveyor.runner.pids import AgentRecords
 from conveyor.telemetry.store import Telemetry
@@ -144,6 +147,8 @@ def _recover_one(task: Task, config: Config, layout: BoardLayout, telemetry: Tel
             sha = None
         if sha is not None:
             bound.info("recovery.resume_from_commit", commit=sha)
+            if task.follow_up is not None:
+                return _finish_follow_up(task, task.follow_up, config, layout, telemetry, clock, sha, env)
             return _finish_from_commit(task, config, layout, telemetry, clock, branch, sha, env)
     if not resume:
         return None
@@ -234,6 +239,52 @@ def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemet
     if last:
         telemetry.record_result(int(last["id"]), commit_sha=sha, pr_url=published.pr_url, branch=branch)
     return finish(task, layout, clock(), result)
+
+
+def _finish_follow_up(task: Task, follow_up: FollowUp, config: Config, layout: BoardLayout, telemetry: Telemetry,
+                      clock: Clock, sha: str, env: Mapping[str, str]) -> Report | None:
+    """A follow-up committed before a restart: push and answer now (both idempotent: a push that already
+    happened is a no-op, an answer already posted is found by its marker), never a second commit. A branch
+    that moved meanwhile sends the task back to run from the new head (None: run it)."""
+    branch = task_branch(task.id)
+    rows = _rows_of_attempt(telemetry, task)
+    summary = commit_summary(git.message_of(config.repo, sha))
+    try:
+        files = git.changed_files(config.repo, f"{sha}^", sha)
+    except GitError:
+        files = []
+    review = git.trailer(config.repo, sha, REVIEW_TRAILER)
+    published = publish_follow_up(config, env, task.id, follow_up, sha=sha, summary=summary, files=files,
+                                  review=review)
+    if published.outcome in ("moved", "not_open"):
+        followups.drop_work_branch(config.repo, branch)
+    if published.outcome == "moved":
+        if followups.restarts(task) >= followups.MAX_RESTARTS:
+            return fail(task, layout, clock(), f"{published.message}; nothing was pushed, again after starting "
+                        f"over. Then `conveyor task retry {task.id}`", kind="follow_up_branch_moved")
+        board.rewrite(task, {"status": "assigned", "attempt": max(task.attempt - 1, 0),
+                             followups.RESTARTS_KEY: followups.restarts(task) + 1})
+        return None
+    pushed = published.outcome == "pushed" or published.pending == "reply"
+    result = result_from_rows(rows, summary=summary or "committed before a restart; finished by start-up recovery",
+                              branch=follow_up.branch, changed=files)
+    result.update({"commit": None if published.outcome == "not_open" else sha, "pr_url": follow_up.pr_url,
+                   "publish": published.message, "recovered": "committed before a restart; pushed by start-up "
+                   "recovery", "follow_up": {"of": follow_up.of, "pr": follow_up.pr, "event_id": follow_up.event_id,
+                                             "trigger": follow_up.trigger, "pushed": pushed,
+                                             "status": published.outcome, "reply_url": published.reply_url}})
+    if published.pending:
+        result["publish_pending"] = published.pending
+    keep = bool(published.pending) or published.outcome == "local"
+    if keep:
+        result["work_branch"] = branch
+    if rows and pushed:
+        telemetry.record_result(int(rows[-1]["id"]), commit_sha=sha, pr_url=follow_up.pr_url,
+                                branch=follow_up.branch)
+    report = finish(task, layout, clock(), result)
+    if not keep:   # only after the finished file is written: until then the branch is what recovery resumes
+        followups.drop_work_branch(config.repo, branch)
+    return report
 
 
 def _rows_of_attempt(telemetry: Telemetry, task: Task) -> list[dict[str, Any]]:

@@ -23,12 +23,15 @@ from conveyor.board import layout as board
 from conveyor.board.history import DONE, History
 from conveyor.config import Config
 from conveyor.core.errors import ConveyorError, TaskFileError
+from conveyor.core.follow_up import FollowUp
 from conveyor.core.state_files import HISTORY_FILE
 from conveyor.core.task import Task, parse_task
 from conveyor.pipeline.review import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.pipeline.size_gate import TOO_LARGE_LABEL
+from conveyor.publish.follow_up import publish_follow_up
 from conveyor.publish.task_branch import publish_commit
 from conveyor.runner.types import Tokens
+from conveyor.workspace import git
 
 log = structlog.get_logger("conveyor.pipeline.republish")
 PENDING_KEY = "publish_pending"
@@ -100,6 +103,8 @@ def _retry(config: Config, env: Mapping[str, str], task: Task) -> bool:
     branch, sha = result.get("branch"), result.get("commit")
     if not isinstance(branch, str) or not isinstance(sha, str):
         return False
+    if task.follow_up is not None:   # onto the PR's own branch with an answer, never a pull request of its own
+        return _retry_follow_up(config, env, task, task.follow_up, result, sha)
     given = result.get("tokens")
     tokens: dict[str, Any] = given if isinstance(given, dict) else {}
     totals = _Totals(Tokens(**{key: int(tokens.get(key) or 0) for key in ("input", "output", "cache_read",
@@ -123,6 +128,31 @@ def _retry(config: Config, env: Mapping[str, str], task: Task) -> bool:
         log.info("publish.retried", task_id=task.id, pr_url=published.pr_url)
     board.rewrite(task, {"result": result})
     return published.pending is None
+
+
+def _retry_follow_up(config: Config, env: Mapping[str, str], task: Task, follow_up: FollowUp,
+                     result: dict[str, Any], sha: str) -> bool:
+    review = result.get("review")
+    published = publish_follow_up(
+        config, env, task.id, follow_up, sha=sha, summary=str(result.get("agent_summary") or result.get("summary")
+                                                              or ""),
+        files=[str(path) for path in result.get("artefacts") or []],
+        review=str(review.get("status")) if isinstance(review, dict) and review.get("status") else None)
+    record = dict(result.get("follow_up") or {})
+    record.update({"status": published.outcome, "reply_url": published.reply_url or record.get("reply_url"),
+                   "pushed": published.outcome == "pushed" or published.pending == "reply"})
+    result.update({"publish": published.message, "follow_up": record})
+    if published.pending:
+        result[PENDING_KEY] = published.pending
+        log.info("publish.still_pending", task_id=task.id, pending=published.pending)
+    else:   # pushed and answered, or nothing more can be pushed (the PR closed, its branch moved): settled
+        result.pop(PENDING_KEY, None)
+        work = result.pop("work_branch", None)
+        if isinstance(work, str) and work.startswith("conveyor/"):
+            git.delete_branch(config.repo, work)
+        log.info("publish.retried", task_id=task.id, outcome=published.outcome)
+    board.rewrite(task, {"result": result})
+    return published.pending is None and published.outcome == "pushed"
 
 
 def _held(result: Mapping[str, Any]) -> tuple[list[str], bool]:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -26,10 +26,12 @@ from conveyor.coordination.base import Fence, Unfenced
 from conveyor.core import disk_trouble
 from conveyor.core.disk_trouble import disk_problem
 from conveyor.core.errors import ConveyorError, GitError, ToolUnavailable
+from conveyor.core.follow_up import FollowUp
 from conveyor.core.state_files import task_branch
 from conveyor.core.task import CLAIMER_PREFIX, Task
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline import conclude as completion
+from conveyor.pipeline import follow_up as followups
 from conveyor.pipeline import questions
 from conveyor.pipeline.finish import Disposition, Report, cancelled, fail, finish, lost, park, requeue
 from conveyor.runner import pids as agent_pids
@@ -52,6 +54,17 @@ from conveyor.workspace.task_workspace import Workspace, WorkspaceGone
 
 log = structlog.get_logger("conveyor.pipeline.run")
 AGENT_PIDS_DIR = "agents"   # <state_dir>/agents/<task_id>.pid while an agent runs (see agent_pids)
+
+
+class Resumable(Protocol):
+    """How a run continues a session: an answered question (pipeline.questions) or a follow-up."""
+
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def tool(self) -> str | None: ...
+    def resume_prompt(self) -> str: ...
+    def fresh_prompt(self, prompt: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -191,6 +204,9 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, p
         bound.error("task.failed", error=message)
         return _fail(task, deps, message, kind="verify_setup", log_path=None)
     bound.info("task.started", attempt=attempt)
+    follow_up = task.follow_up
+    if follow_up is not None:
+        return _run_follow_up(task, deps, cancel, bound, plan.routing, slots, follow_up, (attempt, resume))
     base, base_note = task_base(config.repo, task.base_branch, config.daemon.base_branch)
     if base_note:
         bound.warning("task.branch_fallback", note=base_note)
@@ -207,6 +223,44 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, p
         bound.debug("workspace.removed", path=str(path))
         if report is None or report.disposition not in (Disposition.DONE, Disposition.LOST):   # LOST: not ours
             _drop_branch_without_work(config.repo, branch, task.id)
+
+
+def _run_follow_up(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, routing: Routing,
+                   slots: _Slots, follow_up: FollowUp, how: tuple[int, questions.Resume | None]) -> Report:
+    """A follow-up on an open pull request (pipeline.follow_up): from the PR's head, one at a time per PR."""
+    config, (attempt, answered) = deps.config, how
+    with followups.pull_lock(config.state_dir, follow_up.of) as mine:
+        if not mine:
+            return _requeue(task, deps, "another follow-up of this pull request is running", spent=False,
+                            not_before=deps.clock() + followups.BUSY_RETRY_S)
+        instructions = _read_instructions(config.repo, agent_settings(task, config).instructions)
+        start = followups.prepare(task, follow_up, config, deps.env, deps.layout, instructions)
+        if isinstance(start, followups.Stop):
+            bound.info("follow_up.stop", action=start.action, reason=start.message)
+            if start.action == "finish":
+                return _finish(task, deps, dict(start.result or {}))
+            if start.action == "wait":
+                return _requeue(task, deps, start.message, spent=False,
+                                not_before=deps.clock() + config.daemon.rescan_interval_s)
+            return _fail(task, deps, start.message, kind=start.kind, log_path=None)
+        branch = task_branch(task.id)   # the local work branch; the push goes to follow_up.branch
+        path = config.worktrees_dir / followups.workspace_name(task)
+        view = task_workspace.view_dir(config.state_dir, task.id)
+        report: Report | None = None
+        try:
+            workspace = task_workspace.create(config.repo, config.git_dir, path, view, branch,
+                                              config.daemon.base_branch, start=start.start_sha)
+            report = _run_in_workspace(task, deps, cancel, bound, workspace, attempt, routing, slots,
+                                       answered or start.resume, prompt=start.fresh_prompt)
+            return report
+        finally:
+            task_workspace.remove(path, view)
+            result = task.data.get("result") if report is not None else None
+            keep = isinstance(result, Mapping) and bool(result.get("work_branch"))
+            if report is None or report.disposition not in (Disposition.DONE, Disposition.LOST):
+                _drop_branch_without_work(config.repo, branch, task.id)
+            elif report.disposition is Disposition.DONE and not keep:   # pushed (or nothing to push)
+                followups.drop_work_branch(config.repo, branch)
 
 
 def _verify_setup_problems(task: Task, deps: Collaborators, routing: Routing) -> list[str]:
@@ -227,12 +281,14 @@ def _drop_branch_without_work(repo: Path, branch: str, task_id: str) -> None:
 
 def _run_in_workspace(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any,
                       workspace: Workspace, attempt: int, routing: Routing, slots: _Slots,
-                      resume: questions.Resume | None = None, *, base_note: str | None = None) -> Report:
+                      resume: Resumable | None = None, *, base_note: str | None = None,
+                      prompt: str | None = None) -> Report:
     config = deps.config
-    settings = agent_settings(task, config)
-    instructions = _read_instructions(config.repo, settings.instructions)
-    prompt = build_prompt(task, instructions=instructions, board_dir=config.daemon.board_dir,
-                          roadmap_file=config.daemon.roadmap.file)
+    if prompt is None:
+        settings = agent_settings(task, config)
+        instructions = _read_instructions(config.repo, settings.instructions)
+        prompt = build_prompt(task, instructions=instructions, board_dir=config.daemon.board_dir,
+                              roadmap_file=config.daemon.roadmap.file)
     last, stopped = _try_routes(task, deps, cancel, bound, routing, slots, (prompt, workspace, attempt), resume)
     if stopped:
         return _requeue(task, deps, "stopped by daemon shutdown", spent=False)
@@ -260,7 +316,7 @@ def _run_in_workspace(task: Task, deps: Collaborators, cancel: threading.Event, 
 
 def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, routing: Routing,
                 slots: _Slots, where: tuple[str, Workspace, int],
-                resume: questions.Resume | None = None) -> tuple[_Attempt | None, bool]:
+                resume: Resumable | None = None) -> tuple[_Attempt | None, bool]:
     """Run the chosen route, falling back past provider limits; returns (last run or None, stopped).
     With an answered question, the asking tool's session is resumed with the answer when it can be."""
     task_prompt, workspace, attempt = where
@@ -278,7 +334,8 @@ def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound:
             session = resume.session_id if resumable else None
         try:
             last = _invoke(task, deps, cancel, route, prompt, workspace.path, workspace.branch, attempt,
-                           routing=routing, session_id=session)
+                           routing=routing, session_id=session,
+                           role="fixer" if task.follow_up is not None else "author")
         except ToolUnavailable as exc:
             slots.release(route.tool_name)
             routing.skip_current(f"not installed: {exc}")
@@ -446,6 +503,10 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, works
     if verdict.action == "retry":
         return _requeue(task, deps, verdict.message, spent=True)
     if verdict.action == "stopped":
+        return _requeue(task, deps, verdict.message, spent=False)
+    if verdict.action == "restart":   # a follow-up's PR branch moved: once more from its new head
+        bound.warning("follow_up.restart", reason=verdict.message)
+        board.rewrite(task, {followups.RESTARTS_KEY: followups.restarts(task) + 1})
         return _requeue(task, deps, verdict.message, spent=False)
     if verdict.action == "park":   # the agent asked a question (pipeline.questions): wait for the answer
         if not deps.fence.still_mine(task.id):

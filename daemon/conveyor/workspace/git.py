@@ -337,6 +337,44 @@ def push(repo: Path, remote: str, branch: str) -> None:
     run(repo, "push", "--force-with-lease", "--no-verify", "--quiet", remote, refspec)
 
 
+class BranchMoved(GitError):
+    """The remote branch is no longer an ancestor of what we push (someone pushed to it meanwhile)."""
+
+
+_REJECTED = ("non-fast-forward", "fetch first", "[rejected]", "stale info", "updates were rejected")
+
+
+def fetch_branch(repo: Path, remote: str, branch: str) -> str | None:
+    """Fetch `branch` of `remote` into `refs/remotes/<remote>/<branch>` and return its sha; None when the
+    remote has no such branch. Only conveyor/* branches: a follow-up never starts from anything else."""
+    if not branch.startswith("conveyor/"):
+        raise GitError(f"refusing to fetch '{branch}': only conveyor/* task branches are followed up")
+    tracking = f"refs/remotes/{remote}/{branch}"
+    try:
+        run(repo, "fetch", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--quiet", remote,
+            f"+refs/heads/{branch}:{tracking}")
+    except GitError as exc:
+        if "couldn't find remote ref" in str(exc):
+            return None
+        raise
+    return rev_parse(repo, tracking)
+
+
+def push_fast_forward(repo: Path, remote: str, sha: str, branch: str, *, base: str) -> None:
+    """Push commit `sha` to `branch` of `remote` as a fast-forward only: never forced, never the base branch,
+    only a conveyor/* branch. A remote branch that moved meanwhile raises BranchMoved.
+
+    Runs in the user's repository, whose configuration (the remote's URL) no agent can write."""
+    if not branch.startswith("conveyor/") or branch == base or not re.fullmatch(r"[0-9a-f]{40,64}", sha):
+        raise GitError(f"refusing to push {sha!r} to '{branch}': only a commit onto a conveyor/* task branch")
+    try:
+        run(repo, "push", "--no-verify", "--quiet", remote, f"{sha}:refs/heads/{branch}")
+    except GitError as exc:
+        if any(marker in str(exc).lower() for marker in _REJECTED):
+            raise BranchMoved(str(exc)) from exc
+        raise
+
+
 def clear_task_ref_locks(git_dir: Path, namespace: str = "conveyor") -> tuple[list[Path], list[Path]]:
     """Remove the ref locks a killed git command left on task branches (`refs/heads/<namespace>/...lock`).
 

@@ -80,16 +80,22 @@ def view_dir(state_dir: Path, task_id: str) -> Path:
     return state_dir / VIEWS / task_id
 
 
-def create(repo: Path, git_dir: Path, path: Path, view: Path, branch: str, base_branch: str) -> Workspace:
+def create(repo: Path, git_dir: Path, path: Path, view: Path, branch: str, base_branch: str, *,
+           start: str | None = None) -> Workspace:
     """A fresh workspace at `path` holding `base_branch`'s tree, with its view at `view`; leftovers of an
-    earlier run are removed first. Raises GitError when the base branch cannot be read."""
+    earlier run are removed first. Raises GitError when the base branch cannot be read.
+
+    `start` (a full ref or a commit sha) starts from there instead: a follow-up starts from its pull request's
+    head as fetched, and its change is measured from that commit."""
     remove(path, view)
     try:
         lines = git.run(repo, "rev-parse", "--show-object-format", "--verify", "--quiet",
-                        f"refs/heads/{base_branch}^{{commit}}").split("\n")
+                        f"{start or 'refs/heads/' + base_branch}^{{commit}}").split("\n")
     except GitError:
         lines = []
     if len(lines) != 2 or not lines[1]:
+        if start is not None:
+            raise GitError(f"the start '{start}' of the task's workspace is not a commit of this repository")
         raise GitError(f"the base branch '{base_branch}' does not exist; create it (git branch {base_branch}) "
                        "or set base_branch in config/daemon.yaml")
     object_format, base = lines[0].strip(), lines[1].strip()

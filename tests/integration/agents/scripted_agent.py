@@ -5,7 +5,9 @@ the task's worktree. The script is `$SCRIPTED_AGENT_DIR/<task_id>.json`: a list 
 invocation, in order. A run may hold:
 
     expect_resume: true | false   whether argv must carry `--resume <the session of the previous run>`
+    expect_session: str | null    the exact session argv must resume (`--resume <it>`), null: none
     expect_in_prompt: [str]       texts the prompt must contain (the verify failure fed back, say)
+    run: [[argv...]]              commands to run in the worktree first (exit codes go to the run's record)
     write: {path: text}           files to write in the worktree
     sleep: seconds                then sleep without printing (for timeouts)
     say: text                     the final text (summary, hand-off lines)
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,10 +47,22 @@ def _problems(run: dict[str, Any], resume: str | None, prompt: str, task_id: str
         wanted = f"session-{task_id}" if run["expect_resume"] else None
         if resume != wanted:
             problems.append(f"expected --resume {wanted}, got {resume}")
+    if "expect_session" in run and resume != run["expect_session"]:
+        problems.append(f"expected --resume {run['expect_session']}, got {resume}")
     for text in run.get("expect_in_prompt", []):
         if text not in prompt:
             problems.append(f"the prompt lacks {text!r}")
     return problems
+
+
+def _commands(run: dict[str, Any]) -> list[int]:
+    codes = []
+    for argv in run.get("run", []):
+        try:
+            codes.append(subprocess.run(argv, capture_output=True, check=False, timeout=30).returncode)
+        except OSError:
+            codes.append(-1)
+    return codes
 
 
 def _act(run: dict[str, Any]) -> None:
@@ -90,6 +105,9 @@ def main(argv: list[str]) -> int:
     if problems:
         print(_result("; ".join(problems), task_id, is_error=True), flush=True)
         return 3
+    codes = _commands(run)
+    if codes:
+        (folder / f"{task_id}.codes-{index}.json").write_text(json.dumps(codes), encoding="utf-8")
     _act(run)
     return _finish(run, task_id, plain)
 

@@ -1,0 +1,182 @@
+"""Publish a follow-up's commit: fast-forward its pull request's branch, then answer on the thread.
+
+Never a force push, never the base branch, never a new pull request: the commit's parent is the PR head the
+workspace started from, and `git push <sha>:refs/heads/conveyor/<of>` without `+` lets the remote refuse
+anything but a fast-forward, which is how a branch that moved meanwhile is noticed. The PR is asked again
+right before the push: closed or merged meanwhile, nothing is pushed. Every step is idempotent (pushing the
+same commit again is a no-op, the answer is looked for by its marker before it is posted), so start-up
+recovery and the publication retry can run it again after a crash or an outage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+
+from conveyor.config import Config
+from conveyor.core.errors import GitError
+from conveyor.core.follow_up import FollowUp
+from conveyor.core.printable import printable
+from conveyor.publish.flow import destination, why_no_pull_request
+from conveyor.publish.github_types import GitHubError
+from conveyor.publish.pr_reply import PullInfo, PullThread, marker
+from conveyor.workspace import git
+
+log = structlog.get_logger("conveyor.publish.follow_up")
+SUMMARY_LIMIT = 1500
+FILES_LIMIT = 30
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
+Outcome = Literal["pushed", "not_open", "moved", "pending", "local"]
+
+
+@dataclass(frozen=True)
+class FollowUpPublished:
+    """What publishing a follow-up achieved; `message` becomes `result.publish`."""
+
+    outcome: Outcome
+    message: str
+    reply_url: str | None = None
+    pending: str | None = None      # "push" or "reply": what the periodic retry still owes
+    state: str | None = None        # the PR's state when it was not open
+
+
+def _thread(config: Config, env: Mapping[str, str], follow_up: FollowUp) -> PullThread | str:
+    """A client of the follow-up's PR, or why there is none (no remote, no token, no repository)."""
+    settings = config.daemon
+    where = destination(config.repo, settings)
+    if where.remote is None:
+        return f"a follow-up needs the pull request's remote: {where.why_local}"
+    missing = why_no_pull_request(settings, env, where)
+    if missing is not None or where.github_repo is None:
+        return f"a follow-up needs GitHub: {missing}"
+    token = env[settings.pull_requests.token_env].strip()
+    return PullThread(settings.pull_requests.api_url, token, where.github_repo, follow_up.pr)
+
+
+def pull_info(config: Config, env: Mapping[str, str], follow_up: FollowUp) -> PullInfo | str:
+    """The PR's state, title and head, or why it cannot be asked (a setting); GitHubError when GitHub fails."""
+    thread = _thread(config, env, follow_up)
+    if isinstance(thread, str):
+        return thread
+    with thread:
+        return thread.info()
+
+
+def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, follow_up: FollowUp, *, sha: str,
+                      summary: str, files: Sequence[str], review: str | None = None) -> FollowUpPublished:
+    """Push `sha` onto the PR's branch (fast-forward only) and answer on the thread; never raises for either."""
+    bound = log.bind(task_id=task_id, pr=follow_up.pr, branch=follow_up.branch, commit=sha)
+    thread = _thread(config, env, follow_up)
+    if isinstance(thread, str):
+        return FollowUpPublished("local", f"not pushed: {thread}; the commit stays on the local branch")
+    remote = config.daemon.remote.name
+    assert remote is not None
+    with thread:
+        try:
+            info = thread.info()
+        except GitHubError as exc:
+            bound.error("follow_up.pull_unreadable", error=str(exc))
+            return FollowUpPublished("pending", f"not pushed: the pull request could not be read: {exc}",
+                                     pending="push")
+        if info.state != "open":
+            bound.info("follow_up.pull_not_open", state=info.state)
+            return FollowUpPublished("not_open", f"not pushed: pull request #{follow_up.pr} was {info.state} "
+                                     "while the follow-up ran", state=info.state)
+        pushed = _push(config, remote, sha, follow_up, bound)
+        if pushed is not None:
+            return pushed
+        _move_local_branch(config, follow_up.branch, sha)
+        said = f"pushed {sha[:12]} to '{follow_up.branch}' on '{remote}' (pull request #{follow_up.pr})"
+        body = reply_body(task_id, follow_up, sha=sha, files=files, summary=summary, review=review)
+        try:
+            url = _answer(thread, task_id, follow_up, body)
+        except GitHubError as exc:
+            bound.error("follow_up.reply_failed", error=str(exc), transient=exc.transient)
+            return FollowUpPublished("pending", f"{said}; the answer on the pull request could not be posted "
+                                     f"({exc}); tried again later", pending="reply")
+    bound.info("follow_up.published", reply=url)
+    return FollowUpPublished("pushed", f"{said}; answered on the pull request", reply_url=url)
+
+
+def _push(config: Config, remote: str, sha: str, follow_up: FollowUp, bound: structlog.BoundLogger) \
+        -> FollowUpPublished | None:
+    try:
+        git.push_fast_forward(config.repo, remote, sha, follow_up.branch, base=config.daemon.base_branch)
+    except git.BranchMoved as exc:
+        if _already_there(config, remote, sha, follow_up.branch):   # pushed before a restart, built on since
+            return None
+        bound.warning("follow_up.branch_moved", error=_scrub(str(exc)))
+        return FollowUpPublished("moved", f"not pushed: '{follow_up.branch}' on '{remote}' moved while the "
+                                 "follow-up ran (someone pushed to it)")
+    except GitError as exc:
+        reason = _scrub(str(exc))
+        bound.error("follow_up.push_failed", error=reason)
+        return FollowUpPublished("pending", f"not pushed to '{remote}' ({reason}); tried again later",
+                                 pending="push")
+    return None
+
+
+def _already_there(config: Config, remote: str, sha: str, branch: str) -> bool:
+    """Whether the remote branch already holds `sha` (a push before a crash, then someone pushed on top)."""
+    try:
+        head = git.fetch_branch(config.repo, remote, branch)
+        if head is None:
+            return False
+        git.run(config.repo, "merge-base", "--is-ancestor", sha, head)
+    except GitError:
+        return False
+    return True
+
+
+def _move_local_branch(config: Config, branch: str, sha: str) -> None:
+    """The local copy of the PR's branch follows what was pushed (best effort: the remote is the truth)."""
+    try:
+        git.run(config.repo, "update-ref", "-m", "conveyor: follow-up pushed", f"refs/heads/{branch}", sha)
+    except GitError as exc:
+        log.warning("follow_up.local_branch_not_moved", branch=branch, error=str(exc))
+
+
+def _answer(thread: PullThread, task_id: str, follow_up: FollowUp, body: str) -> str:
+    """The answer's address: found by its marker (posted before a restart), else posted now."""
+    found = thread.find(marker(task_id))
+    if found is not None:
+        return found
+    reply_to = follow_up.reply_to
+    if reply_to is not None and reply_to.kind == "review_comment":
+        return thread.reply(reply_to.id, body)
+    return thread.comment(body)
+
+
+def reply_body(task_id: str, follow_up: FollowUp, *, sha: str, files: Sequence[str], summary: str,
+               review: str | None) -> str:
+    """The answer: the commit, the files, the agent's own summary (bounded, quoted, mentions defused)."""
+    if follow_up.is_check:
+        opening = f"Pushed {sha} to `{follow_up.branch}` to fix the failing check."
+    else:
+        opening = f"Pushed {sha} to `{follow_up.branch}` in answer to @{follow_up.author}."
+    shown = [f"- `{_inline(path)}`" for path in files[:FILES_LIMIT]]
+    if len(files) > FILES_LIMIT:
+        shown.append(f"- … and {len(files) - FILES_LIMIT} more")
+    text = printable(summary).strip()[:SUMMARY_LIMIT] or "(the agent gave no summary)"
+    quoted = "\n".join(f"> {_defuse(line)}" if line.strip() else ">" for line in text.splitlines())
+    checks = "The completion gate and verify passed again" + (f"; review: {review}" if review else "") + "."
+    return "\n".join([marker(task_id), opening, "", f"**Files changed ({len(files)})**", *shown, "",
+                      "**What the agent says it changed**", quoted, "", f"_{checks} Conveyor follow-up "
+                      f"`{task_id}`._", ""])
+
+
+def _defuse(line: str) -> str:
+    """An agent's words must not ping people or close issues: `@name` and `#123` lose their link."""
+    return line.replace("@", "@\u200b").replace("#", "#\u200b")
+
+
+def _inline(path: str) -> str:
+    return printable(path).replace("`", "'")[:200]
+
+
+def _scrub(text: str) -> str:
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
