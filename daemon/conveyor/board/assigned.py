@@ -70,15 +70,6 @@ def claimed_here(document: Mapping[str, Any], host: str, telemetry_knows: Callab
     return claimer == host or telemetry_knows(str(document.get("id") or ""))
 
 
-def peek(path: Path) -> dict[str, Any] | None:
-    """The file's document when it is YAML mapping, without validating it as a task."""
-    try:
-        document = yamlio.loads(yamlio.read_limited(path))
-    except (yamlio.YamlProblem, OSError):
-        return None
-    return document if isinstance(document, dict) else None
-
-
 Signature = tuple[int, int, int]
 
 
@@ -141,7 +132,7 @@ class AssignedWatch:
                    tracked: Callable[[str], bool]) -> tuple[Task | None, bool]:
         """The task to pick up (or None), and whether this version of the file is judged for good."""
         fresh = abs(time.time() - info.st_mtime) < SETTLE_S
-        document = peek(path)
+        document = yamlio.read_mapping(path)
         if document is not None:
             verdict = judge(document, serves=self._serves, ours=lambda _d: False)
             if verdict.action is not Action.RUN:

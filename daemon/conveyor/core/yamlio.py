@@ -131,6 +131,16 @@ def loads(data: bytes | str) -> Any:
     return document
 
 
+def read_mapping(path: Path) -> dict[str, Any] | None:
+    """The file's document when it is a YAML mapping; None when it cannot be read, is not valid YAML or is
+    not a mapping (for readers that skip such a file: the reader that owns it reports the problem)."""
+    try:
+        document = loads(read_limited(path))
+    except (YamlProblem, OSError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
 def check_bounded(document: Any, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH) -> None:
     """Refuse documents whose expanded size or depth is excessive (alias bombs, pathological nesting).
 

@@ -178,12 +178,12 @@ def _finished_from_history(history: History, board_root: Path, status: BoardStat
             errors += 1
             error = _mapping(facts.get("error"))
             if errors <= ERROR_MESSAGES_READ:   # the message is in the task file only (never in the state folder)
-                error = _mapping(_current_document(board_root, entry.file).get("error")) or error
+                error = _mapping((yamlio.read_mapping(board_root / entry.file) or {}).get("error")) or error
             status.errors.append(_error_row(entry.task_id, agent, completed, error))
             continue
         result = _mapping(facts.get("result"))
         if result.get("publish_pending"):   # rare: read the file, the retry job may have settled it since
-            document = _current_document(board_root, entry.file)
+            document = yamlio.read_mapping(board_root / entry.file)
             result = _mapping(document.get("result")) if document else result
             _note_pending(status, entry.task_id, agent, result)
         if len(done) < RECENT:
@@ -196,14 +196,6 @@ def _finished_from_history(history: History, board_root: Path, status: BoardStat
 
 
 ERROR_MESSAGES_READ = 200   # errors whose message `conveyor status` reads from their task file (newest first)
-
-
-def _current_document(board_root: Path, file: str) -> dict[str, Any]:
-    try:
-        document = yamlio.loads(yamlio.read_limited(board_root / file))
-    except (yamlio.YamlProblem, OSError):
-        return {}
-    return document if isinstance(document, dict) else {}
 
 
 def _error_row(task_id: str, agent: str, completed: str, error: dict[str, Any]) -> dict[str, Any]:
@@ -227,11 +219,8 @@ def _finished(layout: BoardLayout, status: BoardStatus) -> None:
     done: list[tuple[str, dict[str, Any]]] = []
     errors = 0
     for path in board.task_files(layout.done):
-        try:
-            document = yamlio.loads(yamlio.read_limited(path))
-        except yamlio.YamlProblem:
-            continue
-        if not isinstance(document, dict):
+        document = yamlio.read_mapping(path)
+        if document is None:
             continue
         completed = str(document.get("completed_at") or "")
         if document.get("status") == "error":
@@ -257,11 +246,7 @@ def _rejected(layout: BoardLayout, status: BoardStatus) -> None:
     if not folder.is_dir():
         return
     for report_path in sorted(folder.glob("*.error.yaml")):
-        try:
-            report = yamlio.loads(yamlio.read_limited(report_path))
-        except yamlio.YamlProblem:
-            report = {}
-        problems = report.get("problems") if isinstance(report, dict) else None
+        problems = (yamlio.read_mapping(report_path) or {}).get("problems")
         first: dict[str, Any] = problems[0] if isinstance(problems, list) and problems else {}
         status.rejected.append({"file": report_path.name.removesuffix(".error.yaml"),
                                 "problem": f"{first.get('field') or ''} {first.get('message') or ''}".strip()})

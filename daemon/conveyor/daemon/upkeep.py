@@ -217,17 +217,10 @@ class Upkeep:
         if not self._tally_ready:
             history = self.index.history
             # the few latest read their own file: summaries and error messages are not kept in the state folder
-            recent = [result_of(e.task_id, e.agent, self._document(e.file) or e.facts)
+            recent = [result_of(e.task_id, e.agent, yamlio.read_mapping(self.layout.root / e.file) or e.facts)
                       for e in reversed(history.latest(RECENT))]
             self.tally.reset_from(history.counts(), recent)
             self._tally_ready = True
-
-    def _document(self, file: str) -> dict[str, Any]:
-        try:
-            document = yamlio.loads(yamlio.read_limited(self.layout.root / file))
-        except (yamlio.YamlProblem, OSError):
-            return {}
-        return document if isinstance(document, dict) else {}
 
     def _archive(self) -> None:
         self._guard("archive", self._archive_slice)

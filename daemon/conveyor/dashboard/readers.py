@@ -148,11 +148,7 @@ def _error_kind(layout: BoardLayout, agent: str, task_id: str) -> str | None:
     if not valid_task_id(task_id) or not valid_task_id(agent):
         return None
     path = layout.done_dir(agent) / f"{task_id}.yaml"
-    try:
-        document = yamlio.loads(yamlio.read_limited(path))
-    except (OSError, yamlio.YamlProblem):
-        return None
-    error = document.get("error") if isinstance(document, dict) else None
+    error = (yamlio.read_mapping(path) or {}).get("error")
     if isinstance(error, dict):
         kind = error.get("kind")
         return str(kind) if kind else None

@@ -21,10 +21,11 @@ from typing import Any
 import structlog
 
 from conveyor.board import layout as board
-from conveyor.board.assigned import Action, claimed_here, judge, peek
+from conveyor.board.assigned import Action, claimed_here, judge
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.coordination.base import Fence
+from conveyor.core import yamlio
 from conveyor.core.errors import GitError, TaskFileError
 from conveyor.core.follow_up import FollowUp
 from conveyor.core.state_files import task_branch
@@ -90,7 +91,7 @@ def _recover_path(path: Path, outcome: RecoveryOutcome, ours: Callable[[Mapping[
                   config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
                   env: Mapping[str, str]) -> int:
     """Recover one file of assigned/ into `outcome`; returns 1 when it is not Conveyor's and was left alone."""
-    document = peek(path)       # None: no one's task (not YAML): validated below and rejected
+    document = yamlio.read_mapping(path)   # None: no one's task (not YAML): validated below and rejected
     resume = False
     if document is not None:
         status = str(document.get("status") or "")

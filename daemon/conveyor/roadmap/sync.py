@@ -134,7 +134,7 @@ class RoadmapSync:
             if path is None or path.is_relative_to(self.layout.rejected) or not (
                     path.is_relative_to(self.layout.done) or path.is_relative_to(self.layout.archive)):
                 continue
-            document = _load(path)
+            document = yamlio.read_mapping(path)
             status = str(document.get("status") or "").lower() if document is not None else ""
             if document is None or status not in ("done", "error"):
                 continue
@@ -235,7 +235,7 @@ class RoadmapSync:
         candidates = [*named, roadmap_task_id(item)] if named else [roadmap_task_id(item)]
         for task_id in candidates:
             path = board.find_task(self.layout, task_id)
-            document = _load(path) if path is not None else None
+            document = yamlio.read_mapping(path) if path is not None else None
             if document is None:
                 continue
             result = _mapping(document.get("result"))
@@ -257,11 +257,3 @@ class RoadmapSync:
 
 def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    try:
-        document = yamlio.loads(yamlio.read_limited(path))
-    except yamlio.YamlProblem:
-        return None
-    return document if isinstance(document, dict) else None
