@@ -114,8 +114,11 @@ class Threads:
                        in_reply_to: int | None = None, repo: str | None = None) -> FakeComment:
         """A comment on a line of the diff (or, with `in_reply_to`, a reply in its thread)."""
         repo = self._repo(repo, number)
-        root = self._thread_root(repo, number, in_reply_to) if in_reply_to is not None else None
         sha = self._fake.pull(number, repo).head_sha
+        root = None
+        if in_reply_to is not None:       # a reply sits on its thread's line
+            target = self._thread_root(repo, number, in_reply_to)
+            root, path, line, sha = target.id, target.path or path, target.line or line, target.commit_id or sha
         return self._add_comment(repo, FakeComment(next(self._ids), "review", number, login, body, _now(),
                                                    in_reply_to=root, path=path, line=line, commit_id=sha))
 
@@ -414,11 +417,12 @@ class Threads:
         with self._lock:
             return [s for s in self._statuses.get(repo, []) if s.sha == sha]
 
-    def _thread_root(self, repo: str, number: int, to: int) -> int:
-        target = next((c for c in self.comments(number, repo=repo, kind="review") if c.id == to), None)
-        if target is None:
+    def _thread_root(self, repo: str, number: int, to: int) -> FakeComment:
+        comments = {c.id: c for c in self.comments(number, repo=repo, kind="review")}
+        if to not in comments:
             raise KeyError(f"no review comment {to} on #{number}")
-        return target.in_reply_to or target.id
+        target = comments[to]
+        return comments.get(target.in_reply_to, target) if target.in_reply_to else target
 
     def _comment_by_id(self, repo: str, comment_id: int, kind: str) -> FakeComment | None:
         with self._lock:

@@ -68,6 +68,28 @@ class ReviewSettings(Frozen):
     block_at: Severity = "medium"
 
 
+class FollowUpSettings(Frozen):
+    """Following the pull requests the daemon opened (the PR watcher).
+
+    A CHANGES_REQUESTED or commented review, a review comment or an issue comment from a permitted login
+    (in `permitted`, or, with `collaborators`, a repository collaborator with write access) becomes a
+    follow-up task in inbox/; anyone else is ignored and logged. A failing check run or commit status on
+    the head becomes a fix task, at most `max_ci_fixes` per pull request; after that the pull request is
+    labelled `needs_human_label` with one comment. Merged and closed pull requests are recorded in the
+    task's result and telemetry; `complete_on_merge` marks the ROADMAP.md item Completed on merge.
+    """
+
+    enabled: bool = False
+    permitted: list[str] = Field(default_factory=list)
+    collaborators: bool = True
+    max_ci_fixes: int = Field(default=2, ge=0)
+    poll_interval_s: float = Field(default=300.0, gt=0)
+    complete_on_merge: bool = True
+    needs_human_label: str = "needs-human"
+    request_max_chars: int = Field(default=16000, ge=200, le=30000)
+    log_tail_lines: int = Field(default=60, ge=1, le=1000)
+
+
 class SizeLimits(Frozen):
     """The size gate: over either limit the change opens no normal pull request (None = no limit)."""
 
@@ -159,6 +181,7 @@ class DaemonSettings(Frozen):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     size: SizeLimits = Field(default_factory=SizeLimits)
+    follow_up: FollowUpSettings = Field(default_factory=FollowUpSettings)
     # A fleet: several daemons serve one repository through this PostgreSQL database (README, "Running several
     # machines"); None is the single-host mode, which needs no server. The password belongs in PGPASSWORD or
     # ~/.pgpass, never in this committed file.

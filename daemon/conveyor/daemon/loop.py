@@ -44,6 +44,7 @@ from conveyor.daemon.upkeep import Snapshot, Upkeep
 from conveyor.daemon.watcher import BoardWatches
 from conveyor.pipeline import follow_up, recovery, republish
 from conveyor.pipeline.finish import Disposition, Report, fail
+from conveyor.pipeline.pr_watch import PullWatcher
 from conveyor.pipeline.run import Collaborators, route_check, run_task
 from conveyor.publish import outcomes
 from conveyor.runner.bwrap import BwrapProbe
@@ -144,6 +145,8 @@ class Daemon(_Control):
                                     on_assigned=self.intake.assigned.mark_due, enabled=self.watch)
         self.periodic = Periodic(clock)
         self.parked = parked.Parked()               # needs_input tasks: their answer or their timeout
+        self.pr_watcher = PullWatcher(lambda: self.config, self.env, self.layout, self.telemetry, clock,
+                                      on_merged=self.upkeep.merge_seen)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -244,6 +247,9 @@ class Daemon(_Control):
         self.periodic.every("questions", parked.CHECK_EVERY_S, self._check_parked, at_start=True)
         self.periodic.every("publish-retry", REPUBLISH_EVERY_MIN * 60, OffLoop(
             self._executor, lambda: republish.retry_publications(self.config, self.env)), at_start=True)
+        # the PR watcher: merged/closed, people's reviews and comments, red CI (off the loop: it calls the API)
+        self.periodic.every("pr-watch", self.config.daemon.follow_up.poll_interval_s,
+                            OffLoop(self._executor, self.pr_watcher.run_safely), at_start=True)
         self.upkeep.start(self.periodic, self.wake, watch=self.watch)
         self.periodic.start_timer(self.wake)
 
@@ -359,6 +365,7 @@ class Daemon(_Control):
         stop_running(self._running, self.config.daemon.kill_grace_s + 30)   # what the drain left
         self._reap()
         self._executor.shutdown(wait=True)
+        self.pr_watcher.close()
         self.upkeep.stop()                      # final status files and board commit
         self._write_status(stopped=True)
         self.telemetry.close()

@@ -9,6 +9,7 @@ stops the daemon: tasks matter more than their paperwork.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,15 @@ class Upkeep:
         self._periodic: Periodic | None = None
         self._archive_cursor: tuple[float, str] | None = None
         self._archive_owed = False     # a pass was put off (the table was rebuilding) or has slices left
+        self._merge_owed = threading.Event()   # set by the PR watcher's thread, acted on by the loop
+        self._wake: Callable[[], None] | None = None
         self.notifications = Notifications(config.daemon.notifications, config.repo.name, config.env)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, periodic: Periodic, wake: Callable[[], None], *, watch: bool) -> None:
         """Register the periodic jobs (run on the loop's thread by `periodic`) and watch ROADMAP.md."""
         self._periodic = periodic
+        self._wake = wake
         periodic.every("archive", ARCHIVE_EVERY_S, self._archive, at_start=True)
         periodic.every("history", HISTORY_EVERY_S, self._history_slice, at_start=True)
         periodic.every("merge-check", MERGE_CHECK_EVERY_S, self.check_merges, at_start=True)
@@ -105,8 +109,17 @@ class Upkeep:
             self._watcher.start()
 
     def check_merges(self) -> None:
-        """Mark roadmap items whose task's change reached the base branch as completed."""
-        self._guard("merge_check", lambda: self.roadmap.check_merged(self._merged))
+        """Mark roadmap items whose task's change reached the base branch as completed (unless
+        `follow_up.complete_on_merge` is false: then a person marks them)."""
+        self._merge_owed.clear()
+        if self.config.daemon.follow_up.complete_on_merge:
+            self._guard("merge_check", lambda: self.roadmap.check_merged(self._merged))
+
+    def merge_seen(self) -> None:
+        """The PR watcher (another thread) recorded a merge: check the roadmap on the loop's next pass."""
+        self._merge_owed.set()
+        if self._wake is not None:
+            self._wake()
 
     def _resync_roadmap(self) -> None:
         self._force_sync = True
@@ -195,6 +208,8 @@ class Upkeep:
     # ------------------------------------------------------------------ loop hooks
     def before_intake(self) -> None:
         """Turn the roadmap's next items into inbox tasks (re-reading the file when the periodic resync is due)."""
+        if self._merge_owed.is_set():
+            self.check_merges()
         force, self._force_sync = self._force_sync, False
         self._guard("roadmap", lambda: self.roadmap.sync(force=force))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ import structlog
 import urllib3.exceptions
 from github import Auth, Github, GithubException
 from github.PullRequest import PullRequest
+from github.Requester import Requester
 from urllib3.util.retry import Retry
 
 from conveyor import __version__
@@ -109,6 +110,20 @@ class GitHubPublisher:
     def close(self) -> None:
         """Close the HTTP session (its pooled sockets)."""
         self._github.close()
+
+    @property
+    def requester(self) -> Requester:
+        """PyGithub's requester (the same session, retries and write spacing) for calls PyGithub lacks."""
+        return self._github.requester
+
+    @property
+    def repo_path(self) -> str:
+        """`/repos/owner/name`: relative URLs under it get the API prefix (GitHub Enterprise's /api/v3)."""
+        return f"/repos/{self._repo_name}"
+
+    def errors(self, action: str) -> AbstractContextManager[None]:
+        """The same translation into GitHubError (no token in any message) for those calls."""
+        return self._errors(action)
 
     # -- public operations -----------------------------------------------------------------------
 
