@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from conveyor.core.state_files import HISTORY_FILE
 from conveyor.core.task import parse_task
 from conveyor.pipeline.pr_watch_state import WatchState
 from tests.integration.gate_support import GH_REPO, Project, fake_github
@@ -280,3 +281,26 @@ def test_state_file_is_private(project: Project) -> None:
     state.etag("x")
     assert state.path.stat().st_mode & 0o777 == 0o600
     state.close()
+
+
+def test_a_rate_limit_or_an_outage_ends_the_pass_and_loses_nothing(project: Project, github: FakeGitHub) -> None:
+    said = github.threads.comment(1, "alice", "Handle empty input.")
+    github.fail_next(403, method="GET", path_contains="/pulls/1", message="API rate limit exceeded for user")
+    watch = watcher(project, Clock())
+    asked = len(github.requests)
+    with capture_logs() as logs:
+        assert watch.run().tasks == []
+    assert [e["event"] for e in logs if e["event"].startswith("pr_watch.pull")] == ["pr_watch.pull_failed"]
+    assert len(github.requests) - asked == 2              # the user, then the refused pull: nothing more
+    github.fail_next(502, method="GET", path_contains="/issues/1/comments", count=3)   # retried reads fail too
+    assert watch.run().tasks == []
+    assert watch.run().tasks == [f"{TASK}.fu-c{said.id}"]  # GitHub is back: nothing was lost
+    watch.close()
+
+
+def test_without_the_history_table_done_files_are_read(project: Project, github: FakeGitHub) -> None:
+    (project.repo.config().state_dir / HISTORY_FILE).unlink()
+    github.merge(1)
+    watch = watcher(project, Clock())
+    assert watch.run().merged == [1]
+    watch.close()

@@ -14,8 +14,8 @@ import pytest
 from conveyor.roadmap.parse import parse_roadmap
 from tests.integration.conftest import ConveyorCli
 from tests.integration.daemon_process import running_daemon
-from tests.integration.gate_support import TOKEN, TOKEN_ENV, fake_github, make_project, tools_yaml
-from tests.integration.pr_watch_support import ROADMAP_TASK, WORK, Clock, configure, opened, watcher
+from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, fake_github, make_project, tools_yaml
+from tests.integration.pr_watch_support import ROADMAP_TASK, TASK, WORK, Clock, configure, opened, watcher
 from tests.support.fake_github import FakeGitHub
 from tests.support.waiting import wait_for
 
@@ -109,3 +109,31 @@ def test_merged_and_closed_count_in_stats_per_author_and_per_reviewer(tmp_path: 
     finally:
         conn.close()
     assert states == {"t-a": "merged", "t-b": "closed"}
+
+
+def test_a_comment_goes_round_once_watcher_runner_answer_and_the_answer_starts_nothing(
+        tmp_path: Path, github: FakeGitHub) -> None:
+    github.threads.set_permission("alice", "write")
+    project = opened(tmp_path, github)
+    said = github.threads.comment(1, "alice", "Please make main() return 2.")
+    task_id = f"{TASK}.fu-c{said.id}"
+    project.script(task_id, [{"write": {"app.py": "def main():\n    return 2\n"}, "say": "main() returns 2."}])
+    first = watcher(project, Clock())
+    assert first.run().tasks == [task_id]
+    first.close()
+
+    assert project.run().code == 0                     # the real daemon runs it (and its own watcher pass)
+    document = project.repo.done_doc(task_id)
+    assert document["status"] == "done", document.get("error")
+    answers = [c for c in github.threads.comments(1, kind="issue") if c.login == github.login]
+    assert len(answers) == 1 and github.pull(1).head_sha == document["result"]["commit"]
+
+    again = watcher(project, Clock())                  # the answer is the daemon's own: it asks for nothing
+    report = again.run()
+    assert report.tasks == [] and report.ignored == []
+    assert again.state.outcomes(GH_REPO, 1) == {f"c{said.id}": "task", f"c{answers[0].id}": "own"}
+    github.merge(1)
+    assert again.run().merged == [1]
+    assert "merged_at" in project.repo.done_doc(TASK)["result"]
+    assert "merged_at" not in project.repo.done_doc(task_id)["result"]     # the PR is the original task's
+    again.close()

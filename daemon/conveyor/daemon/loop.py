@@ -247,8 +247,7 @@ class Daemon(_Control):
         self.periodic.every("questions", parked.CHECK_EVERY_S, self._check_parked, at_start=True)
         self.periodic.every("publish-retry", REPUBLISH_EVERY_MIN * 60, OffLoop(
             self._executor, lambda: republish.retry_publications(self.config, self.env)), at_start=True)
-        # the PR watcher: merged/closed, people's reviews and comments, red CI (off the loop: it calls the API)
-        self.periodic.every("pr-watch", self.config.daemon.follow_up.poll_interval_s,
+        self.periodic.every("pr-watch", self.config.daemon.follow_up.poll_interval_s,   # merges, requests, CI
                             OffLoop(self._executor, self.pr_watcher.run_safely), at_start=True)
         self.upkeep.start(self.periodic, self.wake, watch=self.watch)
         self.periodic.start_timer(self.wake)
@@ -365,7 +364,6 @@ class Daemon(_Control):
         stop_running(self._running, self.config.daemon.kill_grace_s + 30)   # what the drain left
         self._reap()
         self._executor.shutdown(wait=True)
-        self.pr_watcher.close()
         self.upkeep.stop()                      # final status files and board commit
         self._write_status(stopped=True)
         self.telemetry.close()

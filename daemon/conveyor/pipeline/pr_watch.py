@@ -105,6 +105,8 @@ class PullWatcher:
             log.error("pr_watch.failed", error=str(exc))
         except Exception:
             log.exception("pr_watch.internal_error")
+        finally:
+            self.state.close()       # between passes no file is held open (reopened by the next pass)
 
     def run(self) -> WatchReport:
         report = WatchReport()
@@ -125,6 +127,8 @@ class PullWatcher:
                 except GitHubError as exc:
                     log.warning("pr_watch.pull_failed", task_id=candidate.original.task_id,
                                 pr=candidate.original.pr, error=str(exc), transient=exc.transient)
+                    if exc.transient and exc.status in (403, 429):
+                        break             # rate-limited: the next pass goes on where this one stopped
                 report.polled += 1
         log.info("pr_watch.passed", polled=report.polled, tasks=len(report.tasks), ignored=len(report.ignored),
                  merged=report.merged, rejected=report.rejected, gave_up=report.gave_up)
@@ -157,7 +161,9 @@ class PullWatcher:
         """Finished tasks whose pull request in `repo` is not yet recorded merged or closed."""
         settled = self.state.settled(repo)
         found = []
-        for path in self._done_with_pull_requests(config):
+        for path, known_url in self._done_with_pull_requests(config):
+            if known_url is not None and _number(known_url, repo) in settled:
+                continue              # decided earlier: not even read
             try:
                 task = parse_task(path)
             except (OSError, TaskFileError):
@@ -175,24 +181,29 @@ class PullWatcher:
             found.append(_Candidate(path, original, task.data))
         return found
 
-    def _done_with_pull_requests(self, config: Config) -> list[Path]:
-        """From the history table (no file read), else every done/ file whose text names a pull request."""
+    def _done_with_pull_requests(self, config: Config) -> list[tuple[Path, str | None]]:
+        """(file, pull request URL) from the history table (no file read), else every done/ file whose text
+        names a pull request (URL unknown until it is read)."""
         path = config.state_dir / HISTORY_FILE
         history = History(path, readonly=True)
         try:
             if path.is_file() and history.complete:
-                return [config.board_root / entry.file for entry in history.in_area(DONE)
-                        if isinstance(entry.facts.get("result"), Mapping) and entry.facts["result"].get("pr_url")]
+                found: list[tuple[Path, str | None]] = []
+                for entry in history.in_area(DONE):
+                    result = entry.facts.get("result")
+                    if isinstance(result, Mapping) and result.get("pr_url"):
+                        found.append((config.board_root / entry.file, str(result["pr_url"])))
+                return found
         except sqlite3.Error:
             pass
         finally:
             history.close()
-        found = []
+        scanned: list[tuple[Path, str | None]] = []
         for candidate in sorted(self._layout.done.glob("*/*.yaml")):
             with contextlib.suppress(OSError):
                 if "pr_url: http" in candidate.read_text(encoding="utf-8", errors="replace"):
-                    found.append(candidate)
-        return found
+                    scanned.append((candidate, None))
+        return scanned
 
     # -- used by a pass --------------------------------------------------------------------------
 
