@@ -7,6 +7,7 @@ started again from its new head once."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conveyor.pipeline.republish import retry_publications
 from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project, fake_github, make_project
 from tests.support.fake_github import FakeGitHub
 
@@ -318,3 +320,28 @@ def test_env_token_is_needed(project: Project, github: FakeGitHub) -> None:
     assert error["kind"] == "follow_up_setup" and TOKEN_ENV in error["message"]
     assert origin_head(project, f"conveyor/{ORIGINAL}") == before
     assert TOKEN not in json.dumps(project.repo.done_doc(task_id))
+
+
+def test_an_answer_github_refused_is_posted_by_the_publication_retry(project: Project, github: FakeGitHub) -> None:
+    """Publishing never fails finished work: the commit is pushed, the answer is owed (`publish_pending: reply`)
+    and the periodic retry posts it once, without pushing or opening anything else."""
+    github.fail_next(502, method="POST", path_contains="/issues/1/comments")
+    task_id = follow_up_file(project, "c84", "Return 4.")
+    project.script(task_id, [{"write": {"app.py": "def main():\n    return 4\n"}, "say": "Returns 4."}])
+    project.run()
+
+    result = project.repo.done_doc(task_id)["result"]
+    assert result["publish_pending"] == "reply" and result["follow_up"]["pushed"] is True
+    assert result["commit"] == origin_head(project, f"conveyor/{ORIGINAL}")
+    assert answers(github, task_id) == []
+
+    settled = retry_publications(project.repo.config(), {**os.environ, TOKEN_ENV: TOKEN})
+
+    assert settled == [task_id]
+    (answer,) = answers(github, task_id)
+    assert result["commit"] in answer.body
+    again = project.repo.done_doc(task_id)["result"]
+    assert "publish_pending" not in again and again["follow_up"]["reply_url"]
+    assert len(github.pulls(GH_REPO)) == 1 and f"conveyor/{task_id}" not in project.repo.branches()
+    assert retry_publications(project.repo.config(), {**os.environ, TOKEN_ENV: TOKEN}) == []
+    assert len(answers(github, task_id)) == 1
