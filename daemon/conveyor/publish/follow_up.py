@@ -22,8 +22,8 @@ from conveyor.core.errors import GitError
 from conveyor.core.follow_up import FollowUp
 from conveyor.core.printable import printable
 from conveyor.publish.flow import destination, why_no_pull_request
-from conveyor.publish.github_types import GitHubError
-from conveyor.publish.pr_reply import PullInfo, PullThread, marker
+from conveyor.publish.github_types import GitHubError, PullState
+from conveyor.publish.pr_conversation import PullConversation
 from conveyor.workspace import git
 
 log = structlog.get_logger("conveyor.publish.follow_up")
@@ -31,6 +31,34 @@ SUMMARY_LIMIT = 1500
 FILES_LIMIT = 30
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 Outcome = Literal["pushed", "not_open", "moved", "pending", "local"]
+
+
+def marker(task_id: str) -> str:
+    """The hidden line that identifies a follow-up's answer on the thread (looked for before posting)."""
+    return f"<!-- conveyor-follow-up: {task_id} -->"
+
+
+@dataclass(frozen=True)
+class PullInfo:
+    """What a follow-up checks before it starts and again before it pushes."""
+
+    number: int
+    state: PullState
+    title: str
+    head_ref: str
+    head_sha: str
+
+
+def _info(conversation: PullConversation, number: int) -> PullInfo:
+    data = conversation.pull(number).data
+    if not isinstance(data, Mapping):
+        raise GitHubError(f"GitHub's answer for pull request #{number} is not an object", transient=True)
+    merged = bool(data.get("merged") or data.get("merged_at"))
+    state: PullState = "merged" if merged else ("open" if data.get("state") == "open" else "closed")
+    head = data.get("head") if isinstance(data.get("head"), Mapping) else {}
+    assert isinstance(head, Mapping)
+    return PullInfo(number=number, state=state, title=str(data.get("title") or ""),
+                    head_ref=str(head.get("ref") or ""), head_sha=str(head.get("sha") or ""))
 
 
 @dataclass(frozen=True)
@@ -44,8 +72,8 @@ class FollowUpPublished:
     state: str | None = None        # the PR's state when it was not open
 
 
-def _thread(config: Config, env: Mapping[str, str], follow_up: FollowUp) -> PullThread | str:
-    """A client of the follow-up's PR, or why there is none (no remote, no token, no repository)."""
+def _thread(config: Config, env: Mapping[str, str]) -> PullConversation | str:
+    """A client of the follow-up's repository, or why there is none (no remote, no token, no repository)."""
     settings = config.daemon
     where = destination(config.repo, settings)
     if where.remote is None:
@@ -53,31 +81,32 @@ def _thread(config: Config, env: Mapping[str, str], follow_up: FollowUp) -> Pull
     missing = why_no_pull_request(settings, env, where)
     if missing is not None or where.github_repo is None:
         return f"a follow-up needs GitHub: {missing}"
-    token = env[settings.pull_requests.token_env].strip()
-    return PullThread(settings.pull_requests.api_url, token, where.github_repo, follow_up.pr)
+    prs = settings.pull_requests
+    return PullConversation.connect(prs.api_url, env[prs.token_env].strip(), where.github_repo,
+                                    token_source=f"${prs.token_env}")
 
 
 def pull_info(config: Config, env: Mapping[str, str], follow_up: FollowUp) -> PullInfo | str:
     """The PR's state, title and head, or why it cannot be asked (a setting); GitHubError when GitHub fails."""
-    thread = _thread(config, env, follow_up)
+    thread = _thread(config, env)
     if isinstance(thread, str):
         return thread
     with thread:
-        return thread.info()
+        return _info(thread, follow_up.pr)
 
 
 def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, follow_up: FollowUp, *, sha: str,
                       summary: str, files: Sequence[str], review: str | None = None) -> FollowUpPublished:
     """Push `sha` onto the PR's branch (fast-forward only) and answer on the thread; never raises for either."""
     bound = log.bind(task_id=task_id, pr=follow_up.pr, branch=follow_up.branch, commit=sha)
-    thread = _thread(config, env, follow_up)
+    thread = _thread(config, env)
     if isinstance(thread, str):
         return FollowUpPublished("local", f"not pushed: {thread}; the commit stays on the local branch")
     remote = config.daemon.remote.name
     assert remote is not None
     with thread:
         try:
-            info = thread.info()
+            info = _info(thread, follow_up.pr)
         except GitHubError as exc:
             bound.error("follow_up.pull_unreadable", error=str(exc))
             return FollowUpPublished("pending", f"not pushed: the pull request could not be read: {exc}",
@@ -140,15 +169,22 @@ def _move_local_branch(config: Config, branch: str, sha: str) -> None:
         log.warning("follow_up.local_branch_not_moved", branch=branch, error=str(exc))
 
 
-def _answer(thread: PullThread, task_id: str, follow_up: FollowUp, body: str) -> str:
+def _answer(thread: PullConversation, task_id: str, follow_up: FollowUp, body: str) -> str:
     """The answer's address: found by its marker (posted before a restart), else posted now."""
-    found = thread.find(marker(task_id))
-    if found is not None:
-        return found
+    number, hidden = follow_up.pr, marker(task_id)
+    for listed, anchor in ((thread.issue_comments(number), "issuecomment-"), (thread.review_comments(number),
+                                                                                "discussion_r")):
+        for item in listed.data if isinstance(listed.data, list) else []:
+            if isinstance(item, Mapping) and hidden in str(item.get("body") or ""):
+                return str(item.get("html_url") or _address(follow_up, anchor, item.get("id")))
     reply_to = follow_up.reply_to
     if reply_to is not None and reply_to.kind == "review_comment":
-        return thread.reply(reply_to.id, body)
-    return thread.comment(body)
+        return _address(follow_up, "discussion_r", thread.reply(number, reply_to.id, body))
+    return _address(follow_up, "issuecomment-", thread.comment(number, body))
+
+
+def _address(follow_up: FollowUp, anchor: str, comment_id: object) -> str:
+    return f"{follow_up.pr_url or ''}#{anchor}{comment_id}"
 
 
 def reply_body(task_id: str, follow_up: FollowUp, *, sha: str, files: Sequence[str], summary: str,
