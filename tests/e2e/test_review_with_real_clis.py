@@ -294,3 +294,105 @@ def test_a_task_may_ask_for_a_too_large_draft(
     pull = _pull(github)
     assert pull.draft and "too-large" in pull.labels and "Too large" in pull.body
     assert _roles(git_repo) == [("author", "claude-code")]
+
+
+# ------------------------------------------------------------------ the same stories the other way round
+def test_codex_writes_claude_approves_and_the_pull_request_is_ready(
+        git_repo: Path, agent_cli_paths: dict[str, Path], model_server: ModelServer, env: dict[str, str],
+        github: FakeGitHub, origin: Path) -> None:
+    _script(model_server, [WriteFile("calc.py", GOOD), Reply("Added calc.py.")], [Reply(APPROVE)])
+    _configure(git_repo, agent_cli_paths, github, origin, author="codex", review={})
+
+    document = _run(git_repo, env)
+
+    assert document["status"] == "done", document.get("error")
+    review = document["result"]["review"]
+    assert (review["status"], review["rounds"], review["reviewer"]) == ("approved", 1, "claude-code")
+    assert _roles(git_repo) == [("author", "codex"), ("reviewer", "claude-code")]
+    pull = _pull(github)
+    assert not pull.draft and "## Review: ✅ approved" in pull.body
+    assert outbound_attempts(model_server) == []
+
+
+def test_claude_writes_codex_requests_changes_then_approves_the_fix(
+        git_repo: Path, agent_cli_paths: dict[str, Path], model_server: ModelServer, env: dict[str, str],
+        github: FakeGitHub, origin: Path) -> None:
+    """The finding goes back into claude's own session (`--resume`); codex's second review sees only the fix."""
+    _script(model_server,
+            [WriteFile("calc.py", BAD), Reply("Added calc.py."), WriteFile("calc.py", GOOD), Reply("Fixed add().")],
+            [Reply(verdict("request_changes", SUBTRACTS)), Reply(APPROVE)])
+    _configure(git_repo, agent_cli_paths, github, origin, author="claude-code", review={"model": "gpt-5.5"})
+
+    document = _run(git_repo, env)
+
+    assert document["status"] == "done", document.get("error")
+    review = document["result"]["review"]
+    assert (review["status"], review["rounds"], review["fix_rounds"], review["reviewer"]) == (
+        "approved", 2, 1, "codex:gpt-5.5")
+    assert git(git_repo, "show", f"conveyor/{TASK}:calc.py") == GOOD.rstrip("\n")
+    assert _roles(git_repo) == [("author", "claude-code"), ("reviewer", "codex"), ("fixer", "claude-code"),
+                                ("reviewer", "codex")]
+    with sqlite3.connect(git_repo / ".git" / "conveyor" / "telemetry.db") as conn:
+        sessions = [row[0] for row in conn.execute(
+            "SELECT session_id FROM invocations WHERE task_id=? AND role IN ('author', 'fixer') ORDER BY id",
+            (TASK,))]
+    assert len(sessions) == 2 and sessions[0] == sessions[1]        # the author's session, resumed
+    fix = [json.dumps(r.body) for r in model_server.requests if r.conversation == TASK]
+    assert any("add() subtracts; return a + b" in body for body in fix)
+    second = [body for body in _review_requests(model_server) if "What changed since your previous review" in body]
+    assert second and "+    return a + b" in second[-1]
+    assert not _pull(github).draft
+
+
+def test_codex_writes_and_a_malformed_claude_verdict_makes_an_unreviewed_draft(
+        git_repo: Path, agent_cli_paths: dict[str, Path], model_server: ModelServer, env: dict[str, str],
+        github: FakeGitHub, origin: Path) -> None:
+    _script(model_server, [WriteFile("calc.py", GOOD), Reply("Added calc.py.")],
+            [Reply("Ship it."), Reply('```json\n{"verdict": "approve", "findings": "none"}\n```')])
+    _configure(git_repo, agent_cli_paths, github, origin, author="codex", review={})
+
+    document = _run(git_repo, env)
+
+    review = document["result"]["review"]
+    assert review["status"] == "unreviewed" and review["verdict"] is None
+    assert _roles(git_repo) == [("author", "codex"), ("reviewer", "claude-code"), ("reviewer", "claude-code")]
+    pull = _pull(github)
+    assert pull.draft and "unreviewed" in pull.labels
+
+
+def test_codex_writes_and_rounds_exhausted_open_a_draft_with_claudes_findings(
+        git_repo: Path, agent_cli_paths: dict[str, Path], model_server: ModelServer, env: dict[str, str],
+        github: FakeGitHub, origin: Path) -> None:
+    _script(model_server, [WriteFile("calc.py", BAD), Reply("Added calc.py."), Reply("I think it is right.")],
+            [Reply(verdict("request_changes", SUBTRACTS))])
+    _configure(git_repo, agent_cli_paths, github, origin, author="codex", review={"rounds": 1})
+
+    document = _run(git_repo, env)
+
+    review = document["result"]["review"]
+    assert (review["status"], review["rounds"], review["fix_rounds"]) == ("changes_requested", 2, 1)
+    assert _roles(git_repo) == [("author", "codex"), ("reviewer", "claude-code"), ("fixer", "codex"),
+                                ("reviewer", "claude-code")]
+    pull = _pull(github)
+    assert pull.draft and "changes-requested" in pull.labels and "add() subtracts; return a + b" in pull.body
+
+
+def test_a_rate_limited_claude_reviewer_hands_over_to_the_fallback_codex(
+        git_repo: Path, agent_cli_paths: dict[str, Path], model_server: ModelServer, env: dict[str, str],
+        github: FakeGitHub, origin: Path) -> None:
+    _script(model_server, [WriteFile("calc.py", GOOD), Reply("Added calc.py.")],
+            [Fail(429, headers={"retry-after": "120"}), Reply(APPROVE)])
+    _configure(git_repo, agent_cli_paths, github, origin, author="codex",
+               review={"tool": "claude-code", "fallback": ["codex"], "model": None})
+
+    document = _run(git_repo, env)
+
+    review = document["result"]["review"]
+    assert review["status"] == "approved" and review["reviewer"].startswith("codex")
+    assert any("claude-code stopped by rate_limited" in note for note in review["notes"])
+    with sqlite3.connect(git_repo / ".git" / "conveyor" / "telemetry.db") as conn:
+        rows = conn.execute("SELECT role, tool, outcome FROM invocations WHERE task_id=? ORDER BY id",
+                            (TASK,)).fetchall()
+    assert rows == [("author", "codex", "ok"), ("reviewer", "claude-code", "rate_limited"),
+                    ("reviewer", "codex", "ok")]
+    assert not _pull(github).draft
