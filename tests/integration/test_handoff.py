@@ -13,6 +13,7 @@ from conveyor.board import handoff_tasks
 from conveyor.board.index import BoardIndex
 from conveyor.board.layout import BoardLayout
 from conveyor.core.task import SAFE_NAME, Task, new_task_document
+from conveyor.daemon.periodic import Periodic
 from conveyor.daemon.upkeep import Snapshot, Upkeep
 from conveyor.telemetry.store import Telemetry
 from tests.integration.hygiene_repo import ROADMAP_OFF, agent_runs, board_files, hygiene_repo, load
@@ -141,7 +142,7 @@ def test_a_failed_task_hands_nothing_off(tmp_path: Path) -> None:
     config = repo.config()
     layout = BoardLayout(config.board_root)
     upkeep = Upkeep(config, layout, BoardIndex(layout), Telemetry(config.telemetry_db), time.time,
-                    lambda: Snapshot([], [], []))
+                    lambda: Snapshot([], [], []), Periodic(time.time))
     upkeep.finished(parent_task(tmp_path, next_agent="reviewer"), "error")
     upkeep.after_dispatch()
     assert board_files(repo, FOLLOWUP) == []

@@ -16,6 +16,7 @@ from conveyor.board.index import BoardIndex
 from conveyor.board.layout import BoardLayout
 from conveyor.core.task import parse_task
 from conveyor.daemon.loop import Daemon
+from conveyor.daemon.periodic import Periodic
 from conveyor.daemon.upkeep import Snapshot, Upkeep
 from conveyor.roadmap import file as roadmap_file
 from conveyor.roadmap.edit import set_status
@@ -267,7 +268,8 @@ def test_a_pull_request_recorded_merged_completes_the_item(tmp_path: Path) -> No
     config = repo.config()
     layout = BoardLayout(config.board_root)
     telemetry = Telemetry(config.telemetry_db)
-    upkeep = Upkeep(config, layout, BoardIndex(layout), telemetry, time.time, lambda: Snapshot([], [], []))
+    upkeep = Upkeep(config, layout, BoardIndex(layout), telemetry, time.time, lambda: Snapshot([], [], []),
+                    Periodic(time.time))
     upkeep.finished(parse_task(finished), "done")
     assert parse_roadmap(path.read_text(encoding="utf-8")).item("1").status_text == f"👀 In Review ({url})"
 

@@ -128,8 +128,10 @@ class Daemon(_Control):
         self.publisher_factory: outcomes.PublisherFactory | None = outcomes.github_factory(self.env)
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="task")
         # roadmap, hand-offs, archival, AGENT_STATUS.md / WORKFLOW_LOG.md, board commits (loop thread only)
+        self.periodic = Periodic(clock)
         self.upkeep = Upkeep(config, self.layout, self.index, self.telemetry, clock, snapshot=lambda: Snapshot(
-            self.ready.tasks(), [r.task for r in self._running.values()], [w.task for w in self.intake.waiting]))
+            self.ready.tasks(), [r.task for r in self._running.values()], [w.task for w in self.intake.waiting]),
+            periodic=self.periodic)
         self.ready = ReadyQueue(lambda: self.config, self.gate, clock, lambda path, why: self.intake.reject(path, why))
         self.coordination = open_coordinator(config, lambda: DaemonLock(config.state_dir / LOCK_FILE))
         self.intake = Intake(lambda: self.config, self.layout, self.index, self.ready, self.budgets, self.upkeep,
@@ -143,7 +145,6 @@ class Daemon(_Control):
         self._draining, self._drain_until = False, cast(float | None, None)
         self.watches = BoardWatches(self.layout.inbox, self.layout.assigned, self.wake,
                                     on_assigned=self.intake.assigned.mark_due, enabled=self.watch)
-        self.periodic = Periodic(clock)
         self.parked = parked.Parked()               # needs_input tasks: their answer or their timeout
         self.pr_watcher = PullWatcher(lambda: self.config, self.env, self.layout, self.telemetry, clock,
                                       on_merged=self.upkeep.merge_seen)
@@ -249,7 +250,7 @@ class Daemon(_Control):
             self._executor, lambda: republish.retry_publications(self.config, self.env)), at_start=True)
         self.periodic.every("pr-watch", self.config.daemon.follow_up.poll_interval_s,   # merges, requests, CI
                             OffLoop(self._executor, self.pr_watcher.run_safely), at_start=True)
-        self.upkeep.start(self.periodic, self.wake, watch=self.watch)
+        self.upkeep.start(self.wake, watch=self.watch)
         self.periodic.start_timer(self.wake)
 
     def _workspaces(self) -> set[str]:

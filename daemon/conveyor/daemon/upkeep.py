@@ -65,7 +65,7 @@ __all__ = ["Snapshot", "Upkeep"]
 
 class Upkeep:
     def __init__(self, config: Config, layout: BoardLayout, index: BoardIndex, telemetry: Telemetry, clock: Clock,
-                 snapshot: Callable[[], Snapshot]) -> None:
+                 snapshot: Callable[[], Snapshot], periodic: Periodic) -> None:
         self.config = config
         self.layout = layout
         self.index = index
@@ -84,7 +84,7 @@ class Upkeep:
         self._updated_at = clock()
         self._force_sync = True
         self._watcher: FileWatcher | None = None
-        self._periodic: Periodic | None = None
+        self._periodic = periodic
         self._archive_cursor: tuple[float, str] | None = None
         self._archive_owed = False     # a pass was put off (the table was rebuilding) or has slices left
         self._merge_owed = threading.Event()   # set by the PR watcher's thread, acted on by the loop
@@ -92,10 +92,10 @@ class Upkeep:
         self.notifications = Notifications(config.daemon.notifications, config.repo.name, config.env)
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, periodic: Periodic, wake: Callable[[], None], *, watch: bool) -> None:
+    def start(self, wake: Callable[[], None], *, watch: bool) -> None:
         """Register the periodic jobs (run on the loop's thread by `periodic`) and watch ROADMAP.md."""
-        self._periodic = periodic
         self._wake = wake
+        periodic = self._periodic
         periodic.every("archive", ARCHIVE_EVERY_S, self._archive, at_start=True)
         periodic.every("history", HISTORY_EVERY_S, self._history_slice, at_start=True)
         periodic.every("merge-check", MERGE_CHECK_EVERY_S, self.check_merges, at_start=True)
@@ -245,8 +245,7 @@ class Upkeep:
         While the history table is being rebuilt its candidates are incomplete: wait for it."""
         self._archive_owed = True
         if self.index.sync.rebuilding:
-            if self._periodic is not None:
-                self._periodic.soon("archive", SLICE_GAP_S)
+            self._periodic.soon("archive", SLICE_GAP_S)
             return
         done = archive_slice(self.layout, self.index.history, self.clock(), self.config.daemon.archive_after_days,
                              cursor=self._archive_cursor)
@@ -256,7 +255,7 @@ class Upkeep:
             self._record("archived", moved.task_id, moved.agent, f"to archive/{moved.target.parent.name}/")
         self._archive_cursor = done.cursor if done.more else None
         self._archive_owed = done.more
-        if done.more and self._periodic is not None:
+        if done.more:
             self._periodic.soon("archive", SLICE_GAP_S)
 
     def slicing(self) -> bool:
@@ -275,7 +274,7 @@ class Upkeep:
             self._status_dirty = True
             if any(entry.pending_handoff for entry in written):
                 self.owed_handoffs()
-        if self.index.sync.busy and self._periodic is not None:
+        if self.index.sync.busy:
             self._periodic.soon("history", INDEX_GAP_S)
 
     def _merged(self, task_id: str, document: Mapping[str, Any]) -> bool:

@@ -9,6 +9,7 @@ small JSON file in the state directory, written atomically on every change, so a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -130,12 +131,7 @@ class ToolHealth:
     def _load(self) -> None:
         document = _read(self.path)
         self._failures = {str(k): int(v) for k, v in (document.get("failures") or {}).items()}
-        for entry in document.get("pauses") or []:
-            try:
-                pause = Pause(**entry)
-            except TypeError:
-                continue
-            self._pauses[pause.tool] = pause
+        self._pauses.update((pause.tool, pause) for pause in _pauses_in(document))
 
     def _save(self) -> None:
         document = {"pauses": [asdict(p) for p in self._pauses.values()], "failures": self._failures}
@@ -156,12 +152,14 @@ def _read(path: Path) -> dict[str, Any]:
 
 def read_pauses(path: Path, now: float) -> list[dict[str, Any]]:
     """The pauses still in force according to the persisted file (for `conveyor status` with no daemon)."""
-    found = []
-    for entry in _read(path).get("pauses") or []:
-        try:
-            pause = Pause(**entry)
-        except TypeError:
-            continue
-        if pause.until > now:
-            found.append(pause.as_status())
+    found = [pause.as_status() for pause in _pauses_in(_read(path)) if pause.until > now]
     return sorted(found, key=lambda item: str(item["tool"]))
+
+
+def _pauses_in(document: dict[str, Any]) -> list[Pause]:
+    """The well-formed pauses of the persisted file; an entry that is not one is skipped."""
+    pauses = []
+    for entry in document.get("pauses") or []:
+        with contextlib.suppress(TypeError):
+            pauses.append(Pause(**entry))
+    return pauses
