@@ -17,6 +17,8 @@ Scenarios (scripts/bench.py, issue 6):
                     the daemon's idle CPU alone and with a dashboard client connected (scripts/bench_dashboard.py)
   fleet             1, 2 and 3 daemons on one board through PostgreSQL (1 s no-op agent, max_parallel 4):
                     tasks/s and speed-up; claim latency p50/p95 (scripts/bench_fleet.py)
+  pr_watch          the PR watcher over 100 open pull requests (FakeGitHub): a cold pass, idle passes with
+                    its ETags (rate-limit cost), and an idle pass without them (scripts/bench_pr_watch.py)
 
 `--quick` runs a subset sized to about a minute. Progress goes to stderr; the JSON goes to stdout (and to
 `--out FILE` when given).
@@ -564,6 +566,14 @@ def fleet_scenario(report: dict[str, Any], wanted: set[str], root: Path, quick: 
         report["fleet"] = bench_fleet(root, quick)
 
 
+def pr_watch_scenario(report: dict[str, Any], wanted: set[str], root: Path, quick: bool) -> None:
+    if "pr_watch" in wanted:
+        log("pr_watch: the PR watcher over open pull requests, with and without its ETags")
+        from bench_pr_watch import bench_pr_watch  # beside this script
+
+        report["pr_watch"] = bench_pr_watch(root, 30 if quick else 100, 3)
+
+
 def history_scenario(report: dict[str, Any], wanted: set[str], root: Path, boards: list[int], idle_s: float) -> None:
     if "history" in wanted:
         from bench_history import bench_history  # beside this script
@@ -585,7 +595,7 @@ def main() -> int:
              "idle_s": 10.0 if quick else 60.0, "rows": 200_000 if quick else 1_000_000,
              "repeats": 3 if quick else 5, "history_idle_s": 5.0 if quick else 15.0}
     wanted = set(args.only or ["drop", "overhead", "workspace", "flood", "idle", "stats", "soak", "dashboard",
-                               "fleet", "history"])
+                               "fleet", "history", "pr_watch"])
     report: dict[str, Any] = {"machine": machine(), "quick": quick}
     # An installed Conveyor has its bytecode compiled (pip does it at install time); a checkout run with
     # PYTHONDONTWRITEBYTECODE would recompile every module in every `conveyor` process we start.
@@ -635,6 +645,7 @@ def main() -> int:
             report["dashboard"] = bench_dashboard(root, make_repo, drop, 30 if quick else 100,
                                                   sizes["idle_s"] / 2, percentile, log)
         fleet_scenario(report, wanted, root, quick)
+        pr_watch_scenario(report, wanted, root, quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     text = json.dumps(report, indent=2)

@@ -105,6 +105,7 @@ def test_a_login_without_permission_is_ignored_and_logged_and_the_daemons_own_co
     bot = github.threads.comment(1, "ci-helper[bot]", "Please bump the version.", user_type="Bot")
     github.threads.set_permission("ci-helper[bot]", "write")        # an app with write access is still no person
     own_id = github.threads.comment(1, github.login, "Conveyor here: done.").id
+    shouted = github.threads.comment(1, github.login.upper(), "Logins are case-insensitive.").id   # the same user
     watch = watcher(project, Clock())
     with capture_logs() as logs:
         report = watch.run()
@@ -113,7 +114,7 @@ def test_a_login_without_permission_is_ignored_and_logged_and_the_daemons_own_co
     assert set(ignored) == {"mallory", "conveyor-bot-", "ci-helper[bot]"}
     assert ignored["mallory"]["event_id"] == f"c{mallory.id}" and ignored["mallory"]["pr"] == 1
     assert watch.state.outcomes(GH_REPO, 1) == {f"c{mallory.id}": "ignored", f"c{spoof.id}": "ignored",
-                                                f"c{bot.id}": "ignored", f"c{own_id}": "own"}
+                                                f"c{bot.id}": "ignored", f"c{own_id}": "own", f"c{shouted}": "own"}
     with capture_logs() as logs:
         watcher(project, Clock()).run()                  # logged once, not on every pass
     assert not [e for e in logs if e["event"] == "pr_watch.ignored"]

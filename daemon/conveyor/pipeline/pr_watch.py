@@ -162,8 +162,8 @@ class PullWatcher:
         settled = self.state.settled(repo)
         found = []
         for path, known_url in self._done_with_pull_requests(config):
-            if known_url is not None and _number(known_url, repo) in settled:
-                continue              # decided earlier: not even read
+            if (known_url is not None and _number(known_url, repo) in settled) or ".fu-" in path.stem:
+                continue              # decided earlier, or a follow-up (its PR is its original's): not even read
             try:
                 task = parse_task(path)
             except (OSError, TaskFileError):
