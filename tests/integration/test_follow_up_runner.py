@@ -108,6 +108,8 @@ def test_a_comment_resumes_the_author_and_one_commit_lands_on_the_same_branch_wi
     assert result["branch"] == f"conveyor/{ORIGINAL}" and result["session_id"] == f"session-{task_id}"
     rows = project.repo.rows(task_id)
     assert [row["role"] for row in rows] == ["fixer"]
+    # the PR's outcome (merged or closed) stays the original task's: no follow-up row claims its branch
+    assert rows[0]["commit_sha"] is None and rows[0]["branch"] == f"conveyor/{task_id}"
     assert f"conveyor/{task_id}" not in project.repo.branches()             # the work branch is gone
     assert project.repo.git("rev-parse", f"refs/heads/conveyor/{ORIGINAL}") == after
 

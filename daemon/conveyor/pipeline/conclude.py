@@ -486,9 +486,7 @@ def _publish_follow_up(job: Job, runs: list[Run], follow_up: FollowUpBlock, *, s
         result["verify_rounds"] = rounds_used
     if review is not None:
         result["review"] = review.record()
-    if pushed:
-        job.telemetry.record_result(runs[-1].row_id, commit_sha=sha, pr_url=follow_up.pr_url,
-                                    branch=follow_up.branch)
+    # no telemetry.record_result: the PR's outcome (merged, closed) stays the original task's, which opened it
     return Verdict("finish", result=result)
 
 

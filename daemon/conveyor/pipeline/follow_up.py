@@ -41,7 +41,7 @@ LOCKS = "follow-ups"        # <state_dir>/follow-ups/<original id>.lock while on
 RESTARTS_KEY = "follow_up_restarts"
 MAX_RESTARTS = 1            # a branch that moved while we worked: start again from its new head once
 BUSY_RETRY_S = 5.0
-REQUEST_LIMIT = 8000        # characters of a person's request the agent sees
+REQUEST_LIMIT = 20_000      # characters of a person's request the agent sees (the watcher writes <= 16,000)
 
 
 def workspace_name(task: Task) -> str:

@@ -279,9 +279,6 @@ def _finish_follow_up(task: Task, follow_up: FollowUp, config: Config, layout: B
     keep = bool(published.pending) or published.outcome == "local"
     if keep:
         result["work_branch"] = branch
-    if rows and pushed:
-        telemetry.record_result(int(rows[-1]["id"]), commit_sha=sha, pr_url=follow_up.pr_url,
-                                branch=follow_up.branch)
     report = finish(task, layout, clock(), result)
     if not keep:   # only after the finished file is written: until then the branch is what recovery resumes
         followups.drop_work_branch(config.repo, branch)
