@@ -202,9 +202,12 @@ def test_merged_records_merged_at_and_telemetry_once(project: Project, github: F
 
 def test_closed_without_merge_is_rejected_and_its_comments_are_not_acted_on(project: Project,
                                                                             github: FakeGitHub) -> None:
+    first = watcher(project, Clock())
+    assert first.run().tasks == []                        # open and quiet
+    first.close()
     github.threads.comment(1, "alice", "Never mind, closing.")
     github.close(1)
-    watch = watcher(project, Clock())
+    watch = watcher(project, Clock())                     # restarted
     assert watch.run().rejected == [1]
     result = project.repo.done_doc(TASK)["result"]
     assert result["pr_state"] == "rejected" and result["rejected_at"] == github.pull(1).closed_at
@@ -305,3 +308,20 @@ def test_without_the_history_table_done_files_are_read(project: Project, github:
     watch = watcher(project, Clock())
     assert watch.run().merged == [1]
     watch.close()
+
+
+def test_the_ci_cap_holds_with_a_fresh_state_folder(project: Project, github: FakeGitHub) -> None:
+    """Another fleet node leading, or the state file lost: the fix tasks already on the board still count."""
+    branch = f"conveyor/{TASK}"
+    first = watcher(project, Clock())
+    github.threads.check_run(github.pull(1).head_sha, "tests", log="boom")
+    assert len(first.run().tasks) == 1
+    github.threads.check_run(push_commit(project, branch, "a"), "tests", log="boom")
+    assert len(first.run().tasks) == 1
+    first.close()
+    first.state.path.unlink()
+    github.threads.check_run(push_commit(project, branch, "b"), "tests", log="boom")
+    fresh = watcher(project, Clock())
+    report = fresh.run()
+    assert report.tasks == [] and report.gave_up == [1] and len(inbox_tasks(project)) == 2
+    fresh.close()

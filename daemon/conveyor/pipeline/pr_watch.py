@@ -22,6 +22,7 @@ conditional (ETags kept in the state file), so an idle pull request costs no rat
 from __future__ import annotations
 
 import contextlib
+import glob
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -222,6 +223,15 @@ class PullWatcher:
         finally:
             history.close()
 
+    def ci_tasks_on_board(self, task_id: str) -> int:
+        """CI fix tasks of a task's pull request anywhere on the board: the cap holds even when this node's
+        state file is new (another fleet node led before, or the state folder was lost)."""
+        names: set[str] = set()
+        for folder in board.all_folders(self._layout):
+            for prefix in (f"{task_id}.fu-ck", f"{task_id}.fu-st"):
+                names.update(path.name for path in folder.glob(f"{glob.escape(prefix)}*.yaml"))
+        return len(names)
+
     def write_task(self, document: dict[str, Any]) -> bool:
         """Write a follow-up task into inbox/ unless its id is already anywhere; False when it is not valid."""
         task_id = str(document["id"])
@@ -382,6 +392,7 @@ class _Pass:
     def ci_failed(self, original: Original, head: str, failures: Sequence[CiFailure]) -> None:
         number, now = original.pr, self.w.now()
         fixes, shas, gave_up = self.state.ci_fixes(self.repo, number)
+        fixes = max(fixes, self.w.ci_tasks_on_board(original.task_id))
         if head in shas or gave_up:
             return                        # one fix per head; after giving up, never again
         for failure in failures:          # written before a crash that kept it from being recorded
