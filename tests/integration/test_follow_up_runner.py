@@ -57,7 +57,8 @@ def follow_up_file(project: Project, event_id: str, request: str, *, trigger: st
     block: dict[str, Any] = {"of": ORIGINAL, "pr": 1, "pr_url": f"{project.github.web_url}/{GH_REPO}/pull/1"
                              if project.github else None, "branch": f"conveyor/{ORIGINAL}",
                              "head_sha": origin_head(project, f"conveyor/{ORIGINAL}"), "trigger": trigger,
-                             "event_id": event_id, "request": request, **extra}
+                             "event_id": event_id, "request": request}
+    block.update(extra)
     if author is not None:
         block["author"] = author
     if reply_to is not None:
@@ -346,4 +347,72 @@ def test_an_answer_github_refused_is_posted_by_the_publication_retry(project: Pr
     assert "publish_pending" not in again and again["follow_up"]["reply_url"]
     assert len(github.pulls(GH_REPO)) == 1 and f"conveyor/{task_id}" not in project.repo.branches()
     assert retry_publications(project.repo.config(), {**os.environ, TOKEN_ENV: TOKEN}) == []
+    assert len(answers(github, task_id)) == 1
+
+
+def test_two_requests_at_once_run_one_after_the_other_each_on_the_head_the_other_left(
+        project: Project, github: FakeGitHub) -> None:
+    """Follow-ups of one PR never run together (they would race on the branch and share the folder): the
+    second waits, then starts from the head the first pushed, so neither has to start over."""
+    before = origin_head(project, f"conveyor/{ORIGINAL}")
+    first = follow_up_file(project, "c85", "Return 2.")
+    second = follow_up_file(project, "c86", "Add a docstring.")
+    project.script(first, [{"write": {"app.py": "def main():\n    return 2\n"}, "say": "two", "sleep": 1}])
+    project.script(second, [{"write": {"NOTES.md": "docs\n"}, "say": "docs"}])
+    project.run()
+    project.run()   # a --once daemon leaves the one that waited for the next run
+
+    one, two = (project.repo.done_doc(task)["result"] for task in (first, second))
+    after = origin_head(project, f"conveyor/{ORIGINAL}")
+    commits = origin_log(project, after)
+    assert len(commits) == len(origin_log(project, before)) + 2
+    assert {one["commit"], two["commit"]} == set(commits[:2])
+    assert project.repo.git("show", f"{after}:app.py") == "def main():\n    return 2"
+    assert project.repo.git("show", f"{after}:NOTES.md") == "docs"
+    assert "follow_up_restarts" not in project.repo.done_doc(first)
+    assert "follow_up_restarts" not in project.repo.done_doc(second)
+    assert len(answers(github, first)) == len(answers(github, second)) == 1
+
+
+def test_a_branch_gone_from_the_remote_fails_naming_the_field(project: Project, github: FakeGitHub) -> None:
+    assert project.origin is not None
+    task_id = follow_up_file(project, "c87", "Change it.")
+    project.repo.git("--git-dir", str(project.origin), "update-ref", "-d", f"refs/heads/conveyor/{ORIGINAL}")
+    project.script(task_id, [{"write": {"app.py": "z = 1\n"}}])
+    project.run()
+
+    error = project.repo.done_doc(task_id)["error"]
+    assert error["kind"] == "follow_up_setup"
+    assert "follow_up.branch" in error["message"] and "is not on 'origin'" in error["message"]
+    assert project.invocations(task_id) == []
+
+
+def test_a_file_pointing_at_another_pull_request_is_refused_before_anything_runs(
+        project: Project, github: FakeGitHub) -> None:
+    """The file says branch conveyor/T-1 but pr 2, whose head is another branch: nothing is pushed anywhere."""
+    github.open_pull(GH_REPO, "main", "main", title="someone else's")
+    before = origin_head(project, f"conveyor/{ORIGINAL}")
+    task_id = follow_up_file(project, "c88", "Change it.", pr=2)
+    project.script(task_id, [{"write": {"app.py": "z = 1\n"}}])
+    project.run()
+
+    error = project.repo.done_doc(task_id)["error"]
+    assert error["kind"] == "follow_up_setup" and "comes from branch 'main'" in error["message"]
+    assert origin_head(project, f"conveyor/{ORIGINAL}") == before and project.invocations(task_id) == []
+
+
+def test_github_down_at_the_start_waits_without_spending_an_attempt(project: Project, github: FakeGitHub) -> None:
+    github.fail_next(503, method="GET", path_contains="/pulls/1", count=3)    # the reads and their retries
+    task_id = follow_up_file(project, "c89", "Return 2.")
+    project.script(task_id, [{"write": {"app.py": "def main():\n    return 2\n"}, "say": "two"}])
+    project.run()
+
+    waiting = yaml.safe_load((project.repo.board / "assigned" / "backend-dev" / f"{task_id}.yaml").read_text())
+    assert waiting["status"] == "assigned" and waiting["attempt"] == 0
+    assert project.invocations(task_id) == []
+
+    project.run()
+
+    document = project.repo.done_doc(task_id)
+    assert document["status"] == "done" and document["attempt"] == 1
     assert len(answers(github, task_id)) == 1
