@@ -15,8 +15,9 @@ Scenarios (scripts/bench.py, issue 6):
                     and idle RSS (goals: <= 1 s, <= 0.3 s, <= 80 MB, each within 1.2x between the boards)
   dashboard         first byte of the board page and SSE event latency after a file move (p50/p95), and
                     the daemon's idle CPU alone and with a dashboard client connected (scripts/bench_dashboard.py)
-  fleet             1, 2 and 3 daemons on one board through PostgreSQL (1 s no-op agent, max_parallel 4):
-                    tasks/s and speed-up; claim latency p50/p95 (scripts/bench_fleet.py)
+  fleet             1, 2 and 3 daemons, each in its own clone of one remote, through PostgreSQL (1 s no-op
+                    agent, max_parallel 4): tasks/s from the push to the inbox until the board branch shows
+                    them done, and speed-up; claim latency p50/p95 (scripts/bench_fleet.py)
   pr_watch          the PR watcher over 100 open pull requests (FakeGitHub): a cold pass, idle passes with
                     its ETags (rate-limit cost), and an idle pass without them (scripts/bench_pr_watch.py)
 
@@ -560,7 +561,7 @@ def machine() -> dict[str, Any]:
 
 def fleet_scenario(report: dict[str, Any], wanted: set[str], root: Path, quick: bool) -> None:
     if "fleet" in wanted:
-        log("fleet: 1, 2 and 3 daemons through one PostgreSQL server")
+        log("fleet: 1, 2 and 3 daemons in their own clones through one PostgreSQL server")
         from bench_fleet import bench_fleet  # beside this script; it needs psycopg and the server binaries
 
         report["fleet"] = bench_fleet(root, quick)

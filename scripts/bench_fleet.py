@@ -1,6 +1,7 @@
-"""The fleet's figures for scripts/bench.py (issue 12): throughput of 1, 2 and 3 daemon processes on one
-board through one PostgreSQL server with a sleeping no-op agent (1 s per task, max_parallel 4 each), and
-the latency of a claim (`take`) through PostgreSQL while three nodes take at once.
+"""The fleet's figures for scripts/bench.py (issue 12): throughput of 1, 2 and 3 daemon processes, each in
+its own clone of one bare remote, through one PostgreSQL server with a sleeping no-op agent (1 s per task,
+max_parallel 4 each): from the push of the tasks to the base branch's inbox/ until the board branch shows
+them all in done/. And the latency of a claim (`take`) through PostgreSQL while three nodes take at once.
 
 Needs the PostgreSQL server binaries (`apt-get install postgresql`); the server is a throwaway cluster.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 import yaml
 
+from conveyor.coordination.base import Asked
 from conveyor.coordination.postgres import PostgresCoordinator
-from conveyor.core.task import parse_task
 from conveyor.setup.init_repo import init_repository
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +36,8 @@ printf 'touched by %s\\n' "$1" >> touched.txt
 """
 
 
-def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
 def _repo(root: Path) -> Path:
@@ -58,14 +58,16 @@ def _repo(root: Path) -> Path:
     return repo
 
 
-def _node_config(repo: Path, root: Path, name: str, url: str) -> Path:
-    folder = root / f"config-{name}"
-    shutil.copytree(repo / "config", folder)
-    (folder / "daemon.yaml").write_text(yaml.safe_dump({
-        "max_parallel": 4, "rescan_interval_s": 5, "attempts": 1, "remote": {"name": None},
-        "roadmap": {"enabled": False}, "coordination": url, "lease_timeout_s": 30, "fleet_poll_s": 0.2,
-        "state_dir": str(root / f"state-{name}"), "worktrees_dir": str(root / f"wt-{name}")}))
-    return folder
+def _fleet_config(repo: Path, remote: Path, url: str) -> None:
+    """The fleet's daemon.yaml, committed and pushed: every node's clone reads the same."""
+    (repo / "config" / "daemon.yaml").write_text(yaml.safe_dump({
+        "max_parallel": 4, "rescan_interval_s": 5, "attempts": 1, "remote": {"name": "origin", "push": True},
+        "pull_requests": {"enabled": False}, "roadmap": {"enabled": False}, "coordination": url,
+        "lease_timeout_s": 30, "fleet_poll_s": 0.2, "fleet": {"board_branch": "conveyor/board", "sync_s": 0.5}}))
+    _git(repo, "commit", "-q", "-am", "fleet configuration")
+    _git(remote.parent, "init", "-q", "--bare", "-b", "main", str(remote))
+    _git(repo, "remote", "add", "origin", str(remote))
+    _git(repo, "push", "-q", "origin", "main")
 
 
 def _alive_nodes(url: str) -> int:
@@ -75,23 +77,30 @@ def _alive_nodes(url: str) -> int:
     return 0
 
 
-def _done(repo: Path) -> int:
-    done = repo / "work" / "collaboration" / "done"
-    return sum(1 for _ in done.rglob("*.yaml")) if done.is_dir() else 0
+def _done(remote: Path) -> int:
+    """Tasks the board branch shows in done/."""
+    try:
+        out = _git(remote, "ls-tree", "-r", "--name-only", "conveyor/board", "--", "work/collaboration/done/")
+    except subprocess.CalledProcessError:
+        return 0
+    return sum(1 for line in out.splitlines() if line.endswith(".yaml"))
 
 
 def fleet_round(root: Path, server: PostgresServer, nodes: int, tasks: int) -> dict[str, Any]:
     repo = _repo(root)
     url = server.create_database(f"bench_{nodes}_{random.randrange(1 << 30):x}")
     procs = []
-    home = root / f"{repo.name}-nodes"     # the nodes' own folders, outside the working tree
+    home = root / f"{repo.name}-nodes"     # the nodes' own clones, and the remote they share
     home.mkdir()
+    remote = home / "remote.git"
+    _fleet_config(repo, remote, url)
     try:
         for number in range(nodes):
-            config = _node_config(repo, home, f"n{number}", url)
+            clone = home / f"n{number}"
+            _git(home, "clone", "-q", str(remote), str(clone))
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "run", "--repo", str(repo), "--config-dir", str(config),
-                 "--log-level", "warning"], cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                [sys.executable, "-m", "conveyor", "run", "--repo", str(clone), "--log-level", "warning"],
+                cwd=clone, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=(home / f"n{number}.log").open("wb"), start_new_session=True))
         deadline = time.monotonic() + 120
         while _alive_nodes(url) < nodes:
@@ -99,22 +108,20 @@ def fleet_round(root: Path, server: PostgresServer, nodes: int, tasks: int) -> d
                 raise RuntimeError("a node did not start: " + "\n".join(
                     (home / f"n{n}.log").read_text(errors="replace")[-2000:] for n in range(nodes)))
             time.sleep(0.1)
-        staging, inbox = home / "staging", repo / "work" / "collaboration" / "inbox"
-        staging.mkdir(parents=True, exist_ok=True)
+        inbox = repo / "work" / "collaboration" / "inbox"
         for number in range(tasks):
-            path = staging / f"f{number:04d}.yaml"
-            path.write_text(yaml.safe_dump({"id": f"f{number:04d}", "agent": "bench", "status": "new",
-                                            "title": "Sleep one second", "artefacts": ["touched.txt"]}))
-            old = time.time() - 60
-            os.utime(path, (old, old))
+            (inbox / f"f{number:04d}.yaml").write_text(yaml.safe_dump({
+                "id": f"f{number:04d}", "agent": "bench", "status": "new", "title": "Sleep one second",
+                "artefacts": ["touched.txt"]}))
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "-m", f"ask {tasks} tasks")
         started = time.monotonic()
-        for path in sorted(staging.iterdir()):
-            os.replace(path, inbox / path.name)
+        _git(repo, "push", "-q", "origin", "main")
         deadline = started + 600
-        while _done(repo) < tasks and time.monotonic() < deadline:
+        while _done(remote) < tasks and time.monotonic() < deadline:
             time.sleep(0.1)
         elapsed = time.monotonic() - started
-        finished = _done(repo)
+        finished = _done(remote)
     finally:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -132,15 +139,11 @@ def fleet_round(root: Path, server: PostgresServer, nodes: int, tasks: int) -> d
 def claim_latency(root: Path, server: PostgresServer, rows: int) -> dict[str, Any]:
     """p50/p95 of one `take(1)` while three coordinators take at once from `rows` queued tasks."""
     url = server.create_database(f"bench_claims_{random.randrange(1 << 30):x}")
-    folder = root / "claims" / "assigned" / "bench"
-    folder.mkdir(parents=True)
     takers = [PostgresCoordinator(url, lease_timeout_s=30, poll_s=1, host_lock=contextlib.nullcontext(),
                                   node=f"bench-{n}") for n in range(3)]
     takers[0].prepare()
-    for number in range(rows):
-        path = folder / f"c{number:05d}.yaml"
-        path.write_text(f"id: c{number:05d}\nagent: bench\nstatus: assigned\ntitle: T\n")
-        takers[0].enqueue(parse_task(path))
+    takers[0].offer([Asked(f"c{n:05d}", f"assigned/bench/c{n:05d}.yaml", "bench", 0,
+                           f"id: c{n:05d}\nagent: bench\nstatus: new\ntitle: T\n") for n in range(rows)])
     latencies: list[float] = []
     lock = threading.Lock()
 

@@ -9,11 +9,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from conveyor.coordination.base import Asked
 from conveyor.coordination.postgres import PostgresCoordinator
 from conveyor.core.task import Task, parse_task
 from tests.integration.conftest import DAEMON_YAML, ConveyorCli, Repo
@@ -151,17 +153,51 @@ def test_a_frozen_leaders_session_times_out_and_leadership_moves(node: NodeFacto
     assert frozen.is_leader() is False
 
 
-def test_reconcile_offers_what_assigned_holds_and_reopens_a_finished_row_never_moved(node: NodeFactory, pg_url: str,
-                                                                                     tmp_path: Path) -> None:
+def asked(task_id: str) -> Asked:
+    return Asked(task_id, f"assigned/backend-dev/{task_id}.yaml", "backend-dev", 0, f"id: {task_id}\n")
+
+
+def test_an_outcome_lands_only_under_the_current_fence_and_is_applied_once(node: NodeFactory,
+                                                                           tmp_path: Path) -> None:
+    leader, first, second = node("leader", lease=1.0), node("first", lease=1.0), node("second", lease=1.0)
+    leader.offer([asked("t1")])
+    assert [g.document for g in first.take(1)] == ["id: t1\n"]     # the task travels with its document
+    time.sleep(1.2)                                                 # first froze past its lease
+    [grant] = second.take(1)
+    assert (grant.takeover, grant.fence) == (True, 2)
+    late, fresh = tmp_path / "late.yaml", tmp_path / "fresh.yaml"
+    late.write_text("status: done\nby: first\n")
+    fresh.write_text("status: done\nby: second\n")
+    assert first.commit("t1", "done", late) is False               # the stale fence records nothing
+    assert leader.unapplied() == []
+    assert second.commit("t1", "done", fresh) is True
+    [outcome] = leader.unapplied()
+    assert (outcome.task_id, outcome.status, outcome.document) == ("t1", "done", "status: done\nby: second\n")
+    leader.applied(["t1"])
+    assert leader.unapplied() == []
+    leader.offer([asked("t1")])                                     # offered again (a redone board pass): no-op
+    assert second.take(1) == [] and leader.unapplied() == []
+
+
+def test_a_finished_row_without_an_outcome_is_reopened_for_a_takeover(node: NodeFactory) -> None:
     leader, worker = node("leader", lease=1.0), node("worker", lease=1.0)
-    tasks = make_tasks(tmp_path, 3)
-    leader.reconcile(tasks)                                 # a leader died before offering them
+    leader.offer([asked("t0"), asked("t1")])
     grants = worker.take(1)
-    assert worker.commit(grants[0].task_id, "done")         # ... then this worker died before the board move
+    assert worker.commit(grants[0].task_id, "done")     # no outcome (an older node died before its board move)
     time.sleep(1.2)
-    leader.reconcile(tasks)                                 # its file is still in assigned/: taken over
+    leader.reconcile()
     taken = {g.task_id: g.takeover for g in worker.take(5)}
-    assert taken == {tasks[0].id: True, tasks[1].id: False, tasks[2].id: False}
+    assert taken == {grants[0].task_id: True, ({"t0", "t1"} - {grants[0].task_id}).pop(): False}
+
+
+def test_each_new_leader_has_a_newer_epoch_and_the_old_one_is_fenced(node: NodeFactory) -> None:
+    first, second = node("first", lease=2.0), node("second", lease=2.0)
+    assert first.is_leader() and first.still_leading()
+    epoch = first.epoch
+    assert second.is_leader() is False
+    first.close()                                       # its session ends: the advisory lock goes with it
+    assert second.is_leader() and second.epoch == epoch + 1 and second.still_leading()
+    assert first.still_leading() is False
 
 
 def test_a_server_restart_is_ridden_out(node: NodeFactory, pg_server: PostgresServer, pg_url: str,
@@ -211,7 +247,8 @@ def test_a_password_in_daemon_yaml_is_refused(url: str) -> None:
 def fleet_config(repo: Repo, tmp_path: Path, url: str) -> Path:
     folder = tmp_path / "config-fleet"
     shutil.copytree(repo.path / "config", folder)
-    text = DAEMON_YAML + f"coordination: {url}\nlease_timeout_s: 1\nstate_dir: {tmp_path / 'state-fleet'}\n"
+    text = DAEMON_YAML.replace("{name: null, push: false}", "{name: origin, push: true}")   # a fleet needs one
+    text += f"coordination: {url}\nlease_timeout_s: 1\nstate_dir: {tmp_path / 'state-fleet'}\n"
     (folder / "daemon.yaml").write_text(text, encoding="utf-8")
     return folder
 
@@ -311,13 +348,17 @@ def test_a_granted_task_whose_file_is_gone_or_broken_ends_as_an_error(node: Node
     for path in (gone, broken):
         path.write_text(repo.task_text(path.stem), encoding="utf-8")
     coordinator = node("n")
-    coordinator.reconcile([parse_task(gone), parse_task(broken)])
-    gone.unlink()                                               # deleted by hand after it was offered
-    broken.write_text("id: broken\nagent: [not, a, name]\n", encoding="utf-8")
+    coordinator.enqueue(parse_task(gone))
+    coordinator.offer([Asked("broken", "assigned/backend-dev/broken.yaml", "backend-dev", 0,
+                             "id: broken\nagent: [not, a, name]\n")])    # the document itself is broken
+    with psycopg.connect(pg_url) as conn:                       # a row without its document (an older node's)
+        conn.execute("UPDATE conveyor_tasks SET document = NULL WHERE task_id = 'gone'")
+    gone.unlink()                                               # ... whose file was deleted by hand
     ready = ReadyQueue(lambda: config, ToolGate(lambda: config.policies.tools, time.time), time.time,
                        lambda _path, _why: None)
-    pump = FleetPump(coordinator, lambda: config, BoardLayout(config.board_root), ready,
-                     Telemetry(config.telemetry_db), time.time, {}, lambda _report: None)
-    assert pump.pull(5) == 0 and len(ready) == 0
+    with ThreadPoolExecutor(1) as executor:
+        pump = FleetPump(coordinator, lambda: config, BoardLayout(config.board_root), ready,
+                         Telemetry(config.telemetry_db), time.time, {}, lambda _report: None, executor)
+        assert pump.pull(5) == 0 and len(ready) == 0
     assert (row(pg_url, "gone")["state"], row(pg_url, "broken")["state"]) == ("error", "error")
     assert (repo.rejected / "broken.yaml.error.yaml").exists()

@@ -301,3 +301,19 @@ def test_an_unknown_severity_lists_the_choices(repo: Path) -> None:
     write(repo, "daemon.yaml", "review: {block_at: urgent}\n")
     problem = one_problem(repo)
     assert problem.field == "review.block_at" and "'critical'" in problem.fix
+
+
+def test_a_fleet_board_branch_that_is_the_base_branch_is_refused(repo: Path) -> None:
+    write(repo, "daemon.yaml", "base_branch: trunk\nfleet:\n  board_branch: trunk\n")
+    problem = one_problem(repo)
+    assert (problem.file.endswith("daemon.yaml"), problem.field, problem.line) == (True, "fleet.board_branch", 3)
+    assert "never pushes to the base branch" in problem.message and "conveyor/board" in problem.fix
+
+
+def test_a_fleet_needs_a_remote_and_its_board_branch_defaults_to_conveyors_own(repo: Path) -> None:
+    write(repo, "daemon.yaml", "coordination: postgresql://db/conveyor\nremote: {name: null}\n")
+    problem = one_problem(repo)
+    assert (problem.field, problem.line) == ("remote.name", 2)
+    assert "own clone" in problem.fix
+    write(repo, "daemon.yaml", "coordination: postgresql://db/conveyor\nremote: {name: origin}\n")
+    assert load(repo).daemon.fleet.board_branch == "conveyor/board"

@@ -302,6 +302,7 @@ def cross_check(config: Config, texts: dict[str, tuple[str, str]]) -> tuple[list
     errors.extend(_check_policies(config, texts["policies.yaml"]))
     errors.extend(_check_reviewers(config, texts["daemon.yaml"], texts["agents.yaml"]))
     errors.extend(_check_paths(config, texts["daemon.yaml"]))
+    errors.extend(_check_fleet(config, texts["daemon.yaml"]))
     return errors, warnings
 
 
@@ -394,3 +395,22 @@ def _check_paths(config: Config, source: tuple[str, str]) -> list[Problem]:
                         "repository (or leave it unset for <git dir>/conveyor/worktrees)",
                         field="worktrees_dir", line=line_of_path(text, ["worktrees_dir"]))]
     return []
+
+
+def _check_fleet(config: Config, source: tuple[str, str]) -> list[Problem]:
+    """A fleet's board leader pushes board moves to `fleet.board_branch`: never the base branch; and every
+    node works in its own clone, so they need a remote to share task branches and the board through."""
+    label, text = source
+    settings = config.daemon
+    problems = []
+    if settings.fleet.board_branch.strip("/") in (settings.base_branch, f"refs/heads/{settings.base_branch}"):
+        problems.append(Problem(label, f"'{settings.fleet.board_branch}' is the base branch; Conveyor never "
+                                "pushes to the base branch", "set it to a branch of Conveyor's own, e.g. "
+                                "`fleet: {board_branch: conveyor/board}`", field="fleet.board_branch",
+                                line=line_of_path(text, ["fleet", "board_branch"])))
+    if settings.coordination is not None and not settings.remote.name:
+        problems.append(Problem(label, "is null, but a fleet (coordination:) shares task branches and the board "
+                                "through a remote", "set `remote: {name: origin, push: true}` (each node "
+                                "works in its own clone of that remote)", field="remote.name",
+                                line=line_of_path(text, ["remote", "name"])))
+    return problems

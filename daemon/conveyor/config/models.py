@@ -148,6 +148,13 @@ class NotificationSettings(Frozen):
     queue_max: int = Field(default=10000, ge=1)         # events waiting beyond this are dropped (and counted)
 
 
+class FleetSettings(Frozen):
+    # The branch the board leader pushes board moves to: never the base branch (Conveyor does not push to the
+    # user's base branch); the person reads the board there and asks in the base branch's inbox/.
+    board_branch: str = Field(default="conveyor/board", min_length=1)
+    sync_s: float = Field(default=2.0, gt=0)   # how often the leader reads the inbox and pushes board moves
+
+
 class DaemonSettings(Frozen):
     base_branch: str = "main"
     board_dir: str = "work/collaboration"
@@ -188,6 +195,7 @@ class DaemonSettings(Frozen):
     coordination: str | None = None
     lease_timeout_s: float = Field(default=30.0, ge=1.0)   # a node silent this long loses its task leases
     fleet_poll_s: float = Field(default=1.0, gt=0)         # how often a node asks the database for work
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
 
     @field_validator("coordination")
     @classmethod

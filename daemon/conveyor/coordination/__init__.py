@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from conveyor.config import Config
-from conveyor.coordination.base import Coordinator, Fence, Grant, NodeInfo, Unfenced
+from conveyor.coordination.base import Asked, BoardLedger, Coordinator, Fence, Grant, NodeInfo, Outcome, Unfenced
 from conveyor.coordination.local import LocalCoordinator
 from conveyor.core.errors import ConveyorError
 
@@ -44,5 +44,6 @@ def fleet_nodes(config: Config) -> list[NodeInfo] | None:
         coordinator.close()
 
 
-__all__ = ["Coordinator", "Fence", "Grant", "LocalCoordinator", "NodeInfo", "Unfenced", "fleet_nodes",
+__all__ = ["Asked", "BoardLedger", "Coordinator", "Fence", "Grant", "LocalCoordinator", "NodeInfo", "Outcome",
+           "Unfenced", "fleet_nodes",
            "open_coordinator"]

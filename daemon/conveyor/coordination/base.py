@@ -6,8 +6,10 @@ gave (this process leads, runs what it claimed, and every write is its own), so 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from conveyor.core.task import Task
@@ -22,6 +24,29 @@ class Grant:
     path: str          # relative to the board root
     fence: int
     takeover: bool
+    document: str | None = None   # the task file as the leader read it (a fleet node writes it to its clone)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A task the board leader took from the inbox, offered to the fleet with its file's text."""
+
+    task_id: str
+    path: str          # relative to the board root: assigned/<agent>/<file>
+    agent: str
+    priority: int
+    document: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished task's file as its node recorded it under its fence, for the leader's board commit."""
+
+    task_id: str
+    path: str
+    agent: str
+    status: str
+    document: str
 
 
 @dataclass(frozen=True)
@@ -41,7 +66,23 @@ class Fence(Protocol):
 
     def still_mine(self, task_id: str) -> bool: ...
 
-    def commit(self, task_id: str, status: str) -> bool: ...
+    def commit(self, task_id: str, status: str, outcome: Path | None = None) -> bool: ...
+
+
+class BoardLedger(Protocol):
+    """The board leader's side of the database: what was offered, what finished, and its own epoch."""
+
+    epoch: int
+
+    def still_leading(self) -> bool: ...
+
+    def offer(self, asked: Sequence[Asked]) -> None: ...
+
+    def known(self, task_ids: Sequence[str]) -> set[str]: ...
+
+    def unapplied(self, limit: int = 200) -> list[Outcome]: ...
+
+    def applied(self, task_ids: Sequence[str]) -> None: ...
 
 
 class Coordinator(Fence, Protocol):
@@ -50,13 +91,17 @@ class Coordinator(Fence, Protocol):
     shared: bool          # True: other nodes serve the same board (recovery leaves their tasks alone)
     poll_s: float | None  # how often the loop must turn to take work and keep leadership; None: never
 
+    @property
+    def ledger(self) -> BoardLedger | None:
+        """A fleet's: the board lives on a branch of the remote (daemon/board_keeper.py); None on one host."""
+
     def hold(self) -> AbstractContextManager[object]: ...
 
     def is_leader(self) -> bool: ...
 
     def enqueue(self, task: Task) -> bool: ...
 
-    def reconcile(self, tasks: list[Task]) -> None: ...
+    def reconcile(self) -> None: ...
 
     def take(self, limit: int) -> list[Grant]: ...
 
@@ -73,5 +118,5 @@ class Unfenced:
     def still_mine(self, task_id: str) -> bool:
         return True
 
-    def commit(self, task_id: str, status: str) -> bool:
+    def commit(self, task_id: str, status: str, outcome: Path | None = None) -> bool:
         return True

@@ -15,6 +15,10 @@ class LocalCoordinator(Unfenced):
     shared = False
     poll_s: float | None = None
 
+    @property
+    def ledger(self) -> None:
+        return None
+
     def __init__(self, host_lock: Callable[[], AbstractContextManager[object]]) -> None:
         self._host_lock = host_lock
 
@@ -27,7 +31,7 @@ class LocalCoordinator(Unfenced):
     def enqueue(self, task: Task) -> bool:
         return False      # run it here: intake puts it in this daemon's ready queue
 
-    def reconcile(self, tasks: list[Task]) -> None:
+    def reconcile(self) -> None:
         return None       # start-up recovery already owns assigned/
 
     def take(self, limit: int) -> list[Grant]:

@@ -2,13 +2,15 @@
 with a session-level advisory lock (ARCHITECTURE.md, "Coordination", says why plain SQL and not a queue
 library).
 
-- The leader (whoever holds LEADER_LOCK) reads inbox/, moves files into assigned/ and enqueues a row for each.
+- The leader (whoever holds LEADER_LOCK; its epoch grows in `conveyor_leader`) reads what was asked from the
+  remote's base branch and board branch and enqueues a row for each task, with its document
+  (daemon/board_keeper.py); it turns finished rows' outcomes into board commits pushed to the board branch.
 - Every node, the leader too, takes rows with `SELECT ... FOR UPDATE SKIP LOCKED`: exactly one gets each,
   with a lease of `lease_timeout_s` and a fence one higher than the last grant's.
 - A heartbeat thread extends this node's leases; a node that dies or freezes stops extending them, and
   once they expire the next `take` of any node grants the task again (flagged `takeover`).
-- The pipeline asks `still_mine` before it publishes and `commit` before it writes the finished file: both
-  quote the fence, so a late writer whose lease passed to another node changes nothing.
+- The pipeline asks `still_mine` before it pushes and `commit` records the finished file as the outcome in
+  the statement that checks the fence, so a late writer whose lease passed to another node changes nothing.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import psycopg
 import structlog
 
 from conveyor.coordination import schema
-from conveyor.coordination.base import Grant, NodeInfo
+from conveyor.coordination.base import Asked, Grant, NodeInfo, Outcome
 from conveyor.coordination.link import Link, Row, Unreachable, retrying
 from conveyor.core.task import Task
 
@@ -50,10 +53,15 @@ class PostgresCoordinator:
         # the leader's session: its advisory lock is the leadership; a frozen node's session times out
         self._leader_link = Link(url, f"conveyor leader {self.node}", session_timeout_s=lease_timeout_s)
         self._leader_generation = -1
+        self.epoch = 0                             # this node's leader epoch while it leads (the board's fence)
         self._held: dict[str, int] = {}          # task id → fence, for the tasks this node holds
         self._held_lock = threading.Lock()
         self._stop = threading.Event()
         self._beat_thread: threading.Thread | None = None
+
+    @property
+    def ledger(self) -> PostgresCoordinator:
+        return self
 
     # ------------------------------------------------------------------ lifecycle
     @contextlib.contextmanager
@@ -103,29 +111,56 @@ class PostgresCoordinator:
             self._leader_generation = -1
             return False
         if won and won[0][0]:
+            try:
+                epoch = self._leader_link.run(schema.LEAD, {"node": self.node})
+            except Unreachable:
+                return False
+            self.epoch = int(epoch[0][0])
             self._leader_generation = self._leader_link.generation
-            log.info("fleet.leader", node=self.node)
+            log.info("fleet.leader", node=self.node, epoch=self.epoch)
             return True
         return False
 
+    def still_leading(self) -> bool:
+        """Before a board push: this node's session still holds the lock and its epoch is the newest."""
+        if not self.is_leader():
+            return False
+        try:
+            return bool(self._leader_link.run(schema.LEADING, {"epoch": self.epoch, "node": self.node}))
+        except Unreachable:
+            return False
+
     # ------------------------------------------------------------------ the queue
     def enqueue(self, task: Task) -> bool:
-        """The leader claimed `task` into assigned/: offer it to the fleet. A row the database did not take
-        now is added by the next `reconcile` (the file in assigned/ is the record)."""
-        try:
-            self._work.run(schema.ENQUEUE, _row(task))
-        except Unreachable as exc:
-            log.warning("fleet.enqueue_failed", task_id=task.id, error=str(exc), note="offered again on rescan")
+        """Offer a task in this node's assigned/ to the fleet (its file is the document)."""
+        board_root = task.path.parent.parent.parent   # <board>/assigned/<agent>/<file>
+        self.offer([Asked(task.id, str(task.path.relative_to(board_root)), task.agent, -task.priority_rank,
+                          task.path.read_text(encoding="utf-8"))])
         return True
 
-    def reconcile(self, tasks: list[Task]) -> None:
-        """Every task in assigned/ has a row; one whose row is finished but whose file was never moved is
-        reopened for a takeover."""
-        if not tasks:
-            return
+    def offer(self, asked: Sequence[Asked]) -> None:
+        """Rows for tasks the leader took from the inbox (a task already known keeps its row); raises
+        Unreachable: the board commit that moves them waits for the database."""
+        if asked:
+            self._work.many(schema.ENQUEUE, [(a.task_id, a.path, a.agent, a.priority, a.document) for a in asked])
+
+    def known(self, task_ids: Sequence[str]) -> set[str]:
+        rows = self._work.run(schema.KNOWN, {"ids": list(task_ids)}) if task_ids else []
+        return {str(r[0]) for r in rows}
+
+    def unapplied(self, limit: int = 200) -> list[Outcome]:
+        """Finished tasks whose outcome the board branch does not show yet."""
+        rows = self._work.run(schema.UNAPPLIED, {"limit": limit})
+        return [Outcome(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
+
+    def applied(self, task_ids: Sequence[str]) -> None:
+        if task_ids:
+            self._work.run(schema.APPLIED, {"ids": list(task_ids)})
+
+    def reconcile(self) -> None:
+        """A row finished without an outcome (its node died in between, on an older version) is reopened."""
         try:
-            self._work.many(schema.ENQUEUE, [_row(task) for task in tasks])
-            self._work.run(schema.REOPEN, {"ids": [t.id for t in tasks], "lease": self.lease_timeout_s})
+            self._work.run(schema.REOPEN, {"lease": self.lease_timeout_s})
         except Unreachable as exc:
             log.warning("fleet.reconcile_failed", error=str(exc))
 
@@ -137,7 +172,8 @@ class PostgresCoordinator:
         except Unreachable as exc:
             log.warning("fleet.take_failed", error=str(exc))
             return []
-        grants = [Grant(str(r[0]), str(r[1]), int(r[2]), bool(r[3])) for r in rows]
+        grants = [Grant(str(r[0]), str(r[1]), int(r[2]), bool(r[3]), None if r[4] is None else str(r[4]))
+                  for r in rows]
         with self._held_lock:
             for grant in grants:
                 self._held[grant.task_id] = grant.fence
@@ -158,9 +194,15 @@ class PostgresCoordinator:
         """Before publishing: extend the lease if this node still holds it under its fence."""
         return self._fenced(task_id, schema.EXTEND, {"lease": self.lease_timeout_s}, forget=False)
 
-    def commit(self, task_id: str, status: str) -> bool:
-        """The task's end, recorded under its fence before the board is written; False: another node has it."""
-        return self._fenced(task_id, schema.COMMIT, {"status": status}, forget=True)
+    def commit(self, task_id: str, status: str, outcome: Path | None = None) -> bool:
+        """The task's end and its finished file (`outcome`), recorded in the statement that checks the fence;
+        False: another node has the task, and nothing of this node's lands on the board."""
+        try:
+            text = outcome.read_text(encoding="utf-8") if outcome is not None else None
+        except OSError as exc:
+            log.error("fleet.outcome_unreadable", task_id=task_id, file=str(outcome), error=str(exc))
+            text = None
+        return self._fenced(task_id, schema.COMMIT, {"status": status, "outcome": text}, forget=True)
 
     def _fenced(self, task_id: str, sql: str, params: dict[str, object], *, forget: bool) -> bool:
         with self._held_lock:
@@ -220,8 +262,3 @@ class PostgresCoordinator:
 def _create_schema(conn: psycopg.Connection[Row]) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.SCHEMA_LOCK,))
     conn.execute(schema.SCHEMA)
-
-
-def _row(task: Task) -> tuple[str, str, str, int]:
-    board_root = task.path.parent.parent.parent   # <board>/assigned/<agent>/<file>
-    return (task.id, str(task.path.relative_to(board_root)), task.agent, -task.priority_rank)

@@ -1,4 +1,5 @@
-"""The fleet's tables: one row per task that entered assigned/ (its lease and fence), one per node.
+"""The fleet's tables: one row per task the board leader took from the inbox (its document, lease, fence and
+outcome), one per node, and the leader's epoch (the board's fence).
 
 Times are the server's `now()`, never a node's clock: leases between machines whose clocks disagree still
 expire after the same wall time.
@@ -25,6 +26,17 @@ CREATE TABLE IF NOT EXISTS conveyor_tasks (
 );
 CREATE INDEX IF NOT EXISTS conveyor_tasks_open ON conveyor_tasks (state, lease_until)
     WHERE state IN ('queued', 'leased');
+ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS document text;     -- the task file as asked
+ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS outcome text;      -- the finished file, under the fence
+ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS applied boolean NOT NULL DEFAULT false;  -- on the board
+CREATE INDEX IF NOT EXISTS conveyor_tasks_unapplied ON conveyor_tasks (finished_at)
+    WHERE state IN ('done', 'error') AND NOT applied;
+CREATE TABLE IF NOT EXISTS conveyor_leader (
+    id    integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    epoch bigint NOT NULL,                     -- grows with every new leader: a board push quotes it
+    node  text NOT NULL,
+    since timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS conveyor_nodes (
     node         text PRIMARY KEY,
     host         text NOT NULL,
@@ -50,7 +62,7 @@ UPDATE conveyor_tasks AS t
 SET state = 'leased', owner = %(node)s, fence = t.fence + 1, grants = t.grants + 1,
     lease_until = now() + make_interval(secs => %(lease)s)
 FROM picked WHERE t.task_id = picked.task_id
-RETURNING t.task_id, t.path, t.fence, picked.previous IS NOT NULL
+RETURNING t.task_id, t.path, t.fence, picked.previous IS NOT NULL, t.document
 """
 
 EXTEND = """
@@ -65,8 +77,9 @@ WHERE owner = %(node)s AND task_id = ANY(%(ids)s) AND state = 'leased'
 RETURNING task_id, fence
 """
 
+# The outcome is recorded in the statement that checks the fence: a stale node's result never lands.
 COMMIT = """
-UPDATE conveyor_tasks SET state = %(status)s, finished_at = now(), lease_until = NULL
+UPDATE conveyor_tasks SET state = %(status)s, finished_at = now(), lease_until = NULL, outcome = %(outcome)s
 WHERE task_id = %(task_id)s AND owner = %(node)s AND fence = %(fence)s AND state = 'leased'
 RETURNING task_id
 """
@@ -77,15 +90,35 @@ WHERE owner = %(node)s AND state = 'leased' AND (%(task_id)s::text IS NULL OR ta
 """
 
 ENQUEUE = """
-INSERT INTO conveyor_tasks (task_id, path, agent, priority) VALUES (%s, %s, %s, %s)
+INSERT INTO conveyor_tasks (task_id, path, agent, priority, document) VALUES (%s, %s, %s, %s, %s)
 ON CONFLICT (task_id) DO NOTHING
 """
 
-# A file still in assigned/ whose row says finished: its node died between the database and the board move.
-# Expire it under its old owner, so the next node takes it over (and finishes it from its commit, if any).
+KNOWN = "SELECT task_id FROM conveyor_tasks WHERE task_id = ANY(%(ids)s)"
+
+# Finished tasks whose outcome the board branch does not show yet (the leader writes them, then APPLIED).
+UNAPPLIED = """
+SELECT task_id, path, agent, state, outcome FROM conveyor_tasks
+WHERE state IN ('done', 'error') AND NOT applied AND outcome IS NOT NULL
+ORDER BY finished_at, task_id LIMIT %(limit)s
+"""
+
+APPLIED = "UPDATE conveyor_tasks SET applied = true WHERE task_id = ANY(%(ids)s) AND state IN ('done', 'error')"
+
+# A new leader: the epoch grows in the database, and every board commit it pushes carries it.
+LEAD = """
+INSERT INTO conveyor_leader (id, epoch, node) VALUES (1, 1, %(node)s)
+ON CONFLICT (id) DO UPDATE SET epoch = conveyor_leader.epoch + 1, node = EXCLUDED.node, since = now()
+RETURNING epoch
+"""
+
+LEADING = "SELECT 1 FROM conveyor_leader WHERE id = 1 AND epoch = %(epoch)s AND node = %(node)s"
+
+# A row that says finished but carries no outcome (written by an older version between the database and the
+# board move): expire it under its old owner, so the next node takes it over (and finishes it from its commit).
 REOPEN = """
 UPDATE conveyor_tasks SET state = 'leased', lease_until = now() - interval '1 second'
-WHERE task_id = ANY(%(ids)s) AND state IN ('done', 'error')
+WHERE state IN ('done', 'error') AND outcome IS NULL
   AND finished_at < now() - make_interval(secs => %(lease)s)
 """
 

@@ -1,13 +1,17 @@
 """The daemon's side of the coordinator: lead when elected, take this node's share of the work.
 
 Single host: the node always leads and `pull` takes nothing (intake fills the ready queue directly). In a
-fleet the leader's intake offers each claimed task to the database; every node then takes leases for as
-many tasks as it has free slots, and a task whose node died is taken over here (`recovery.take_over`).
+fleet the leader's board keeper (board_keeper.py) offers what was asked to the database; every node then
+takes leases for as many tasks as it has free slots, writes each task's document into its own clone's
+board folder (a working copy: the board people read is the remote's board branch) and runs it there; a
+task whose node died is taken over here (`recovery.take_over`, from the task branch the dead node pushed).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from pathlib import Path
 
 import structlog
@@ -16,13 +20,17 @@ from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.coordination import Coordinator
-from conveyor.core.errors import TaskFileError
-from conveyor.core.task import Task, parse_task, task_id_from_path
+from conveyor.core.errors import GitError, TaskFileError
+from conveyor.core.state_files import task_branch
+from conveyor.core.task import Task, parse_task
 from conveyor.core.timeutil import Clock, utc_iso
+from conveyor.daemon.board_keeper import BoardKeeper
+from conveyor.daemon.offloop import OffLoop
 from conveyor.daemon.ready_queue import ReadyQueue, signature
 from conveyor.pipeline import recovery
 from conveyor.pipeline.finish import Report
 from conveyor.telemetry.store import Telemetry
+from conveyor.workspace import git
 
 log = structlog.get_logger("conveyor.daemon.fleet")
 
@@ -30,7 +38,7 @@ log = structlog.get_logger("conveyor.daemon.fleet")
 class FleetPump:
     def __init__(self, coordinator: Coordinator, config: Callable[[], Config], layout: BoardLayout,
                  ready: ReadyQueue, telemetry: Telemetry, clock: Clock, env: Mapping[str, str],
-                 apply: Callable[[Report], None]) -> None:
+                 apply: Callable[[Report], None], executor: Executor) -> None:
         self.coordinator = coordinator
         self._config = config
         self._layout = layout
@@ -41,17 +49,23 @@ class FleetPump:
         self._apply = apply
         self._leading = False
         self._reconciled_at = float("-inf")
+        ledger = coordinator.ledger
+        self.keeper = None if ledger is None else BoardKeeper(config, ledger, clock)
+        self._keep = None if self.keeper is None else OffLoop(executor, self.keeper.run)
 
     def lead(self) -> bool:
-        """Whether this node does the board's work this pass; a new leader first checks assigned/ against
-        the database (a task the last leader moved but never offered is offered now)."""
+        """Whether this node does the board's work this pass. In a fleet the leader's board work is the
+        keeper's pass (off the loop), and this node's own inbox is never read: what was asked is on the
+        remote."""
         leading = self.coordinator.is_leader()
         if not self.coordinator.shared:
             return leading
         now = self._clock()
         if leading and (not self._leading or now - self._reconciled_at >= self._config().daemon.rescan_interval_s):
             self._reconciled_at = now
-            self.coordinator.reconcile(self._assigned())
+            self.coordinator.reconcile()
+        if leading and self.keeper is not None and self._keep is not None and self.keeper.due():
+            self._keep()
         self._leading = leading
         return leading
 
@@ -62,10 +76,13 @@ class FleetPump:
         taken = 0
         for grant in self.coordinator.take(free):
             path = self._layout.root / grant.path
+            if grant.document is not None:
+                self._place(grant.task_id, path, grant.document)
             task = self._read(grant.task_id, path)
             if task is None:
                 continue
             if grant.takeover:
+                self._fetch_branch(task)
                 config = self._config()
                 report = recovery.take_over(task, config, self._layout, self._telemetry, self._clock, self._env,
                                             self.coordinator)
@@ -94,12 +111,37 @@ class FleetPump:
                           problems=[p.render() for p in exc.problems])
             return None
 
-    def _assigned(self) -> list[Task]:
-        tasks = []
-        for path in board.task_files(self._layout.assigned):
-            try:
-                tasks.append(parse_task(path))
-            except (TaskFileError, OSError) as exc:   # start-up recovery of the node that runs it reports it
-                log.debug("fleet.reconcile_skipped", task_id=task_id_from_path(path), error=str(exc))
-        return tasks
+    def _place(self, task_id: str, path: Path, document: str) -> None:
+        """The granted task's file in this node's own board folder, as the leader read it; a copy of an
+        earlier run here (finished, or lost to another node) is replaced."""
+        for folder in board.all_folders(self._layout):
+            for suffix in (".yaml", ".yml"):
+                stale = folder / f"{task_id}{suffix}"
+                if stale != path:
+                    stale.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.fleet")
+        tmp.write_text(document, encoding="utf-8")
+        tmp.replace(path)
 
+    def _fetch_branch(self, task: Task) -> None:
+        """A takeover: the dead node's pushed commit, if any, is on the remote; bring its task branch here
+        (this node's worktree of an earlier run goes first: git would not update a checked-out branch)."""
+        config = self._config()
+        remote = config.daemon.remote.name
+        if not remote:
+            return
+        branch = task_branch(task.id)
+        with contextlib.suppress(GitError):
+            for entry in git.list_worktrees(config.repo):
+                if entry.branch == branch:
+                    git.remove_worktree(config.repo, entry.path)
+        try:
+            git.run(config.repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
+                    f"+refs/heads/{branch}:refs/heads/{branch}")
+            log.info("fleet.branch_fetched", task_id=task.id, branch=branch)
+        except GitError:
+            # not pushed: a commit of an earlier run here is still published; an empty branch goes
+            with contextlib.suppress(GitError):
+                if git.find_task_commit(config.repo, branch, task.id) is None:
+                    git.delete_branch(config.repo, branch)

@@ -138,7 +138,7 @@ class Daemon(_Control):
                              clock, offer=self.coordination.enqueue, running=self._running.__contains__,
                              scan_assigned=not self.coordination.shared)
         self.fleet = FleetPump(self.coordination, lambda: self.config, self.layout, self.ready, self.telemetry,
-                               clock, self.env, self._apply)
+                               clock, self.env, self._apply, self._executor)
         self.inbox = self.intake.inbox
         self.started_at, self.completed = clock(), 0
         self.snapshot = SnapshotWriter(config.state_dir, self.notifier, self.health, clock, self.started_at)
@@ -204,7 +204,9 @@ class Daemon(_Control):
                 self.periodic.run_due()            # rescan, worktree reaper, outcomes, archive, merges, roadmap
                 self.upkeep.before_intake()        # roadmap tasks made here (and hand-offs made while
                                                    # reaping) are claimed below, in the same pass
-            claimed = self.intake.run() if leader and not self._stop_requested.is_set() else 0
+            # a fleet's leader reads what was asked from the remote (fleet.keeper), never this clone's inbox/
+            local_intake = leader and self.fleet.keeper is None and not self._stop_requested.is_set()
+            claimed = self.intake.run() if local_intake else 0
             if claimed >= BURST_CLAIMS:
                 # A flood: keep claiming before starting anything. Workers starting tasks compete with
                 # this thread for the GIL and made each claim several times slower; the queue is the

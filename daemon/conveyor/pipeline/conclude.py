@@ -84,6 +84,8 @@ class Job:
     over_budget: Callable[[], str | None] = lambda: None
     # The review stage's read-only reviewer run (None: this pipeline cannot review; see pipeline.review).
     review: reviewing.ReviewRunner | None = None
+    # A fleet's fence, compared just before the push (None on a single host: the push replaces an older one).
+    still_mine: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -430,7 +432,7 @@ def _commit_and_publish(job: Job, runs: list[Run], changed: list[str], checks: l
     published = publish_commit(job.config, job.env, job.task, job.branch, sha=sha, summary=summary,
                                files=changed, checks=check_dicts, totals=totals, tool=last.route.tool_name,
                                model=model, partial_reason=partial_reason, notes=notes,
-                               extra_labels=extra_labels, draft=draft)
+                               extra_labels=extra_labels, draft=draft, still_mine=job.still_mine)
     job.telemetry.record_result(last.row_id, commit_sha=sha, pr_url=published.pr_url, branch=job.branch)
     result = result_block(runs, branch=job.branch, changed=changed, checks=check_dicts, skipped=job.skipped)
     result.update({"commit": sha, "pr_url": published.pr_url, "publish": published.message})

@@ -6,6 +6,7 @@ wrote it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,6 +16,7 @@ import structlog
 
 from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout
+from conveyor.coordination.base import Fence
 from conveyor.core.errors import GitError
 from conveyor.core.printable import printable_data
 from conveyor.core.task import Task, TaskStatus
@@ -95,6 +97,19 @@ def requeue(task: Task, reason: str, *, spent: bool, not_before: float = 0.0) ->
     attempt = task.attempt if spent else max(task.attempt - 1, 0)
     board.rewrite(task, {"status": TaskStatus.ASSIGNED.value, "attempt": attempt})
     return Report(Disposition.REQUEUED, task, not_before=not_before, reason=reason)
+
+
+def recorded(report: Report, fence: Fence, status: str) -> Report:
+    """A finished file counts once the fence takes it as the task's outcome (in a fleet the node's board is
+    its own clone's, and the leader writes the outcome to the board branch). A stale node's file is
+    removed again: its result never lands anywhere."""
+    if report.disposition not in (Disposition.DONE, Disposition.FAILED):
+        return report
+    if fence.commit(report.task.id, status, report.task.path):
+        return report
+    with contextlib.suppress(OSError):
+        report.task.path.unlink()
+    return lost(report.task)
 
 
 def lost(task: Task) -> Report:

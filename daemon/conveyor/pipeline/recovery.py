@@ -32,7 +32,7 @@ from conveyor.core.state_files import task_branch
 from conveyor.core.task import Task, parse_task, task_id_from_path
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline import follow_up as followups
-from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost
+from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost, recorded
 from conveyor.pipeline.questions import is_parked
 from conveyor.pipeline.review import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.pipeline.run import AGENT_PIDS_DIR
@@ -183,10 +183,11 @@ def take_over(task: Task, config: Config, layout: BoardLayout, telemetry: Teleme
     except GitError:
         sha = None
     if sha is not None:
-        if not fence.commit(task.id, "done"):
+        if not fence.still_mine(task.id):
             return lost(task)
         bound.info("fleet.resume_from_commit", commit=sha)
-        return _finish_from_commit(task, config, layout, telemetry, clock, branch, sha, env)
+        return recorded(_finish_from_commit(task, config, layout, telemetry, clock, branch, sha, env, fence),
+                        fence, "done")
     # a git command killed with the old node may have left the branch's ref locked; the lease makes it ours
     stale_lock = config.git_dir / "refs" / "heads" / f"{branch}.lock"
     if stale_lock.exists():
@@ -206,7 +207,7 @@ def take_over(task: Task, config: Config, layout: BoardLayout, telemetry: Teleme
 
 
 def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
-                        branch: str, sha: str, env: Mapping[str, str]) -> Report:
+                        branch: str, sha: str, env: Mapping[str, str], fence: Fence | None = None) -> Report:
     """The gate passed before the commit, so only publishing is left (idempotent: an existing pull request
     is found, not duplicated)."""
     rows = _rows_of_attempt(telemetry, task)
@@ -226,7 +227,7 @@ def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemet
         config, env, task, branch, sha=sha, summary=summary, files=files, checks=checks, totals=totals,
         tool=last.get("tool"), model=last.get("model"), partial_reason=partial,
         notes=["_Committed before a restart; published by start-up recovery._"], extra_labels=held,
-        draft=bool(held))
+        draft=bool(held), still_mine=None if fence is None else lambda: fence.still_mine(task.id))
     result = result_from_rows(rows, summary=summary or "committed before a restart; finished by start-up recovery",
                               branch=branch, changed=files)
     result.update({"commit": sha, "pr_url": published.pr_url, "publish": published.message, "checks": checks,

@@ -33,7 +33,7 @@ from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline import conclude as completion
 from conveyor.pipeline import follow_up as followups
 from conveyor.pipeline import questions
-from conveyor.pipeline.finish import Disposition, Report, cancelled, fail, finish, lost, park, requeue
+from conveyor.pipeline.finish import Disposition, Report, cancelled, fail, finish, lost, park, recorded, requeue
 from conveyor.runner import pids as agent_pids
 from conveyor.runner.bwrap import BwrapProbe
 from conveyor.runner.env import build_env
@@ -493,7 +493,8 @@ def _conclude(task: Task, deps: Collaborators, bound: Any, last: _Attempt, works
                          workspace=workspace, branch=workspace.branch, attempt=attempt,
                          commit_type=settings_type(task, deps), prompt=prompt,
                          cancel=cancel, follow_up=follow_up, sandbox=sandbox_context(deps), skipped=tuple(skipped),
-                         over_budget=over_budget, review=review)
+                         over_budget=over_budget, review=review, still_mine=(lambda: deps.fence.still_mine(task.id))
+                         if deps.config.daemon.coordination else None)
     if not deps.fence.still_mine(task.id):   # a late node publishes nothing: the task is another node's now
         return lost(task)
     verdict = completion.conclude(job, last)
@@ -538,17 +539,14 @@ def settings_type(task: Task, deps: Collaborators) -> str:
 
 
 def _finish(task: Task, deps: Collaborators, result: dict[str, Any]) -> Report:
-    if not deps.fence.commit(task.id, "done"):
-        return lost(task)
-    return finish(task, deps.layout, deps.clock(), result)
+    return recorded(finish(task, deps.layout, deps.clock(), result), deps.fence, "done")
 
 
 def _fail(task: Task, deps: Collaborators, message: str, *, kind: str, log_path: str | None,
           extra: Mapping[str, Any] | None = None) -> Report:
-    if not deps.fence.commit(task.id, "error"):
-        return lost(task)
     keep_log = log_path if deps.config.daemon.privacy == "full" else None   # metadata mode keeps no transcript
-    return fail(task, deps.layout, deps.clock(), message, kind=kind, log_path=keep_log, extra=extra)
+    return recorded(fail(task, deps.layout, deps.clock(), message, kind=kind, log_path=keep_log, extra=extra),
+                    deps.fence, "error")
 
 
 def _requeue(task: Task, deps: Collaborators, reason: str, *, spent: bool, not_before: float = 0.0) -> Report:

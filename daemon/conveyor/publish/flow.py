@@ -10,7 +10,7 @@ a no-op and `ensure_pull_request` finds the pull request opened the first time.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,14 +71,20 @@ def destination(repo: Path, settings: DaemonSettings) -> Destination:
 
 
 def publish(repo: Path, settings: DaemonSettings, env: Mapping[str, str], where: Destination,
-            request: PublishRequest) -> Published:
-    """Push `request.branch` to `where.remote`, then ensure its pull request; never raises for either."""
+            request: PublishRequest, *, still_mine: Callable[[], bool] | None = None) -> Published:
+    """Push `request.branch` to `where.remote`, then ensure its pull request; never raises for either.
+
+    In a fleet (`still_mine` given) the lease's fence is compared just before the push, and the push only
+    fast-forwards: a node whose lease passed on pushes nothing, and cannot replace another node's commit."""
     bound = log.bind(branch=request.branch)
     if where.remote is None:
         bound.info("publish.local_only", reason=where.why_local)
         return Published(where.why_local or "local branch only")
+    if still_mine is not None and not still_mine():
+        bound.warning("publish.fenced", note="the lease passed to another node: nothing pushed")
+        return Published("not pushed: the lease passed to another node")
     try:
-        git.push(repo, where.remote, request.branch)
+        git.push(repo, where.remote, request.branch, replace=still_mine is None)
     except GitError as exc:
         reason = _URL_CREDENTIALS.sub(r"\1***@", str(exc))
         bound.error("publish.push_failed", remote=where.remote, error=reason)

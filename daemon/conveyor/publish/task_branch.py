@@ -7,7 +7,7 @@ work, the `Conveyor-Partial` trailer).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from conveyor.config import Config
@@ -63,7 +63,8 @@ def commit_summary(message: str) -> str:
 def publish_commit(config: Config, env: Mapping[str, str], task: Task, branch: str, *, sha: str, summary: str,
                    files: Sequence[str], checks: Sequence[Mapping[str, Any]], totals: Totals,
                    tool: str | None, model: str | None, partial_reason: str | None,
-                   notes: Sequence[str] = (), extra_labels: Sequence[str] = (), draft: bool = False) -> Published:
+                   notes: Sequence[str] = (), extra_labels: Sequence[str] = (), draft: bool = False,
+                   still_mine: Callable[[], bool] | None = None) -> Published:
     """Push the task's branch and open (or find) its pull request; partial work goes as a labelled draft.
 
     `extra_labels` and `draft` come from the review stage and the size gate (`unreviewed`,
@@ -85,4 +86,4 @@ def publish_commit(config: Config, env: Mapping[str, str], task: Task, branch: s
         labels=labels_for([*settings.pull_requests.labels, *extra_labels], task.get_list("labels"),
                           partial=partial),
         draft=settings.pull_requests.draft or partial or draft)
-    return publish(config.repo, settings, env, where, request)
+    return publish(config.repo, settings, env, where, request, still_mine=still_mine)

@@ -326,15 +326,16 @@ def remote_url(repo: Path, remote: str) -> str | None:
         return None
 
 
-def push(repo: Path, remote: str, branch: str) -> None:
-    """Push the task branch (never the base branch) to `remote`, replacing an older push of it.
+def push(repo: Path, remote: str, branch: str, *, replace: bool = True) -> None:
+    """Push the task branch (never the base branch) to `remote`, replacing an older push of it (`replace`),
+    or only as a fast-forward (a fleet: another node's push of the branch is never overwritten).
 
     Runs in the user's repository, whose configuration (the remote's URL) no agent can write: agents work
     in repositories of their own (see task_workspace)."""
     if not re.match(r"conveyor/", branch):
         raise GitError(f"refusing to push '{branch}': only conveyor/* task branches are pushed")
     refspec = f"refs/heads/{branch}:refs/heads/{branch}"
-    run(repo, "push", "--force-with-lease", "--no-verify", "--quiet", remote, refspec)
+    run(repo, "push", *(["--force-with-lease"] if replace else []), "--no-verify", "--quiet", remote, refspec)
 
 
 class BranchMoved(GitError):

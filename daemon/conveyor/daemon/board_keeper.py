@@ -1,0 +1,200 @@
+"""The fleet's board leader: what was asked comes from the remote, board moves go back to it as commits.
+
+Every node works in its own clone, so the board the person reads is a branch of the remote
+(`fleet.board_branch`, default `conveyor/board`; never the base branch, which Conveyor does not push).
+One pass of the leader:
+
+1. fetch the base branch and the board branch;
+2. take what was asked: task files in the base branch's `inbox/` (and the board branch's own `inbox/`)
+   that the board branch does not show in `assigned/`, `done/` or `archive/` yet; a readable one is offered
+   to the fleet through the database with its text and moved to `assigned/<agent>/` on the board, an
+   unreadable one goes to the rejected folder with its report (once per version of the file);
+3. finished tasks' outcomes, which their nodes recorded in the database under their fence, become
+   `done/<agent>/<file>` on the board (and leave `assigned/`);
+4. commit on the fetched board tip (with the leader's epoch as a trailer) and push it as a fast-forward,
+   after checking the leader's epoch in the database. A push rejected because the remote moved: fetch and
+   redo the pass on the new tip (moves are a function of the database and the asked files, so redoing one
+   is safe). A board tip carrying a newer epoch means another node leads: this one writes nothing.
+
+Runs off the loop's thread (git and the network may be slow); it touches no loop state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+import structlog
+
+from conveyor.board.layout import REJECTED
+from conveyor.board.remote_board import Draft, RemoteBoard
+from conveyor.config import Config
+from conveyor.coordination import Asked, BoardLedger, Outcome
+from conveyor.coordination.link import Unreachable
+from conveyor.core import yamlio
+from conveyor.core.errors import GitError, Problem, TaskFileError
+from conveyor.core.task import TASK_SUFFIXES, Task, validate_document
+from conveyor.core.timeutil import Clock, utc_iso
+
+log = structlog.get_logger("conveyor.daemon.board_keeper")
+PUSH_TRIES = 5
+INDEX_FILE = "fleet-board.index"
+SETTLED = ("assigned", "done", "archive")   # a task file in one of these on the board was asked already
+
+
+class BoardKeeper:
+    def __init__(self, config: Callable[[], Config], ledger: BoardLedger, clock: Clock) -> None:
+        self._config = config
+        self._ledger = ledger
+        self._clock = clock
+        self._last = float("-inf")
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self._config().daemon.fleet.sync_s
+
+    def run(self) -> None:
+        """One leader pass (see the module docstring); never raises: the next pass tries again."""
+        self._last = time.monotonic()
+        try:
+            for _try in range(PUSH_TRIES):
+                if self._pass():
+                    return
+                log.info("fleet.board_push_rejected", note="the remote's board branch moved: fetched, redoing")
+            log.warning("fleet.board_push_gave_up", tries=PUSH_TRIES, note="tried again on the next pass")
+        except (GitError, OSError) as exc:
+            log.warning("fleet.board_git_failed", error=str(exc), note="tried again on the next pass")
+        except Unreachable as exc:
+            log.warning("fleet.board_db_unreachable", error=str(exc), note="tried again on the next pass")
+
+    def _remote(self) -> RemoteBoard:
+        config = self._config()
+        settings = config.daemon
+        remote = settings.remote.name
+        if not remote:
+            raise GitError("a fleet needs remote.name in daemon.yaml")
+        return RemoteBoard(config.repo, remote, settings.base_branch, settings.fleet.board_branch,
+                           config.state_dir / INDEX_FILE)
+
+    def _pass(self) -> bool:
+        """True when done (pushed, nothing to push, or not ours to push); False: the push was rejected."""
+        config = self._config()
+        board_dir = config.daemon.board_dir.strip("/")
+        remote = self._remote()
+        remote.fetch()
+        draft = remote.draft(board_dir)
+        tip_epoch = remote.epoch_of(draft.board_tip)
+        if tip_epoch > self._ledger.epoch:
+            log.warning("fleet.board_stale", epoch=self._ledger.epoch, board_epoch=tip_epoch,
+                        note="a newer leader wrote the board: this node writes nothing")
+            return True
+        asked, rejected = self._intake(remote, draft, board_dir)
+        outcomes = self._ledger.unapplied()
+        for outcome in outcomes:
+            self._apply(remote, draft, board_dir, outcome)
+        self._ledger.offer(asked)      # before the push: a task the board shows as assigned is in the database
+        events = ([f"assigned {a.task_id}" for a in asked] + [f"rejected {name}" for name in rejected]
+                  + [f"{o.status} {o.task_id}" for o in outcomes])
+        author = (config.daemon.commit.author_name, config.daemon.commit.author_email)
+        sha = remote.commit(draft, _message(events), self._ledger.epoch, author) if draft.changed else None
+        if sha is None:
+            self._ledger.applied([o.task_id for o in outcomes])
+            return True
+        if not self._ledger.still_leading():
+            log.warning("fleet.board_fenced", epoch=self._ledger.epoch, note="leadership passed on: not pushed")
+            return True
+        if not remote.push(sha):
+            return False
+        self._ledger.applied([o.task_id for o in outcomes])
+        log.info("fleet.board_pushed", commit=sha, branch=remote.branch, assigned=len(asked),
+                 finished=len(outcomes), rejected=len(rejected), epoch=self._ledger.epoch)
+        return True
+
+    # ---------------------------------------------------------------- what was asked
+    def _intake(self, remote: RemoteBoard, draft: Draft, board_dir: str) -> tuple[list[Asked], list[str]]:
+        settled = {PurePosixPath(p).stem for p in draft.files if _folder(p, board_dir) in SETTLED}
+        rejected_dir = f"{board_dir}/{REJECTED}"
+        sources = [(draft.base_tip, p) for p in remote.list(draft.base_tip, f"{board_dir}/inbox")]
+        if draft.board_tip is not None:
+            sources += [(draft.board_tip, p) for p in draft.files if _folder(p, board_dir) == "inbox"]
+        asked: list[Asked] = []
+        rejected: list[str] = []
+        seen: set[str] = set()
+        for rev, path in sources:
+            name = PurePosixPath(path).name
+            stem = PurePosixPath(path).stem
+            if PurePosixPath(path).suffix not in TASK_SUFFIXES or stem in settled or stem in seen:
+                continue
+            seen.add(stem)
+            data = remote.read(rev, path)
+            try:
+                task = _parse(path, data)
+            except TaskFileError as exc:
+                report = f"{rejected_dir}/{name}.error.yaml"
+                if report in draft.files and _digest(data) in remote.read(draft.parent, report).decode(
+                        "utf-8", "replace"):
+                    continue                          # this very version was rejected already
+                remote.put(draft, f"{rejected_dir}/{name}", data)
+                remote.put(draft, report, _report(name, data, exc.problems, utc_iso(self._clock())).encode())
+                remote.remove(draft, f"{board_dir}/inbox/{name}")
+                rejected.append(name)
+                log.error("fleet.task_rejected", file=path, problems=[p.render() for p in exc.problems])
+                continue
+            target = f"assigned/{task.agent}/{name}"
+            remote.remove(draft, f"{board_dir}/inbox/{name}")
+            remote.put(draft, f"{board_dir}/{target}", data)
+            asked.append(Asked(task.id, target, task.agent, -task.priority_rank, data.decode("utf-8")))
+        return asked, rejected
+
+    # ---------------------------------------------------------------- what finished
+    def _apply(self, remote: RemoteBoard, draft: Draft, board_dir: str, outcome: Outcome) -> None:
+        name = PurePosixPath(outcome.path).name
+        for path in [p for p in draft.files if PurePosixPath(p).name == name
+                     and _folder(p, board_dir) in ("inbox", "assigned")]:
+            remote.remove(draft, path)
+        remote.put(draft, f"{board_dir}/done/{outcome.agent}/{name}", outcome.document.encode("utf-8"))
+
+
+def _folder(path: str, board_dir: str) -> str:
+    parts = PurePosixPath(path).relative_to(board_dir).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def _parse(path: str, data: bytes) -> Task:
+    if len(data) > yamlio.MAX_FILE_BYTES:
+        raise TaskFileError([Problem(path, f"is {len(data)} bytes, over the {yamlio.MAX_FILE_BYTES} limit",
+                                     "split the description, or link to a file in the repository")])
+    try:
+        document = yamlio.loads(data)
+    except yamlio.YamlProblem as exc:
+        raise TaskFileError([Problem(path, exc.message, exc.fix, line=exc.line)]) from exc
+    return validate_document(Path(path), document, data.decode("utf-8", "replace"))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _report(name: str, data: bytes, problems: list[Problem], now_iso: str) -> str:
+    stem = PurePosixPath(name).stem
+    return yamlio.dumps({
+        "file": name,
+        "rejected_at": now_iso,
+        "sha256": _digest(data),
+        "problems": [{k: v for k, v in p.as_dict().items() if v not in (None, "")} | {"file": name}
+                     for p in problems],
+        "what_to_do": f"fix the problems above in the base branch's inbox/{name} (keep the name "
+                      f"{stem}.yaml); the board leader reads it again once it changes",
+    })
+
+
+def _message(events: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for line in events:
+        kind = line.split(" ", 1)[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    summary = ", ".join(f"{kind} {count}" for kind, count in counts.items()) or "sync"
+    body = "\n".join(f"- {line}" for line in events[:200])
+    more = f"\n- ... and {len(events) - 200} more" if len(events) > 200 else ""
+    return f"chore(conveyor): board: {summary}\n\n{body}{more}\n"
