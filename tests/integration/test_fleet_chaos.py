@@ -77,7 +77,7 @@ def test_fleet_chaos_kills_and_a_database_restart_leave_every_task_done_exactly_
 
 def check_board(fleet: Fleet, ids: list[str]) -> None:
     files = fleet.board_files()
-    done = Counter(Path(p).stem for p in files if p.startswith("done/"))
+    done = Counter(Path(p).stem for p in files if p.startswith("done/") and p.endswith(".yaml"))
     assert done == Counter({t: 1 for t in ids})                                  # each done exactly once
     assert not [p for p in files if p.startswith(("assigned/backend-dev/", "inbox/chaos-", "_rejected/"))]
     for task_id in ids:
@@ -115,11 +115,17 @@ def check_telemetry(fleet: Fleet, ids: list[str], commits: dict[str, str]) -> No
         finally:
             conn.close()
     assert [r for r in rows if r["outcome"] == "running"] == []    # a killed node's runs were marked on restart
+    resumed = {e["task_id"] for n in fleet.nodes for e in n.events("fleet.resume_from_commit")}
     for task_id in ids:
         mine = [r for r in rows if r["task_id"] == task_id]
         committed = [r for r in mine if r["commit_sha"]]
-        assert len(committed) == 1, mine                           # one completed row made the task's commit
-        assert (committed[0]["outcome"], committed[0]["commit_sha"]) == ("ok", commits[task_id])
-        assert {r["outcome"] for r in mine if r is not committed[0]} <= {"interrupted", "ok"}, mine
+        assert len(committed) <= 1, mine                           # no commit was made twice
+        if committed:                                              # the run that made the task's commit
+            assert (committed[0]["outcome"], committed[0]["commit_sha"]) == ("ok", commits[task_id])
+        else:
+            # its node died after pushing the commit and before noting it; another node published that
+            # commit (telemetry is per node: the row that made it stays `ok` in the dead node's database)
+            assert task_id in resumed and any(r["outcome"] == "ok" for r in mine), mine
+        assert {r["outcome"] for r in mine} <= {"interrupted", "ok"}, mine
     print(f"telemetry: {len(rows)} rows for {len(ids)} tasks, "
           f"{sum(r['outcome'] == 'interrupted' for r in rows)} interrupted")

@@ -71,7 +71,7 @@ class GitFleet:
         return [line.removeprefix(BOARD + "/") for line in out.splitlines() if line]
 
     def done_ids(self) -> set[str]:
-        return {Path(p).stem for p in self.board_files() if p.startswith("done/")}
+        return {Path(p).stem for p in self.board_files() if p.startswith("done/") and p.endswith(".yaml")}
 
     def board_doc(self, path: str) -> dict[str, Any]:
         document = yaml.safe_load(git(self.remote, "show", f"{self.board_branch}:{BOARD}/{path}"))
