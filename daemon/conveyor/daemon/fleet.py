@@ -53,6 +53,11 @@ class FleetPump:
         self.keeper = None if ledger is None else BoardKeeper(config, ledger, clock)
         self._keep = None if self.keeper is None else OffLoop(executor, self.keeper.run)
 
+    @property
+    def local(self) -> bool:
+        """Whether this node's own inbox/ is where tasks are asked: a fleet's leader reads the remote's."""
+        return self.keeper is None
+
     def lead(self) -> bool:
         """Whether this node does the board's work this pass. In a fleet the leader's board work is the
         keeper's pass (off the loop), and this node's own inbox is never read: what was asked is on the

@@ -204,9 +204,7 @@ class Daemon(_Control):
                 self.periodic.run_due()            # rescan, worktree reaper, outcomes, archive, merges, roadmap
                 self.upkeep.before_intake()        # roadmap tasks made here (and hand-offs made while
                                                    # reaping) are claimed below, in the same pass
-            # a fleet's leader reads what was asked from the remote (fleet.keeper), never this clone's inbox/
-            local_intake = leader and self.fleet.keeper is None and not self._stop_requested.is_set()
-            claimed = self.intake.run() if local_intake else 0
+            claimed = self.intake.run() if leader and self.fleet.local and not self._stop_requested.is_set() else 0
             if claimed >= BURST_CLAIMS:
                 # A flood: keep claiming before starting anything. Workers starting tasks compete with
                 # this thread for the GIL and made each claim several times slower; the queue is the
