@@ -17,10 +17,13 @@ from structlog.testing import capture_logs
 from conveyor.core.state_files import HISTORY_FILE
 from conveyor.core.task import parse_task
 from conveyor.pipeline.pr_watch_state import WatchState
-from tests.integration.gate_support import GH_REPO, Project, fake_github
+from conveyor.publish import outcomes
+from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project, fake_github, make_project
 from tests.integration.pr_watch_support import (
     TASK,
+    WORK,
     Clock,
+    configure,
     inbox_tasks,
     opened,
     push_commit,
@@ -325,3 +328,27 @@ def test_the_ci_cap_holds_with_a_fresh_state_folder(project: Project, github: Fa
     report = fresh.run()
     assert report.tasks == [] and report.gave_up == [1] and len(inbox_tasks(project)) == 2
     fresh.close()
+
+
+def test_with_the_watcher_on_the_outcome_job_asks_github_nothing(project: Project) -> None:
+    """Merged/closed come from the watcher's conditional reads; the older outcome job keeps to local git."""
+    config = project.repo.config()
+    assert config.daemon.follow_up.enabled
+    assert outcomes.github_factory({TOKEN_ENV: TOKEN})(config) is None
+
+
+def test_a_follow_up_id_that_would_be_too_long_is_skipped_with_the_fix(tmp_path: Path, github: FakeGitHub) -> None:
+    long_id = "t-" + "x" * 120
+    project = make_project(tmp_path, with_remote=True, github=github)
+    configure(project, permitted=["alice"])
+    project.script(long_id, [WORK])
+    project.repo.submit(long_id, description="Add main.")
+    assert project.run().code == 0
+    said = github.threads.comment(1, "alice", "Change it.")
+    watch = watcher(project, Clock())
+    with capture_logs() as logs:
+        assert watch.run().tasks == []
+    (skipped,) = [e for e in logs if e["event"] == "pr_watch.id_too_long"]
+    assert skipped["event_id"] == f"c{said.id}" and "shorten" in skipped["fix"]
+    assert watch.state.outcomes(GH_REPO, 1) == {f"c{said.id}": "skipped"} and inbox_tasks(project) == {}
+    watch.close()

@@ -356,11 +356,13 @@ class _Pass:
             original, head_sha=head, trigger=event.trigger, event_id=event.event_id, request=request,
             author=event.login, reply_to=(event.reply_kind, event.reply_id), round_no=None,
             created_at=utc_iso(now), title=pr_events.event_title(number, event))
-        if self.w.write_task(document):
-            self.report.tasks.append(task_id)
-            self.state.record(self.repo, number, event.event_id, "task", now, sha=head, task_id=task_id)
-            for folded in event.folds:
-                self.state.record(self.repo, number, folded, "in_review", now)
+        if not self.w.write_task(document):
+            self.state.record(self.repo, number, event.event_id, "invalid", now)   # logged once, not each pass
+            return
+        self.report.tasks.append(task_id)
+        self.state.record(self.repo, number, event.event_id, "task", now, sha=head, task_id=task_id)
+        for folded in event.folds:
+            self.state.record(self.repo, number, folded, "in_review", now)
 
     def permitted(self, login: str, is_bot: bool) -> bool:
         lowered = login.lower()

@@ -113,8 +113,8 @@ def github_factory(env: Mapping[str, str] | None = None) -> PublisherFactory:
         settings = config.daemon.pull_requests
         remote = config.daemon.remote.name
         token = source.get(settings.token_env, "")
-        if not settings.enabled or not token or remote is None:
-            return None
+        if not settings.enabled or not token or remote is None or config.daemon.follow_up.enabled:
+            return None   # with follow_up on, the PR watcher records merged/closed (conditional requests: free)
         url = git.remote_url(config.repo, remote)
         name = settings.repo or (repo_from_remote_url(url) if url else None)
         if name is None:
