@@ -185,7 +185,7 @@ def _free_name(folder: Path, name: str) -> Path:
 
 
 def reject(layout: BoardLayout, path: Path, problems: list[Problem], now_iso: str) -> Path | None:
-    """Move an unreadable file unchanged to `done/_rejected/` and write `<name>.error.yaml` beside it.
+    """Move an unreadable file unchanged to `_rejected/` and write `<name>.error.yaml` beside it.
 
     Returns the new path, or None when the file vanished meanwhile (someone else handled it). The report is
     written first: when it cannot be (a full disk), the file stays in inbox/ and nothing is half done.

@@ -114,8 +114,6 @@ def check_publishing(config: Config, env: Mapping[str, str]) -> list[Check]:
 
 
 def _without_credentials(url: str) -> str:
-    import re
-
     return re.sub(r"(://)[^/@]*@", r"\1***@", url)
 
 

@@ -15,6 +15,7 @@ import fcntl
 import functools
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -211,8 +212,6 @@ def _remove_worktree(repo: Path, path: Path) -> None:
     except GitError:
         pass
     if path.exists():
-        import shutil
-
         shutil.rmtree(path, ignore_errors=True)
     with contextlib.suppress(GitError):
         run(repo, "worktree", "prune")
