@@ -416,3 +416,24 @@ def test_github_down_at_the_start_waits_without_spending_an_attempt(project: Pro
     document = project.repo.done_doc(task_id)
     assert document["status"] == "done" and document["attempt"] == 1
     assert len(answers(github, task_id)) == 1
+
+
+def test_a_follow_up_nobody_approved_is_pushed_and_the_pull_request_labelled(project: Project,
+                                                                            github: FakeGitHub) -> None:
+    """The review runs on the follow-up's change; with no valid verdict the PR (which exists already) gets
+    the `unreviewed` label and the answer says so, instead of a draft of its own."""
+    daemon_yaml = project.repo.path / "config" / "daemon.yaml"
+    daemon_yaml.write_text(daemon_yaml.read_text() + "review: {enabled: true}\n", encoding="utf-8")
+    task_id = follow_up_file(project, "c93", "Return 2.")
+    project.script(task_id, [{"write": {"app.py": "def main():\n    return 2\n"}, "say": "two"},
+                             {"say": "Looks fine."}, {"say": "Still fine."}])
+    project.run()
+
+    result = project.repo.done_doc(task_id)["result"]
+    assert result["review"]["status"] == "unreviewed"
+    assert result["commit"] == origin_head(project, f"conveyor/{ORIGINAL}")
+    assert "unreviewed" in github.pull(1).labels and not github.pull(1).draft
+    (answer,) = answers(github, task_id)
+    assert "review: unreviewed" in answer.body
+    roles = [row["role"] for row in project.repo.rows(task_id)]
+    assert roles[0] == "fixer" and "reviewer" in roles[1:]

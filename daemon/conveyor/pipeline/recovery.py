@@ -186,6 +186,11 @@ def take_over(task: Task, config: Config, layout: BoardLayout, telemetry: Teleme
         if not fence.still_mine(task.id):
             return lost(task)
         bound.info("fleet.resume_from_commit", commit=sha)
+        if task.follow_up is not None:   # onto the PR's own branch, never a pull request of its own
+            report = _finish_follow_up(task, task.follow_up, config, layout, telemetry, clock, sha, env)
+            if report is None:
+                return None
+            return recorded(report, fence, "done" if report.disposition is Disposition.DONE else "error")
         return recorded(_finish_from_commit(task, config, layout, telemetry, clock, branch, sha, env, fence),
                         fence, "done")
     # a git command killed with the old node may have left the branch's ref locked; the lease makes it ours
@@ -256,8 +261,9 @@ def _finish_follow_up(task: Task, follow_up: FollowUp, config: Config, layout: B
     except GitError:
         files = []
     review = git.trailer(config.repo, sha, REVIEW_TRAILER)
+    held = [] if review in (None, "approved") else [UNREVIEWED_LABEL if review == "unreviewed" else CHANGES_LABEL]
     published = publish_follow_up(config, env, task.id, follow_up, sha=sha, summary=summary, files=files,
-                                  review=review)
+                                  review=review, labels=held)
     if published.outcome in ("moved", "not_open"):
         followups.drop_work_branch(config.repo, branch)
     if published.outcome == "moved":

@@ -137,7 +137,8 @@ def _retry_follow_up(config: Config, env: Mapping[str, str], task: Task, follow_
         config, env, task.id, follow_up, sha=sha, summary=str(result.get("agent_summary") or result.get("summary")
                                                               or ""),
         files=[str(path) for path in result.get("artefacts") or []],
-        review=str(review.get("status")) if isinstance(review, dict) and review.get("status") else None)
+        review=str(review.get("status")) if isinstance(review, dict) and review.get("status") else None,
+        labels=_held(result)[0])
     record = dict(result.get("follow_up") or {})
     record.update({"status": published.outcome, "reply_url": published.reply_url or record.get("reply_url"),
                    "pushed": published.outcome == "pushed" or published.pending == "reply"})

@@ -96,8 +96,12 @@ def pull_info(config: Config, env: Mapping[str, str], follow_up: FollowUp) -> Pu
 
 
 def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, follow_up: FollowUp, *, sha: str,
-                      summary: str, files: Sequence[str], review: str | None = None) -> FollowUpPublished:
-    """Push `sha` onto the PR's branch (fast-forward only) and answer on the thread; never raises for either."""
+                      summary: str, files: Sequence[str], review: str | None = None,
+                      labels: Sequence[str] = ()) -> FollowUpPublished:
+    """Push `sha` onto the PR's branch (fast-forward only) and answer on the thread; never raises for either.
+
+    `labels` (the review's `unreviewed` / `changes-requested`) go on the PR: the PR exists already, so work
+    nobody approved is marked on it rather than opened as a draft."""
     bound = log.bind(task_id=task_id, pr=follow_up.pr, branch=follow_up.branch, commit=sha)
     thread = _thread(config, env)
     if isinstance(thread, str):
@@ -121,6 +125,7 @@ def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, foll
         _move_local_branch(config, follow_up.branch, sha)
         said = f"pushed {sha[:12]} to '{follow_up.branch}' on '{remote}' (pull request #{follow_up.pr})"
         body = reply_body(task_id, follow_up, sha=sha, files=files, summary=summary, review=review)
+        _label(thread, follow_up.pr, labels, bound)
         try:
             url = _answer(thread, task_id, follow_up, body)
         except GitHubError as exc:
@@ -147,6 +152,14 @@ def _push(config: Config, remote: str, sha: str, follow_up: FollowUp, bound: str
         return FollowUpPublished("pending", f"not pushed to '{remote}' ({reason}); tried again later",
                                  pending="push")
     return None
+
+
+def _label(thread: PullConversation, number: int, labels: Sequence[str], bound: structlog.BoundLogger) -> None:
+    for label in labels:
+        try:
+            thread.add_label(number, label)
+        except GitHubError as exc:   # a label is a courtesy: the answer says the same in words
+            bound.warning("follow_up.label_failed", label=label, error=str(exc))
 
 
 def _already_there(config: Config, remote: str, sha: str, branch: str) -> bool:
