@@ -459,7 +459,8 @@ def _publish_follow_up(job: Job, runs: list[Run], follow_up: FollowUpBlock, *, s
     new pull request; a PR closed meanwhile gets nothing, a branch that moved means starting again."""
     status = review.status if review is not None else None
     published = publish_follow_up(job.config, job.env, job.task.id, follow_up, sha=sha, summary=summary,
-                                  files=changed, review=status, labels=review.labels() if review else ())
+                                  files=changed, review=status, labels=review.labels() if review else (),
+                                  still_mine=job.still_mine)
     if published.outcome in ("moved", "not_open"):
         _drop_branch(job)
     if published.outcome == "moved":

@@ -187,7 +187,7 @@ def take_over(task: Task, config: Config, layout: BoardLayout, telemetry: Teleme
             return lost(task)
         bound.info("fleet.resume_from_commit", commit=sha)
         if task.follow_up is not None:   # onto the PR's own branch, never a pull request of its own
-            report = _finish_follow_up(task, task.follow_up, config, layout, telemetry, clock, sha, env)
+            report = _finish_follow_up(task, task.follow_up, config, layout, telemetry, clock, sha, env, fence)
             if report is None:
                 return None
             return recorded(report, fence, "done" if report.disposition is Disposition.DONE else "error")
@@ -249,7 +249,7 @@ def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemet
 
 
 def _finish_follow_up(task: Task, follow_up: FollowUp, config: Config, layout: BoardLayout, telemetry: Telemetry,
-                      clock: Clock, sha: str, env: Mapping[str, str]) -> Report | None:
+                      clock: Clock, sha: str, env: Mapping[str, str], fence: Fence | None = None) -> Report | None:
     """A follow-up committed before a restart: push and answer now (both idempotent: a push that already
     happened is a no-op, an answer already posted is found by its marker), never a second commit. A branch
     that moved meanwhile sends the task back to run from the new head (None: run it)."""
@@ -263,7 +263,8 @@ def _finish_follow_up(task: Task, follow_up: FollowUp, config: Config, layout: B
     review = git.trailer(config.repo, sha, REVIEW_TRAILER)
     held = [] if review in (None, "approved") else [UNREVIEWED_LABEL if review == "unreviewed" else CHANGES_LABEL]
     published = publish_follow_up(config, env, task.id, follow_up, sha=sha, summary=summary, files=files,
-                                  review=review, labels=held)
+                                  review=review, labels=held,
+                                  still_mine=None if fence is None else lambda: fence.still_mine(task.id))
     if published.outcome in ("moved", "not_open"):
         followups.drop_work_branch(config.repo, branch)
     if published.outcome == "moved":

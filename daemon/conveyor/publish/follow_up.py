@@ -11,7 +11,7 @@ recovery and the publication retry can run it again after a crash or an outage.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +30,7 @@ log = structlog.get_logger("conveyor.publish.follow_up")
 SUMMARY_LIMIT = 1500
 FILES_LIMIT = 30
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
-Outcome = Literal["pushed", "not_open", "moved", "pending", "local"]
+Outcome = Literal["pushed", "not_open", "moved", "pending", "local", "fenced"]
 
 
 def marker(task_id: str) -> str:
@@ -97,11 +97,12 @@ def pull_info(config: Config, env: Mapping[str, str], follow_up: FollowUp) -> Pu
 
 def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, follow_up: FollowUp, *, sha: str,
                       summary: str, files: Sequence[str], review: str | None = None,
-                      labels: Sequence[str] = ()) -> FollowUpPublished:
+                      labels: Sequence[str] = (), still_mine: Callable[[], bool] | None = None) -> FollowUpPublished:
     """Push `sha` onto the PR's branch (fast-forward only) and answer on the thread; never raises for either.
 
     `labels` (the review's `unreviewed` / `changes-requested`) go on the PR: the PR exists already, so work
-    nobody approved is marked on it rather than opened as a draft."""
+    nobody approved is marked on it rather than opened as a draft. In a fleet (`still_mine` given) the lease's
+    fence is compared just before the push: a node whose lease passed on pushes and answers nothing."""
     bound = log.bind(task_id=task_id, pr=follow_up.pr, branch=follow_up.branch, commit=sha)
     thread = _thread(config, env)
     if isinstance(thread, str):
@@ -119,6 +120,9 @@ def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, foll
             bound.info("follow_up.pull_not_open", state=info.state)
             return FollowUpPublished("not_open", f"not pushed: pull request #{follow_up.pr} was {info.state} "
                                      "while the follow-up ran", state=info.state)
+        if still_mine is not None and not still_mine():
+            bound.warning("follow_up.fenced", note="the lease passed to another node: nothing pushed")
+            return FollowUpPublished("fenced", "not pushed: the lease passed to another node")
         pushed = _push(config, remote, sha, follow_up, bound)
         if pushed is not None:
             return pushed
