@@ -109,18 +109,20 @@ class InboxWatcher(_Watch):
             super().__init__(_WakeOnInboxFiles(inbox, wake), inbox, recursive=False, events=_INBOX_EVENTS)
 
 
-class _WakeOnName(FileSystemEventHandler):
-    def __init__(self, name: str, wake: Callable[[], None]) -> None:
-        self._name = name
+class WakeOnNames(FileSystemEventHandler):
+    """Wake for any change to a file with one of `names` (the destination of a rename included), or to any
+    file when `names` is None; opening and reading do not count."""
+
+    def __init__(self, names: set[str] | None, wake: Callable[[], None]) -> None:
+        self._names = names
         self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
-        for raw in (event.src_path, getattr(event, "dest_path", "")):
-            if raw and Path(str(raw)).name == self._name:
-                self._wake()
-                return
+        raws = (event.src_path, getattr(event, "dest_path", ""))
+        if self._names is None or any(raw and Path(str(raw)).name in self._names for raw in raws):
+            self._wake()
 
 
 class FileWatcher(_Watch):
@@ -132,7 +134,7 @@ class FileWatcher(_Watch):
     """
 
     def __init__(self, path: Path, wake: Callable[[], None]) -> None:
-        super().__init__(_WakeOnName(path.name, wake), path.parent, recursive=False)
+        super().__init__(WakeOnNames({path.name}, wake), path.parent, recursive=False)
 
 
 class InboxWatch:

@@ -14,18 +14,17 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from conveyor.config import Config
 from conveyor.core.state_files import STATUS_FILE
 from conveyor.daemon.status import collect_status
+from conveyor.daemon.watcher import WakeOnNames
+from conveyor.scheduling.tool_health import PAUSES_FILE
 
 log = structlog.get_logger("conveyor.dashboard")
 DEBOUNCE_S = 0.05      # a claim is a link and an unlink: look once after both
@@ -63,21 +62,6 @@ def read_status(config: Config) -> dict[str, Any]:
     return data
 
 
-class _Poke(FileSystemEventHandler):
-    def __init__(self, poke: Callable[[], None], names: set[str] | None) -> None:
-        self._poke = poke
-        self._names = names
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
-        if self._names is not None:
-            paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
-            if not any(Path(path).name in self._names for path in paths if path):
-                return
-        self._poke()
-
-
 class BoardFeed:
     """The current board view and its version; `changed()` waits for the next version."""
 
@@ -107,10 +91,10 @@ class BoardFeed:
         self._observer.daemon = True
         board = self._config.board_root
         if board.is_dir():
-            self._observer.schedule(_Poke(poke, None), str(board), recursive=True)
+            self._observer.schedule(WakeOnNames(None, poke), str(board), recursive=True)
         state = self._config.state_dir
         if state.is_dir():
-            self._observer.schedule(_Poke(poke, {STATUS_FILE, "pauses.json"}), str(state), recursive=False)
+            self._observer.schedule(WakeOnNames({STATUS_FILE, PAUSES_FILE}, poke), str(state), recursive=False)
         self._observer.start()
         self._task = asyncio.create_task(self._run())
 
