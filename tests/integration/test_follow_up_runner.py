@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from conveyor.board.layout import BoardLayout
+from conveyor.board.retry import retry_task
 from conveyor.pipeline.republish import retry_publications
 from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project, fake_github, make_project
 from tests.support.fake_github import FakeGitHub
@@ -233,6 +235,18 @@ def test_a_branch_that_keeps_moving_fails_with_a_clear_error(project: Project, g
     assert "nothing was pushed" in error["message"] and f"conveyor task retry {task_id}" in error["message"]
     assert project.repo.git("show", f"{origin_head(project, 'conveyor/' + ORIGINAL)}:B.md") == "b"
     assert answers(github, task_id) == []
+
+    # what the error says to do: retry once nobody pushes; the retried follow-up may start over again
+    retry_task(BoardLayout(project.repo.board), task_id, "2026-12-07T06:00:00Z")
+    project.script(task_id, [{"write": {"app.py": "y = 1\n"}, "say": "again"}])
+    for leftover in project.scripts.glob(f"{task_id}.run-*.json"):
+        leftover.unlink()
+    project.run()
+    document = project.repo.done_doc(task_id)
+    assert document["status"] == "done", document.get("error")
+    assert "follow_up_restarts" not in document
+    assert document["result"]["commit"] == origin_head(project, f"conveyor/{ORIGINAL}")
+    assert len(answers(github, task_id)) == 1
 
 
 def _at_reads(github: FakeGitHub, pushes: dict[int, list[str]]) -> None:

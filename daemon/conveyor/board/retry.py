@@ -17,7 +17,8 @@ from conveyor.core import yamlio
 from conveyor.core.errors import ConveyorError
 
 # What a run wrote into the file; a retried task starts without it, as if just submitted.
-RUN_KEYS = ("result", "error", "completed_at", "assigned_at", "started_at", "claimed_by", "attempt", "interruptions")
+RUN_KEYS = ("result", "error", "completed_at", "assigned_at", "started_at", "claimed_by", "attempt", "interruptions",
+            "follow_up_restarts")   # a retried follow-up may start over from a moved branch once again
 
 
 def retry_task(layout: BoardLayout, task_id: str, now_iso: str) -> Path:
