@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from conveyor.core import yamlio
+from conveyor.core.logs import get_logger
 from conveyor.core.task import CLAIMER_PREFIX, task_id_from_path
 from conveyor.core.timeutil import parse_iso
 
-log = structlog.get_logger("conveyor.board.history")
+log = get_logger("conveyor.board.history")
 VERSION = "3"
 DONE, ARCHIVE = "done", "archive"    # the area a finished file sits in
 SCHEMA = (

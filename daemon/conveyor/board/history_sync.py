@@ -18,13 +18,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from conveyor.board.history import ARCHIVE, DONE, VERSION, Entry, History, read_entries, signature
 from conveyor.board.layout import REJECTED, BoardLayout
+from conveyor.core.logs import get_logger
 from conveyor.core.task import is_task_name, task_id_from_path
 
-log = structlog.get_logger("conveyor.board.history")
+log = get_logger("conveyor.board.history")
 SLICE_FILES = 400        # files parsed per step at most ...
 SLICE_S = 0.05           # ... and no longer than this
 

@@ -11,16 +11,17 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich import box
-from rich.table import Table
 
-from conveyor.cli.common import console, load, repo_option
+from conveyor.cli.common import console, load_settings, repo_option
 from conveyor.telemetry import stats
 from conveyor.telemetry.review_stats import REVIEW_GROUPS, collect_reviews
 from conveyor.telemetry.store import Telemetry
+
+if TYPE_CHECKING:   # rich is imported where a table is drawn: `--format json` and csv need none of it
+    from rich.table import Table
 
 DEFAULT_GROUPS = ("agent", "tool", "model")
 REVIEW_COLUMNS = ("key", "tasks", "reviews", "review_cost_usd", "fix_rounds", "merged", "closed", "acceptance_rate")
@@ -42,8 +43,8 @@ def command(repo: Path | None, config_dir: Path | None, since: str | None, until
             fmt: str) -> None:
     """Invocations, success rate, tokens, cost, p50/p95 duration, and cost per merged change."""
     window = _window(since, until)
-    config = load(repo, config_dir)
-    telemetry = Telemetry(config.telemetry_db, privacy=config.daemon.privacy)
+    settings = load_settings(repo, config_dir)   # without pydantic while the configuration is unchanged
+    telemetry = Telemetry(settings.telemetry_db, privacy=settings.privacy)
     groups = (by,) if by else DEFAULT_GROUPS
     with telemetry.connect() as conn:
         data = {group: [_public(row) for row in stats.collect(conn, group, window)]  # type: ignore[arg-type]
@@ -132,6 +133,9 @@ def _review_tables(reviews: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def _table(title: str, group: str, rows: list[dict[str, Any]], columns: list[tuple[str, Any]]) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column(group, max_width=24, overflow="ellipsis", no_wrap=True)
     for header, _ in columns:

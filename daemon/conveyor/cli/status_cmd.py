@@ -6,16 +6,18 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
-from conveyor.cli.common import console, load, repo_option
-from conveyor.config import Config
-from conveyor.coordination import NodeInfo, fleet_nodes
+from conveyor.cli.common import console, load, load_settings, repo_option
+from conveyor.config.board_settings import BoardSettings
 from conveyor.core.errors import ConveyorError
+from conveyor.core.logs import apply_deferred_logging
 from conveyor.daemon.status import BoardStatus, collect_status
+
+if TYPE_CHECKING:
+    from conveyor.coordination import NodeInfo
 
 
 @click.command("status")
@@ -23,9 +25,9 @@ from conveyor.daemon.status import BoardStatus, collect_status
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 def command(repo: Path | None, config_dir: Path | None, fmt: str) -> None:
     """Show queued, waiting, running, done and failed tasks."""
-    config = load(repo, config_dir)
-    status = collect_status(config, time.time())
-    nodes, fleet_error = _fleet(config)
+    settings = load_settings(repo, config_dir)   # without pydantic while the configuration is unchanged
+    status = collect_status(settings, time.time())
+    nodes, fleet_error = _fleet(settings, repo, config_dir)
     if fmt == "json":
         fleet = {"fleet": {"nodes": [asdict(n) for n in nodes], "error": fleet_error}} if nodes is not None else {}
         click.echo(json.dumps({**status.as_dict(), **fleet}, indent=2, default=str))
@@ -40,10 +42,16 @@ def command(repo: Path | None, config_dir: Path | None, fmt: str) -> None:
             [("node", "node"), ("role", "role"), ("state", "state"), ("heartbeat", "heartbeat"), ("tasks", "tasks")])
 
 
-def _fleet(config: Config) -> tuple[list[NodeInfo] | None, str | None]:
+def _fleet(settings: BoardSettings, repo: Path | None,
+           config_dir: Path | None) -> tuple[list[NodeInfo] | None, str | None]:
     """The fleet's nodes from its database (None on a single host); an unreachable database is said, not fatal."""
+    if settings.coordination is None:
+        return None, None
+    from conveyor.coordination import fleet_nodes
+
+    apply_deferred_logging()   # the fleet's modules log through structlog directly
     try:
-        return fleet_nodes(config), None
+        return fleet_nodes(load(repo, config_dir)), None
     except ConveyorError as exc:
         return [], f"database unreachable: {exc}"
 
@@ -85,6 +93,8 @@ def _print(status: BoardStatus) -> None:
 def _table(out: Any, title: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
     if not rows:
         return
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", expand=False)
     for _, header in columns:
         table.add_column(header, overflow="fold")

@@ -12,13 +12,13 @@ import difflib
 import os
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from conveyor.config.board_settings import CONFIG_FILES, builtin_text
 from conveyor.config.models import (
     AgentSettings,
     AgentsFile,
@@ -32,7 +32,6 @@ from conveyor.config.models import (
 from conveyor.core import yamlio
 from conveyor.core.errors import ConfigError, Problem
 
-CONFIG_FILES = ("daemon.yaml", "agents.yaml", "tools.yaml", "models.yaml", "policies.yaml")
 _MERGED_SECTIONS = {"agents.yaml": "agents", "tools.yaml": "tools", "models.yaml": "models"}
 # Tool and model entries merge one level deep (`claude-code: {binary: ...}` overrides only the binary);
 # an agent entry the user writes replaces the built-in one whole: half of a built-in agent (its tier
@@ -114,11 +113,6 @@ def _resolve(repo: Path, value: str) -> Path:
     return path if path.is_absolute() else repo / path
 
 
-def builtin_text(name: str) -> str:
-    """The packaged default of a configuration file (what `conveyor init` writes out)."""
-    return resources.files("conveyor").joinpath("defaults", name).read_text(encoding="utf-8")
-
-
 def load_config(repo: Path, git_dir: Path, config_dir: Path | None = None,
                 env: dict[str, str] | None = None) -> Config:
     """Load, merge and validate; raise ConfigError listing every problem at once.
@@ -147,7 +141,7 @@ def load_config(repo: Path, git_dir: Path, config_dir: Path | None = None,
 
 def _load_one(config_dir: Path, name: str, problems: list[Problem]) -> tuple[dict[str, Any], tuple[str, str]]:
     """Built-in defaults with the user's file (if any) merged over them; returns (document, (label, text))."""
-    default_doc = yaml.safe_load(builtin_text(name)) or {}
+    default_doc = yamlio.loads(builtin_text(name)) or {}
     path = config_dir / name
     if not path.exists():
         return default_doc, (f"{name} (built-in default)", builtin_text(name))

@@ -15,8 +15,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from conveyor.core import yamlio
 from conveyor.core.errors import Problem, TaskFileError
 from conveyor.core.follow_up import FollowUp, follow_up_problems, read_follow_up
@@ -44,29 +42,6 @@ COMPLEXITIES = ("low", "medium", "high")
 # Keys whose content describes the work: they belong in the agent's instructions (seed-board README).
 WORK_KEYS = ("requirements", "acceptance_criteria", "deliverables", "constraints", "notes", "specification",
              "success_criteria", "implementation_notes", "technical_notes", "scope")
-
-
-class _Fields(BaseModel):
-    """Types of the documented fields; everything else the author wrote is kept as-is."""
-
-    model_config = ConfigDict(extra="allow", strict=False, coerce_numbers_to_str=True)
-
-    id: str
-    agent: str
-    status: str | None = None
-    title: str | None = None
-    priority: str | None = None
-    artefacts: list[str] | str | None = None
-    dependencies: list[Any] | dict[str, Any] | None = None   # ids, {task_id: ...} entries or a mapping
-    complexity: str | None = None
-    context: dict[str, Any] | str | None = None
-    tool: str | None = None
-    model: str | None = None
-    verify: list[str] | None = None
-    expect_changes: bool | None = None
-    max_cost_usd: float | None = None
-    max_turns: int | None = None
-    timeout_s: float | None = None
 
 
 _PROSE_KEYS = frozenset({"description", "type", "reason", "notes", "note", "why"})
@@ -230,46 +205,14 @@ def validate_document(path: Path, document: Any, text: str, *, expected_id: str 
         kind = "empty" if document is None else f"a {type(document).__name__}"
         raise TaskFileError([Problem(name, f"is {kind}, not a mapping of fields",
                                      "write `key: value` lines, at least `id:` and `agent:`")])
-    errors = _type_errors(name, document, text) + _identity_errors(name, document, text, path, expected_id)
+    # pydantic is imported only once a task is validated: `conveyor status` of an empty inbox never is
+    from conveyor.core.task_fields import type_errors
+
+    errors = type_errors(name, document, text) + _identity_errors(name, document, text, path, expected_id)
     errors += follow_up_problems(name, document, line_of(text, "follow_up"), SAFE_NAME, branch_name_problem)
     if errors:
         raise TaskFileError(errors)
     return Task(path=path, data=document, warnings=_warnings(name, document, text))
-
-
-def _type_errors(name: str, document: dict[str, Any], text: str) -> list[Problem]:
-    try:
-        _Fields.model_validate(document)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = str(error["loc"][0]) if error["loc"] else None
-            where = ".".join(str(part) for part in error["loc"])
-            if error["type"] == "missing":
-                problems.append(Problem(name, "is missing", _fix_for_missing(key), field=key))
-            else:
-                problems.append(Problem(name, f"{error['msg'].lower()} (at {where})",
-                                        _fix_for_type(key), field=key, line=line_of(text, key or "")))
-        return problems
-    return []
-
-
-def _fix_for_missing(key: str | None) -> str:
-    if key == "id":
-        return "add `id: <the file name without .yaml>`"
-    if key == "agent":
-        return "add `agent: <agent name>`, e.g. `agent: backend-dev`"
-    return f"add `{key}:`"
-
-
-def _fix_for_type(key: str | None) -> str:
-    fixes = {
-        "artefacts": "write a list of paths, e.g. `artefacts: [src/app.py]`",
-        "dependencies": "write a list of task ids, e.g. `dependencies: [2026-11-23T0900-backend-dev-api]`",
-        "verify": "write a list of commands, e.g. `verify: [\"pytest -q\"]`",
-        "context": "write a mapping, e.g. `context: {branch: main, notes: [...]}`",
-    }
-    return fixes.get(key or "", "use the type the task format documents for this field")
 
 
 def _identity_errors(name: str, document: dict[str, Any], text: str, path: Path,

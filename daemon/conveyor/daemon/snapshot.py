@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from conveyor.core import yamlio
+from conveyor.core.logs import get_logger
 from conveyor.core.state_files import STATUS_FILE
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.service.notify import Notifier, status_line
@@ -26,7 +25,7 @@ if TYPE_CHECKING:   # `conveyor status` reads snapshots: importing the queue wou
     from conveyor.scheduling.queue import Waiting
     from conveyor.scheduling.tool_health import ToolHealth
 
-log = structlog.get_logger("conveyor.daemon")
+log = get_logger("conveyor.daemon")
 STATUS_INTERVAL_S = 0.5      # the status snapshot is rewritten at most this often while busy
 STATUS_QUEUED_LIMIT = 200    # queued tasks listed in the snapshot (the count covers all)
 

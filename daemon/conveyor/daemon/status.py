@@ -9,13 +9,13 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.board import layout as board
 from conveyor.board.history import DONE, History
 from conveyor.board.index import BoardIndex
 from conveyor.board.layout import BoardLayout
-from conveyor.config import Config
+from conveyor.config.board_settings import BoardSettings
 from conveyor.core import yamlio
 from conveyor.core.errors import TaskFileError
 from conveyor.core.state_files import HISTORY_FILE, LOCK_FILE, STATUS_FILE
@@ -27,6 +27,9 @@ from conveyor.scheduling import budgets
 from conveyor.scheduling.queue import plan
 from conveyor.scheduling.tool_health import PAUSES_FILE, read_pauses
 from conveyor.telemetry.store import Telemetry
+
+if TYPE_CHECKING:
+    from conveyor.config import Config
 
 RECENT = 10
 
@@ -50,7 +53,9 @@ class BoardStatus:
         return asdict(self)
 
 
-def collect_status(config: Config, now: float) -> BoardStatus:
+def collect_status(source: Config | BoardSettings, now: float) -> BoardStatus:
+    """The board at `now`; `conveyor status` passes the remembered settings (no pydantic), others a Config."""
+    config = source if isinstance(source, BoardSettings) else BoardSettings.of(source)
     layout = BoardLayout(config.board_root)
     status = BoardStatus(daemon=_daemon_state(config))
     history = _history(config)
@@ -72,7 +77,7 @@ def collect_status(config: Config, now: float) -> BoardStatus:
     return status
 
 
-def _daemon_state(config: Config) -> dict[str, Any] | None:
+def _daemon_state(config: BoardSettings) -> dict[str, Any] | None:
     pid = holder_pid(config.state_dir / LOCK_FILE)
     snapshot = StatusSnapshot.load(config.state_dir / STATUS_FILE)
     if pid is None:
@@ -86,19 +91,19 @@ def _daemon_state(config: Config) -> dict[str, Any] | None:
             "drain_until": snapshot.drain_until}
 
 
-def _paused_tools(config: Config, daemon: dict[str, Any] | None, now: float) -> list[dict[str, Any]]:
+def _paused_tools(config: BoardSettings, daemon: dict[str, Any] | None, now: float) -> list[dict[str, Any]]:
     """Paused tools and when they resume: the running daemon's word, else the persisted pause file."""
     if daemon and daemon.get("running") and isinstance(daemon.get("pauses"), list):
         return [pause for pause in daemon["pauses"] if (parse_iso(str(pause.get("until"))) or 0) > now]
     return read_pauses(config.state_dir / PAUSES_FILE, now)
 
 
-def _hold_for_budgets(config: Config, status: BoardStatus, now: float) -> None:
+def _hold_for_budgets(config: BoardSettings, status: BoardStatus, now: float) -> None:
     """Queued tasks whose agent (or everyone) has spent a hard budget wait in inbox/: say so, and until when."""
-    if not config.policies.budgets or not status.queued or not config.telemetry_db.exists():
+    if not config.budgets or not status.queued or not config.telemetry_db.exists():
         return
-    telemetry = Telemetry(config.telemetry_db, privacy=config.daemon.privacy)
-    states = budgets.evaluate(config.policies.budgets, telemetry.spend, now)
+    telemetry = Telemetry(config.telemetry_db, privacy=config.privacy)
+    states = budgets.evaluate(config.budgets, telemetry.spend, now)
     still_queued = []
     for entry in status.queued:
         spent = budgets.task_block(states, str(entry["agent"]))
@@ -151,7 +156,7 @@ def _assigned(layout: BoardLayout, status: BoardStatus, now: float) -> None:
             status.claimed.append(entry)
 
 
-def _history(config: Config) -> History | None:
+def _history(config: BoardSettings) -> History | None:
     """The daemon's history table, read-only, when it is complete (else done/ is read, as with no daemon)."""
     path = config.state_dir / HISTORY_FILE
     if not path.is_file():
@@ -250,4 +255,3 @@ def _rejected(layout: BoardLayout, status: BoardStatus) -> None:
         first: dict[str, Any] = problems[0] if isinstance(problems, list) and problems else {}
         status.rejected.append({"file": report_path.name.removesuffix(".error.yaml"),
                                 "problem": f"{first.get('field') or ''} {first.get('message') or ''}".strip()})
-

@@ -19,15 +19,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import structlog
-
 from conveyor.core.fsops import exchange
+from conveyor.core.logs import get_logger
 from conveyor.core.yamlio import fsync_dir
 from conveyor.roadmap.edit import reapply_status, set_status
 from conveyor.roadmap.model import Roadmap, RoadmapEditConflict, RoadmapError, RoadmapItem
 from conveyor.roadmap.parse import parse_roadmap
 
-log = structlog.get_logger("conveyor.roadmap")
+log = get_logger("conveyor.roadmap")
 MAX_ROUNDS = 8
 Locate = Callable[[Roadmap], RoadmapItem | None]
 

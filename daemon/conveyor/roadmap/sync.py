@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.core import yamlio
+from conveyor.core.logs import get_logger
 from conveyor.core.task import Task, new_task_document, slugify
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.roadmap.edit import status_blocked, status_completed, status_in_progress, status_in_review
@@ -30,7 +29,7 @@ from conveyor.roadmap.file import Locate, StatusWrite, WriteOutcome, read_roadma
 from conveyor.roadmap.model import Roadmap, RoadmapError, RoadmapItem, Status
 from conveyor.roadmap.select import count_in_flight, next_runnable
 
-log = structlog.get_logger("conveyor.roadmap")
+log = get_logger("conveyor.roadmap")
 ROADMAP_KEY = "roadmap_item"      # in a task made from the roadmap: {file, number, title}
 ID_PREFIX = "roadmap-"
 CREATED_BY = "conveyor-roadmap"

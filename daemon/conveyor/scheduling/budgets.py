@@ -12,14 +12,30 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
-from conveyor.config.models import Budget
 from conveyor.core.timeutil import Clock, utc_iso
+
+if TYPE_CHECKING:   # `conveyor status` weighs budgets without importing pydantic
+    from conveyor.config.models import Budget
 
 SpendFn = Callable[[float, float, str | None, str | None], float]
 """(since, until, agent, tool) → USD spent by invocations started in [since, until)."""
 TOOL_SCOPE = "tool:"
 RECHECK_S = 5.0       # the daemon re-reads spend at most this often (and after every finished task)
+
+
+class BudgetLike(Protocol):
+    """What is weighed of a budget: policies.yaml's `Budget`, or the copy `conveyor status` remembers."""
+
+    @property
+    def scope(self) -> str: ...
+    @property
+    def period(self) -> str: ...
+    @property
+    def usd(self) -> float: ...
+    @property
+    def limit(self) -> str: ...
 
 
 def window_of(period: str, now: float) -> tuple[float, float]:
@@ -36,7 +52,7 @@ def window_of(period: str, now: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class BudgetState:
-    budget: Budget
+    budget: BudgetLike
     spent: float
     start: float
     resets_at: float
@@ -61,7 +77,7 @@ class BudgetState:
                 f"{utc_iso(self.resets_at)}")
 
 
-def evaluate(budgets: Sequence[Budget], spend: SpendFn, now: float) -> list[BudgetState]:
+def evaluate(budgets: Sequence[BudgetLike], spend: SpendFn, now: float) -> list[BudgetState]:
     states = []
     for budget in budgets:
         start, end = window_of(budget.period, now)

@@ -16,16 +16,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from conveyor.config.models import Backoff
 from conveyor.core import yamlio
+from conveyor.core.logs import get_logger
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.runner.types import Outcome
 
-log = structlog.get_logger("conveyor.scheduling.tool_health")
+if TYPE_CHECKING:   # `conveyor status` reads the pauses without importing pydantic
+    from conveyor.config.models import Backoff
+
+log = get_logger("conveyor.scheduling.tool_health")
 PAUSES_FILE = "tool_pauses.json"
 MIN_PAUSE_S = 1.0          # a reset time already past still pauses this long (clock skew, a racing limit)
 

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
+from conveyor.core.logs import get_logger
 from conveyor.core.yamlio import atomic_write
 from conveyor.service.render import ServiceParams, render_launchd_plist, render_systemd_unit
 
-log = structlog.get_logger()
+log = get_logger()
 
 LINGER_DIR = Path("/var/lib/systemd/linger")  # logind keeps one file per user with lingering enabled
 SYSTEMCTL_USER = ("systemctl", "--user")

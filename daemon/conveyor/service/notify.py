@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
-import structlog
+from conveyor.core.logs import get_logger
 
-log = structlog.get_logger()
+log = get_logger()
 
 
 def watchdog_interval_s(env: Mapping[str, str], pid: int | None = None) -> float | None:
