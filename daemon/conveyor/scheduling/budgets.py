@@ -88,21 +88,20 @@ def evaluate(budgets: Sequence[BudgetLike], spend: SpendFn, now: float) -> list[
     return states
 
 
-def _applies_to_task(state: BudgetState, agent: str) -> bool:
-    return state.budget.scope in ("global", agent)
+def _hard_block(states: Sequence[BudgetState], scopes: set[str]) -> BudgetState | None:
+    """The spent hard budget of one of `scopes` that lifts last, if any."""
+    blocking = [s for s in states if s.budget.limit == "hard" and s.exceeded and s.budget.scope in scopes]
+    return max(blocking, key=lambda s: s.resets_at) if blocking else None
 
 
 def task_block(states: Sequence[BudgetState], agent: str) -> BudgetState | None:
-    """The spent hard budget that keeps a task of `agent` from starting (the one that lifts last)."""
-    blocking = [s for s in states if s.budget.limit == "hard" and s.exceeded and _applies_to_task(s, agent)]
-    return max(blocking, key=lambda s: s.resets_at) if blocking else None
+    """The spent hard budget that keeps a task of `agent` from starting (global or the agent's own)."""
+    return _hard_block(states, {"global", agent})
 
 
 def tool_block(states: Sequence[BudgetState], tool: str) -> BudgetState | None:
     """The spent hard budget of `tool` (scope `tool:<name>`), if any."""
-    blocking = [s for s in states if s.budget.limit == "hard" and s.exceeded
-                and s.budget.scope == TOOL_SCOPE + tool]
-    return max(blocking, key=lambda s: s.resets_at) if blocking else None
+    return _hard_block(states, {TOOL_SCOPE + tool})
 
 
 def soft_warnings(states: Sequence[BudgetState], agent: str, tool: str | None) -> list[BudgetState]:

@@ -39,9 +39,7 @@ def plan(candidates: Sequence[Task], known: Callable[[str], Known | None],
     """Split inbox tasks into runnable (ordered) and waiting (with reasons); find dependency cycles."""
     by_id = {task.id: task for task in candidates}
     cycle_ids = _cycle_members(by_id)
-    result = Plan()
-    for members in _group_cycles(by_id, cycle_ids):
-        result.cycles.append(members)
+    result = Plan(cycles=_group_cycles(by_id, cycle_ids))
     for task in sorted(candidates, key=lambda t: order_key(t, first_seen.get(t.id, 0.0))):
         if task.id in cycle_ids:
             continue

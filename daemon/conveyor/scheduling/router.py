@@ -80,11 +80,8 @@ def routes_for(task: Task, config: Config, tier: str | None = None) -> list[Rout
         tool_settings = config.tools.get(tool_name)
         if tool_settings is None:
             continue
-        chosen = wanted
-        if wanted is not None and wanted in config.models:
-            owner = config.models[wanted].tool
-            if owner is not None and owner != tool_name:
-                chosen = None  # a tier model of another CLI: let this CLI use its own default
+        # a model of another CLI (a tier model, say): let this CLI use its own default
+        chosen = wanted if wanted is None or _fits(wanted, tool_name, config) else None
         routes.append(Route(tool_name, tool_settings, chosen, reason))
     if not routes:
         raise NoRoute(f"task pins tool '{first_tool}', which tools.yaml does not define")
