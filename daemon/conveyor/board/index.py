@@ -125,14 +125,6 @@ class BoardIndex:
         return [_known(entry, self.layout.root / entry.file) for entry in self.history.pending_handoffs()
                 if entry.area == DONE]
 
-    def step(self) -> list[Entry]:
-        """One bounded slice of the history table's rebuild or reconcile (the daemon's periodic job)."""
-        return self.sync.step()
-
-    def catch_up(self) -> None:
-        """Finish the table's pending work now (commands and tests)."""
-        self.sync.catch_up()
-
 
 def _known(entry: Entry, path: Path) -> Known:
     return Known(entry.task_id, entry.status, path, entry.pending_handoff and entry.area != ARCHIVE)

@@ -342,7 +342,7 @@ class Daemon(_Control):
         for report in outcome.finished:
             self._apply(report)
         self.index.refresh()
-        self.index.step()
+        self.index.sync.step()
         self.upkeep.owed_handoffs()
 
     def _reload(self) -> None:

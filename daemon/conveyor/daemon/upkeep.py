@@ -268,7 +268,7 @@ class Upkeep:
     def _history_step(self) -> None:
         """Reconcile done/ with the history table, and index one slice of what is pending (a rebuild)."""
         self.index.sync.reconcile()
-        written = self.index.step()
+        written = self.index.sync.step()
         if written:
             self._tally_ready = False        # recounted (one query) when AGENT_STATUS.md is next written
             self._status_dirty = True
