@@ -96,8 +96,8 @@ class Upkeep:
         """Register the periodic jobs (run on the loop's thread by `periodic`) and watch ROADMAP.md."""
         self._wake = wake
         periodic = self._periodic
-        periodic.every("archive", ARCHIVE_EVERY_S, self._archive, at_start=True)
-        periodic.every("history", HISTORY_EVERY_S, self._history_slice, at_start=True)
+        periodic.every("archive", ARCHIVE_EVERY_S, self._archive_slice, at_start=True)   # Periodic logs a failure
+        periodic.every("history", HISTORY_EVERY_S, self._history_step, at_start=True)
         periodic.every("merge-check", MERGE_CHECK_EVERY_S, self.check_merges, at_start=True)
         periodic.every("roadmap-resync", self.config.daemon.rescan_interval_s, self._resync_roadmap, at_start=True)
         # a change left unwritten by the rate limit gets written on the next pass
@@ -237,9 +237,6 @@ class Upkeep:
             self.tally.reset_from(history.counts(), recent)
             self._tally_ready = True
 
-    def _archive(self) -> None:
-        self._guard("archive", self._archive_slice)
-
     def _archive_slice(self) -> None:
         """One slice (at most archive.SLICE files); with candidates left, the next runs SLICE_GAP_S later.
         While the history table is being rebuilt its candidates are incomplete: wait for it."""
@@ -261,9 +258,6 @@ class Upkeep:
     def slicing(self) -> bool:
         """Whether a sliced job (archival, the history table's rebuild) has work left (`--once` waits for it)."""
         return self._archive_owed or self.index.sync.busy
-
-    def _history_slice(self) -> None:
-        self._guard("history", self._history_step)
 
     def _history_step(self) -> None:
         """Reconcile done/ with the history table, and index one slice of what is pending (a rebuild)."""
