@@ -200,6 +200,48 @@ def test_move_refuses_to_replace_and_updates_the_path(layout: BoardLayout) -> No
         board.move(again, layout.done_dir("dev"))
 
 
+def test_move_completes_one_interrupted_between_link_and_unlink(layout: BoardLayout) -> None:
+    """A crash between the link into done/ and the unlink from assigned/ leaves one file under both names;
+    the next move (start-up recovery makes it) finishes the move instead of refusing it."""
+    path = put(layout.assigned_dir("dev"), "t.yaml", "id: t\nagent: dev\nstatus: done\n")
+    layout.done_dir("dev").mkdir(parents=True)
+    os.link(path, layout.done_dir("dev") / "t.yaml")
+    task = parse_task(path)
+    target = board.move(task, layout.done_dir("dev"))
+    assert not path.exists() and target.read_text() == "id: t\nagent: dev\nstatus: done\n"
+    assert list(layout.assigned_dir("dev").iterdir()) == []
+
+
+def test_move_out_of_assigned_is_a_deletion_there_not_a_rename(layout: BoardLayout) -> None:
+    """watchdog holds an unpaired IN_MOVED_FROM half a second, and every later event of that watch waits
+    behind it: the next task another process assigns would wait too. Leaving by link and unlink, a task
+    shows as a deletion in assigned/ (what the daemon's assigned/ watch sees)."""
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    seen: list[FileSystemEvent] = []
+    arrived = threading.Event()
+
+    class Record(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            seen.append(event)
+            if event.event_type == "deleted":
+                arrived.set()
+
+    path = put(layout.assigned_dir("dev"), "t.yaml")
+    observer = Observer()
+    observer.schedule(Record(), str(layout.assigned), recursive=True)
+    observer.start()
+    try:
+        board.move(parse_task(path), layout.done_dir("dev"))
+        assert arrived.wait(10)
+    finally:
+        observer.stop()
+        observer.join()
+    assert [e.event_type for e in seen if e.src_path == str(path) and e.event_type in ("moved", "deleted")] \
+        == ["deleted"]
+
+
 def test_inbox_entries_skip_temporary_and_editor_files(layout: BoardLayout) -> None:
     for name in ("b.yaml", "a.yml", ".hidden.yaml", "c.yaml~", "d.yaml.tmp", ".e.yaml.swp", "notes.txt"):
         put(layout.inbox, name)

@@ -166,10 +166,22 @@ def _merged(task: Task, current: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def move(task: Task, folder: Path) -> Path:
-    """Move a task file into `folder` without replacing anything there; returns the new path."""
+    """Move a task file into `folder` without replacing anything there; returns the new path.
+
+    By link and unlink (fsops.claim_move), as claims are: a rename out of `assigned/` is an IN_MOVED_FROM
+    that the assigned/ watch holds half a second to pair, and the next task another process assigns waited
+    behind it (scripts/bench.py assign_to_spawn: assigned→spawn about twice an inbox drop). A move
+    interrupted between the two calls (both names on one file, the file already says done or error) is
+    completed by the next move of the task, which start-up recovery makes.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / task.path.name
-    rename_noreplace(task.path, target)
+    try:
+        claim_move(task.path, target)
+    except FileExistsError:
+        if not is_interrupted_claim(task.path, target):
+            raise
+        os.unlink(task.path)
     yamlio.fsync_dir(folder)
     task.path = target
     return target
