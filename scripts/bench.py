@@ -63,8 +63,7 @@ from conveyor.workspace import task_workspace
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost", "GIT_COMMITTER_NAME": "bench",
            "GIT_COMMITTER_EMAIL": "bench@localhost"}
 NOOP_AGENT = """#!/bin/sh
-# No-op agent: note when it started (for drop→spawn), then change one file.
-[ -n "$BENCH_MARKS" ] && date +%s.%N > "$BENCH_MARKS/$1"
+# No-op agent: change one file (when it started is telemetry's invocation start, see spawn_times).
 printf 'touched by %s\\n' "$1" >> touched.txt
 """
 
@@ -87,8 +86,7 @@ def git(cwd: Path, *args: str) -> str:
 
 
 # ---------------------------------------------------------------- fixtures
-def make_repo(root: Path, files: int, marks: Path | None = None, max_parallel: int = 1,
-              sandbox: str = "auto") -> Path:
+def make_repo(root: Path, files: int, max_parallel: int = 1, sandbox: str = "auto") -> Path:
     """A git repo with `files` tracked files, Conveyor initialised, and the no-op agent as the only tool."""
     repo = root / f"repo-{files}-{random.randrange(1 << 30):x}"
     repo.mkdir(parents=True)
@@ -105,8 +103,6 @@ def make_repo(root: Path, files: int, marks: Path | None = None, max_parallel: i
     config = repo / "config"
     tool: dict[str, Any] = {"binary": str(agent), "argv": ["{task_id}"], "parser": "text", "prompt_via": "stdin",
                             "env_allowlist": ["PATH", "HOME", "LANG"], "sandbox": sandbox}
-    if marks is not None:
-        tool["env"] = {"BENCH_MARKS": str(marks)}
     (config / "tools.yaml").write_text(yaml.safe_dump({"tools": {"noop": tool}}))
     (config / "agents.yaml").write_text(yaml.safe_dump({"agents": {"default": {"tool": "noop", "fallback": []}}}))
     (config / "daemon.yaml").write_text(yaml.safe_dump({
@@ -182,10 +178,10 @@ class _Stamp(FileSystemEventHandler):
 
 
 def bench_drop_to_spawn(root: Path, drops: int) -> dict[str, float]:
+    """A task renamed into inbox/ → its agent started, as telemetry records the invocation's start (a mark
+    the agent wrote itself cannot leave a sandboxed workspace); next to a bare watchdog observer's event."""
     log(f"drop→spawn: {drops} drops, next to a bare watchdog observer")
-    marks = root / "marks"
-    marks.mkdir()
-    repo = make_repo(root, 10, marks=marks, max_parallel=4)
+    repo = make_repo(root, 10, max_parallel=4)
     inbox = repo / "work" / "collaboration" / "inbox"
     floor_dir = root / "floor-inbox"
     floor_dir.mkdir()
@@ -193,7 +189,7 @@ def bench_drop_to_spawn(root: Path, drops: int) -> dict[str, float]:
     observer = Observer()
     observer.schedule(stamp, str(floor_dir), recursive=False)
     observer.start()
-    conveyor_ms: list[float] = []
+    starts: dict[str, float] = {}
     floor_ms: list[float] = []
     try:
         with daemon_thread(repo):
@@ -202,18 +198,18 @@ def bench_drop_to_spawn(root: Path, drops: int) -> dict[str, float]:
                 start = drop(floor_dir, floor_id)
                 if wait_until(lambda f=floor_id: f in stamp.seen, 5):  # type: ignore[misc]
                     floor_ms.append((stamp.seen[floor_id] - start) * 1000)
-                start = drop(inbox, task_id)
-                mark = marks / task_id
-                if wait_until(lambda m=mark: m.exists() and m.stat().st_size > 0, 10):  # type: ignore[misc]
-                    conveyor_ms.append((float(mark.read_text()) - start) * 1000)
+                starts[task_id] = drop(inbox, task_id)
+                wait_until(lambda n=index + 1: done_count(repo) >= n, 30, 0.02)  # type: ignore[misc]
                 time.sleep(0.02)
             wait_until(lambda: done_count(repo) >= drops, 120, 0.05)
     finally:
         observer.stop()
         observer.join()
+    spawned = spawn_times(repo)
+    conveyor_ms = [(spawned[task_id] - start) * 1000 for task_id, start in starts.items() if task_id in spawned]
     return {"p50": round(statistics.median(conveyor_ms), 2), "p95": round(percentile(conveyor_ms, 0.95), 2),
             "floor_p50": round(statistics.median(floor_ms), 2), "floor_p95": round(percentile(floor_ms, 0.95), 2),
-            "n": len(conveyor_ms)}
+            "n": len(conveyor_ms), "timed_from": "telemetry invocation start"}
 
 
 def assign(assigned: Path, task_id: str) -> float:
@@ -575,11 +571,15 @@ def pr_watch_scenario(report: dict[str, Any], wanted: set[str], root: Path, quic
         report["pr_watch"] = bench_pr_watch(root, 30 if quick else 100, 3)
 
 
-def history_scenario(report: dict[str, Any], wanted: set[str], root: Path, boards: list[int], idle_s: float) -> None:
+def history_scenario(report: dict[str, Any], wanted: set[str], root: Path, boards: list[int], idle_s: float,
+                     baseline: Path | None) -> None:
     if "history" in wanted:
         from bench_history import bench_history  # beside this script
 
-        report["history"] = bench_history(root, boards, idle_s, make_repo, wait_until, log)
+        if baseline is not None:   # compiled as pip compiles an installed package, like ours below
+            compileall.compile_dir(str(baseline / "conveyor"), quiet=1, force=False)
+            report["history_baseline"] = str(baseline)
+        report["history"] = bench_history(root, boards, idle_s, make_repo, wait_until, log, baseline)
 
 
 def main() -> int:
@@ -589,6 +589,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="run only these scenarios")
     parser.add_argument("--history-sizes", type=int, nargs="*", default=[1_000, 100_000],
                         help="finished tasks on the history boards (default 1000 100000)")
+    parser.add_argument("--history-baseline", type=Path, default=None,
+                        help="also start each history board with the conveyor package under this folder (the "
+                             "daemon/ folder of another checkout): before and after in one run")
     args = parser.parse_args()
     quick = args.quick
     sizes = {"drops": 40 if quick else 200, "small_rounds": 2 if quick else 6, "large_tasks": 3 if quick else 4,
@@ -639,7 +642,7 @@ def main() -> int:
             report["soak"] = {"tasks": tasks, "fd_start": run["fd_start"], "fd_end": run["fd_end"],
                               "rss_start_mb": run["rss_start_mb"], "rss_end_mb": run["rss_end_mb"],
                               "lost": run["lost"], "doubled": run["doubled"]}
-        history_scenario(report, wanted, root, args.history_sizes, sizes["history_idle_s"])
+        history_scenario(report, wanted, root, args.history_sizes, sizes["history_idle_s"], args.history_baseline)
         if "dashboard" in wanted:
             from bench_dashboard import bench_dashboard  # scripts/ is on sys.path when run as a script
 

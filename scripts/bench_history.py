@@ -2,8 +2,13 @@
 
 For each board: `conveyor run` from start to `daemon.ready` and to its first status snapshot, `conveyor
 status --format json` (median of 3) and peak RSS while idle, on the first start (which may build the
-history table) and on a restart. Goals (issue 12): ready <= 1 s, status <= 0.3 s, idle RSS <= 80 MB, and
-each within 1.2x between the two boards.
+history table) and on a restart; beside them the other quick commands (`--help`, `stats --format json`,
+`roadmap --format json`, median of 3 each). Goals (issue 12): ready <= 1 s, status <= 0.3 s, idle RSS
+<= 80 MB, and each within 1.2x between the two boards.
+
+With a baseline (`--history-baseline DIR`: the `daemon/` folder of another checkout, e.g. a git worktree of
+an older commit), each board gets a third start with that code on the same board, measured the same way:
+before and after side by side in one run.
 """
 
 from __future__ import annotations
@@ -82,8 +87,23 @@ def history_board(repo: Path, finished: int, now: float) -> None:
         (folder / f"{task_id}.yaml").write_text(finished_doc(task_id, agent, completed, index))
 
 
+QUICK_COMMANDS = {"help_s": ["--help"], "stats_s": ["stats", "--format", "json"],
+                  "roadmap_s": ["roadmap", "--format", "json"]}
+
+
+def command_median(args: list[str], repo: Path, env: dict[str, str], repeats: int = 3) -> float:
+    """Median wall time of `conveyor ARGS` in `repo` (a fresh process each time, as a person runs it)."""
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "conveyor", *args], cwd=repo, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - began)
+    return round(statistics.median(times), 3)
+
+
 def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[..., Path],
-                 wait_until: Callable[..., bool], log: Callable[[str], None]) -> dict[str, Any]:
+                 wait_until: Callable[..., bool], log: Callable[[str], None],
+                 baseline: Path | None = None) -> dict[str, Any]:
     repo = make_repo(root, 10)
     started = time.perf_counter()
     history_board(repo, finished, time.time())
@@ -91,13 +111,15 @@ def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[.
     subprocess.run(["sync"], check=False)
     state = repo / ".git" / "conveyor"
     results: dict[str, Any] = {"finished": finished}
-    for run in ("first", "restart"):    # the first start may build what a restart then reuses
+    runs = ("first", "restart", *(("baseline",) if baseline else ()))
+    for run in runs:    # the first start may build what a restart then reuses
+        env = {**os.environ, **GIT_ENV, **({"PYTHONPATH": str(baseline)} if run == "baseline" else {})}
         log_path = root / f"history-{finished}-{run}.log"
         with log_path.open("wb") as log_file:
             (state / "status.json").unlink(missing_ok=True)
             began = time.perf_counter()
             proc = subprocess.Popen([sys.executable, "-m", "conveyor", "run", "--repo", str(repo), "--json-logs"],
-                                    stdout=subprocess.DEVNULL, stderr=log_file, env={**os.environ, **GIT_ENV})
+                                    stdout=subprocess.DEVNULL, stderr=log_file, env=env)
             handle = psutil.Process(proc.pid)
             try:
                 wait_until(lambda path=log_path: b'"daemon.ready"' in path.read_bytes(), 300, 0.01)  # type: ignore[misc]
@@ -109,7 +131,7 @@ def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[.
                 for _ in range(3):
                     began_status = time.perf_counter()
                     subprocess.run([sys.executable, "-m", "conveyor", "status", "--format", "json", "--repo",
-                                    str(repo)], check=True, capture_output=True)
+                                    str(repo)], check=True, capture_output=True, env=env)
                     status_times.append(time.perf_counter() - began_status)
                 cpu_before = handle.cpu_times()
                 peak = 0.0
@@ -118,6 +140,7 @@ def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[.
                     peak = max(peak, handle.memory_info().rss / 1e6)
                     time.sleep(0.25)
                 cpu_after = handle.cpu_times()
+                quick = {key: command_median(args, repo, env) for key, args in QUICK_COMMANDS.items()}
                 if run == "first" and b'"history.rebuild_started"' in log_path.read_bytes():
                     # the first start indexes the finished tasks in the background: let it finish, so the
                     # restart measures the steady state
@@ -132,14 +155,15 @@ def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[.
         cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         results[run] = {"ready_s": round(ready, 3), "first_pass_s": round(first_pass, 3),
                         "status_s": round(statistics.median(status_times), 3), "idle_rss_mb": round(peak, 1),
-                        "idle_cpu_percent": round(100 * cpu / idle_s, 2)}
+                        "idle_cpu_percent": round(100 * cpu / idle_s, 2), **quick}
         log(f"history {finished:,} ({run}): {results[run]}")
     return results
 
 
 def bench_history(root: Path, sizes: list[int], idle_s: float, make_repo: Callable[..., Path],
-                  wait_until: Callable[..., bool], log: Callable[[str], None]) -> dict[str, Any]:
-    boards = {str(size): history_once(root, size, idle_s, make_repo, wait_until, log) for size in sizes}
+                  wait_until: Callable[..., bool], log: Callable[[str], None],
+                  baseline: Path | None = None) -> dict[str, Any]:
+    boards = {str(size): history_once(root, size, idle_s, make_repo, wait_until, log, baseline) for size in sizes}
     report: dict[str, Any] = {"boards": boards, "per_day": HISTORY_PER_DAY, "in_done": HISTORY_IN_DONE,
                               "goals": {"ready_s": 1.0, "status_s": 0.3, "idle_rss_mb": 80.0, "ratio": 1.2}}
     if len(sizes) == 2:
