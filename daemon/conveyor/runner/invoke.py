@@ -115,9 +115,8 @@ def invoke(request: InvocationRequest, env: Mapping[str, str], *, cancel: thread
                          limits=DEFAULT_LIMITS.extended(rate_limited=limits.rate_limited,
                                                         overloaded=limits.overloaded,
                                                         auth_expired=limits.auth_expired))
-    stop = threading.Event()
+    stop = threading.Event()     # set on an early stop; the daemon's `cancel` stops the run as well
     early: list[tuple[Outcome, float | None]] = []
-    watcher = _CancelRelay(cancel, stop)
 
     def on_line(line: str) -> None:
         parser.feed_line(line)
@@ -131,8 +130,7 @@ def invoke(request: InvocationRequest, env: Mapping[str, str], *, cancel: thread
     spec = ProcessSpec(argv=argv, cwd=request.workdir, env=agent_env, log_path=request.log_path,
                        stdin_data=stdin, timeout_s=request.timeout_s, idle_timeout_s=request.idle_timeout_s,
                        log_cap_bytes=request.log_cap_bytes, kill_grace_s=request.kill_grace_s)
-    with watcher:
-        process = run_process(spec, on_line=on_line, on_start=on_start, stop=stop)
+    process = run_process(spec, on_line=on_line, on_start=on_start, stop=_Either(cancel, stop))
     parsed = _as_data(parser.finish(process))
     if early and parsed.outcome is not Outcome.OK:
         parsed.outcome, parsed.reset_at = early[0][0], early[0][1] or parsed.reset_at
@@ -154,24 +152,12 @@ def _as_data(parsed: ParsedRun) -> ParsedRun:
     return parsed
 
 
-class _CancelRelay:
-    """Sets the run's own stop event when the daemon cancels the task (shutdown), from a tiny thread."""
+class _Either:
+    """Set when any of its events is: the run stops for the daemon's cancel or its own early stop, and
+    neither event is set on the other's behalf (a cancelled task is not a provider limit, nor the reverse)."""
 
-    def __init__(self, cancel: threading.Event, stop: threading.Event) -> None:
-        self._cancel, self._stop, self._done = cancel, stop, threading.Event()
-        self._thread = threading.Thread(target=self._relay, name="cancel-relay", daemon=True)
+    def __init__(self, *events: threading.Event) -> None:
+        self._events = events
 
-    def _relay(self) -> None:
-        while not self._done.is_set():
-            if self._cancel.wait(0.2):
-                self._stop.set()
-                return
-
-    def __enter__(self) -> _CancelRelay:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # no join: the thread notices within its 0.2 s wait and only ever sets this run's own stop event;
-        # joining here made every invocation up to 0.2 s slower
-        self._done.set()
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self._events)

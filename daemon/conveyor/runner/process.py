@@ -31,11 +31,10 @@ import selectors
 import shlex
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import structlog
 
@@ -55,6 +54,12 @@ _AFTER_KILL_S = 1.0    # after SIGKILL, how long to wait for the group to disapp
 _FINAL_DRAIN_S = 0.5   # after the group is gone, at most this long to read what is left in the pipes
 
 Clock = Callable[[], float]
+
+
+class Stop(Protocol):
+    """What tells a run to stop: a `threading.Event`, or anything else that answers `is_set`."""
+
+    def is_set(self) -> bool: ...
 
 
 class SpawnError(ConveyorError):
@@ -358,7 +363,7 @@ def _wait_a_little(proc: subprocess.Popen[bytes], pump: _Pump, seconds: float) -
 
 
 def _wait_for_exit(proc: subprocess.Popen[bytes], pump: _Pump, spec: ProcessSpec,
-                   stop: threading.Event | None, clock: Clock, started: float) -> str | None:
+                   stop: Stop | None, clock: Clock, started: float) -> str | None:
     """Pump until the child exits (→ None) or must be stopped (→ "stop", "timeout" or "idle")."""
     while proc.poll() is None:
         now = clock()
@@ -398,7 +403,7 @@ def _terminate_group(proc: subprocess.Popen[bytes], pump: _Pump, grace_s: float,
     proc.wait()
 
 
-def _supervise(proc: subprocess.Popen[bytes], pump: _Pump, spec: ProcessSpec, stop: threading.Event | None,
+def _supervise(proc: subprocess.Popen[bytes], pump: _Pump, spec: ProcessSpec, stop: Stop | None,
                clock: Clock, started: float, result: ProcessResult,
                logger: structlog.typing.FilteringBoundLogger) -> None:
     reason = _wait_for_exit(proc, pump, spec, stop, clock, started)
@@ -415,7 +420,7 @@ def _supervise(proc: subprocess.Popen[bytes], pump: _Pump, spec: ProcessSpec, st
 
 
 def run_process(spec: ProcessSpec, *, on_line: Callable[[str], None] | None = None,
-                on_start: Callable[[int], None] | None = None, stop: threading.Event | None = None,
+                on_start: Callable[[int], None] | None = None, stop: Stop | None = None,
                 clock: Clock = time.monotonic) -> ProcessResult:
     """Run `spec` to the end under supervision; nothing of its process group outlives this call."""
     with _open_log(spec.log_path) as log_file:
@@ -438,7 +443,7 @@ def _kill_now(proc: subprocess.Popen[bytes], clock: Clock) -> None:
 
 def _supervise_spawned(proc: subprocess.Popen[bytes], spec: ProcessSpec, log_file: BinaryIO,
                        on_line: Callable[[str], None] | None, on_start: Callable[[int], None] | None,
-                       stop: threading.Event | None, clock: Clock) -> ProcessResult:
+                       stop: Stop | None, clock: Clock) -> ProcessResult:
     started = clock()
     logger = log.bind(pid=proc.pid, program=os.path.basename(spec.argv[0]))
     logger.info("process_started", cwd=str(spec.cwd))
@@ -497,7 +502,7 @@ def log_tail(path: Path, max_bytes: int = 4096) -> str:
 
 
 def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, timeout_s: float,
-                idle_timeout_s: float | None = None, stop: threading.Event | None = None,
+                idle_timeout_s: float | None = None, stop: Stop | None = None,
                 check: bool = True) -> ProcessResult:
     """Run a verify-style command; with `check`, a failure raises `CommandFailed` with the output tail.
 
