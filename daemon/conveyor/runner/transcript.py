@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from conveyor.runner.parsers.base import quote
+
 SHOWN_CHARS = 400     # of a tool's input or result
 
 
@@ -40,9 +42,7 @@ def render_line(line: str) -> list[str]:
 
 
 def _short(value: Any, limit: int = SHOWN_CHARS) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return quote(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False), limit)
 
 
 def _claude(kind: str, record: dict[str, Any]) -> list[str]:
