@@ -73,6 +73,8 @@ def test_fleet_chaos_kills_and_a_database_restart_leave_every_task_done_exactly_
         check_telemetry(fleet, ids, commits)
         assert {state for state, _f, _g in fleet.rows().values()} == {"done"}
         assert any(n.events("fleet.takeover") or n.events("fleet.resume_from_commit") for n in fleet.nodes)
+        for name in ("a", "b", "c"):                          # no node keeps a copy of a task it does not run
+            assert not list((fleet.clone(name) / "work" / "collaboration" / "assigned").rglob("*.yaml")), name
 
 
 def check_board(fleet: Fleet, ids: list[str]) -> None:

@@ -9,6 +9,7 @@ here touches a working tree, the node's own branches, or the base branch, which 
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,10 @@ class Draft:
     parent: str
     board_tip: str | None
     base_tip: str
-    files: set[str] = field(default_factory=set)   # paths under the board folder in the draft
+    files: dict[str, str] = field(default_factory=dict)   # path under the board folder → blob, in the draft
     changed: bool = False
+    _blobs: dict[str, str | None] = field(default_factory=dict)   # path → blob (None: removed), to write
+    _data: dict[str, bytes] = field(default_factory=dict)          # path → content still to be hashed
 
 
 class RemoteBoard:
@@ -40,7 +43,7 @@ class RemoteBoard:
             raise GitError(f"refusing to write the board to '{branch}': it is the base branch, which Conveyor "
                            "never pushes (set fleet.board_branch in daemon.yaml)")
         self.repo, self.remote, self.base, self.branch = repo, remote, base, branch
-        self._env = {"GIT_INDEX_FILE": str(index_file), "GIT_LITERAL_PATHSPECS": "1"}
+        self._env = {"GIT_INDEX_FILE": str(index_file)}
         index_file.parent.mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- reading
@@ -57,18 +60,42 @@ class RemoteBoard:
             git.run(self.repo, "update-ref", "-d", BOARD_REF)
 
     def draft(self, board_dir: str) -> Draft:
-        """A private index holding the fetched board tip, ready for moves."""
+        """The next commit's starting point: the fetched board tip and what its board folder holds."""
         base_tip = git.rev_parse(self.repo, BASE_REF)
         if base_tip is None:
             raise GitError(f"the base branch '{self.base}' was not fetched from '{self.remote}'")
         board_tip = git.rev_parse(self.repo, BOARD_REF)
         parent = board_tip or base_tip
-        self._git("read-tree", parent)
-        return Draft(parent, board_tip, base_tip, set(self.list(parent, board_dir)))
+        return Draft(parent, board_tip, base_tip, self.entries(parent, board_dir))
 
-    def list(self, rev: str, folder: str) -> list[str]:
-        out = git.run(self.repo, "ls-tree", "-r", "-z", "--name-only", rev, "--", folder.rstrip("/") + "/")
-        return [p for p in out.split("\0") if p]
+    def entries(self, rev: str, folder: str) -> dict[str, str]:
+        """Files under `folder` at `rev`: path → blob id (one git command however many there are)."""
+        out = git.run(self.repo, "ls-tree", "-r", "-z", rev, "--", folder.rstrip("/") + "/")
+        found = {}
+        for record in out.split("\0"):
+            meta, _, path = record.partition("\t")
+            parts = meta.split()
+            if path and len(parts) == 3 and parts[1] == "blob":
+                found[path] = parts[2]
+        return found
+
+    def read_blobs(self, blobs: list[str]) -> dict[str, bytes]:
+        """Several blobs' contents in one `cat-file --batch`."""
+        if not blobs:
+            return {}
+        raw = git.execute(self.repo, ["cat-file", "--batch"], raw=True, stdin="".join(f"{b}\n" for b in blobs).encode())
+        assert isinstance(raw, bytes)
+        found, at = {}, 0
+        while at < len(raw):
+            header_end = raw.index(b"\n", at)
+            header = raw[at:header_end].split()
+            if len(header) < 3:       # "<id> missing"
+                at = header_end + 1
+                continue
+            size = int(header[2])
+            found[header[0].decode()] = raw[header_end + 1: header_end + 1 + size]
+            at = header_end + 1 + size + 1
+        return found
 
     def read(self, rev: str, path: str) -> bytes:
         data = git.execute(self.repo, ["cat-file", "blob", f"{rev}:{path}"], raw=True)
@@ -84,19 +111,35 @@ class RemoteBoard:
 
     # ---------------------------------------------------------------- writing
     def put(self, draft: Draft, path: str, data: bytes) -> None:
-        blob = str(git.execute(self.repo, ["hash-object", "-w", "--stdin"], stdin=data)).strip()
-        self._git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
-        draft.files.add(path)
+        """`path` holds `data` in the next commit (hashed with the others at commit time)."""
+        draft._data[path] = data
+        draft._blobs.pop(path, None)
+        draft.files[path] = ""
+        draft.changed = True
+
+    def put_blob(self, draft: Draft, path: str, blob: str) -> None:
+        """`path` holds an existing blob (a task file moved unchanged)."""
+        draft._blobs[path] = blob
+        draft._data.pop(path, None)
+        draft.files[path] = blob
         draft.changed = True
 
     def remove(self, draft: Draft, path: str) -> None:
         if path in draft.files:
-            self._git("update-index", "--force-remove", "--", path)
-            draft.files.discard(path)
+            draft._blobs[path] = None
+            draft._data.pop(path, None)
+            del draft.files[path]
             draft.changed = True
 
     def commit(self, draft: Draft, message: str, epoch: int, author: tuple[str, str]) -> str | None:
-        """The draft as a commit on its parent (None: nothing changed)."""
+        """The draft as a commit on its parent (None: nothing changed); a handful of git commands in all."""
+        blobs = dict(draft._blobs)
+        blobs.update(self._hash(draft._data))
+        self._git("read-tree", draft.parent)
+        lines = [f"100644 blob {blob}\t{path}" if blob else f"0 {'0' * 40}\t{path}" for path, blob in blobs.items()]
+        if lines:
+            git.execute(self.repo, ["update-index", "-z", "--index-info"], env=self._env,
+                        stdin="".join(f"{line}\0" for line in lines).encode("utf-8"))
         tree = self._git("write-tree").strip()
         if tree == git.run(self.repo, "rev-parse", f"{draft.parent}^{{tree}}").strip():
             return None
@@ -106,6 +149,19 @@ class RemoteBoard:
         text = f"{message.rstrip()}\n\n{EPOCH_TRAILER}: {epoch}\n"
         return str(git.execute(self.repo, ["commit-tree", tree, "-p", draft.parent], env=env,
                                stdin=text.encode("utf-8"))).strip()
+
+    def _hash(self, data: dict[str, bytes]) -> dict[str, str]:
+        """Write new contents as blobs, all in one `hash-object`."""
+        if not data:
+            return {}
+        with tempfile.TemporaryDirectory(prefix="conveyor-board-") as folder:
+            files = []
+            for number, content in enumerate(data.values()):
+                file = Path(folder) / str(number)
+                file.write_bytes(content)
+                files.append(str(file))
+            out = git.run(self.repo, "hash-object", "-w", "--no-filters", "--", *files)
+        return dict(zip(data, out.split(), strict=True))
 
     def push(self, sha: str) -> bool:
         """Fast-forward the remote's board branch to `sha`; False when the remote moved meanwhile."""

@@ -115,19 +115,20 @@ class BoardKeeper:
     def _intake(self, remote: RemoteBoard, draft: Draft, board_dir: str) -> tuple[list[Asked], list[str]]:
         settled = {PurePosixPath(p).stem for p in draft.files if _folder(p, board_dir) in SETTLED}
         rejected_dir = f"{board_dir}/{REJECTED}"
-        sources = [(draft.base_tip, p) for p in remote.list(draft.base_tip, f"{board_dir}/inbox")]
+        sources = list(remote.entries(draft.base_tip, f"{board_dir}/inbox").items())
         if draft.board_tip is not None:
-            sources += [(draft.board_tip, p) for p in draft.files if _folder(p, board_dir) == "inbox"]
+            sources += [(p, blob) for p, blob in draft.files.items() if _folder(p, board_dir) == "inbox"]
+        wanted: dict[str, tuple[str, str]] = {}      # stem → (path, blob): the base branch's copy first
+        for path, blob in sources:
+            pure = PurePosixPath(path)
+            if pure.suffix in TASK_SUFFIXES and pure.stem not in settled and pure.stem not in wanted:
+                wanted[pure.stem] = (path, blob)
+        contents = remote.read_blobs(sorted({blob for _path, blob in wanted.values()}))
         asked: list[Asked] = []
         rejected: list[str] = []
-        seen: set[str] = set()
-        for rev, path in sources:
+        for path, blob in wanted.values():
             name = PurePosixPath(path).name
-            stem = PurePosixPath(path).stem
-            if PurePosixPath(path).suffix not in TASK_SUFFIXES or stem in settled or stem in seen:
-                continue
-            seen.add(stem)
-            data = remote.read(rev, path)
+            data = contents.get(blob, b"")
             try:
                 task = _parse(path, data)
             except TaskFileError as exc:
@@ -135,7 +136,7 @@ class BoardKeeper:
                 if report in draft.files and _digest(data) in remote.read(draft.parent, report).decode(
                         "utf-8", "replace"):
                     continue                          # this very version was rejected already
-                remote.put(draft, f"{rejected_dir}/{name}", data)
+                remote.put_blob(draft, f"{rejected_dir}/{name}", blob)
                 remote.put(draft, report, _report(name, data, exc.problems, utc_iso(self._clock())).encode())
                 remote.remove(draft, f"{board_dir}/inbox/{name}")
                 rejected.append(name)
@@ -143,7 +144,7 @@ class BoardKeeper:
                 continue
             target = f"assigned/{task.agent}/{name}"
             remote.remove(draft, f"{board_dir}/inbox/{name}")
-            remote.put(draft, f"{board_dir}/{target}", data)
+            remote.put_blob(draft, f"{board_dir}/{target}", blob)
             asked.append(Asked(task.id, target, task.agent, -task.priority_rank, data.decode("utf-8")))
         return asked, rejected
 

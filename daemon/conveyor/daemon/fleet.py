@@ -52,6 +52,7 @@ class FleetPump:
         ledger = coordinator.ledger
         self.keeper = None if ledger is None else BoardKeeper(config, ledger, clock)
         self._keep = None if self.keeper is None else OffLoop(executor, self.keeper.run)
+        self._cleared = False
 
     @property
     def local(self) -> bool:
@@ -78,6 +79,8 @@ class FleetPump:
         """Lease up to `free` tasks from the fleet into the ready queue; returns how many."""
         if not self.coordinator.shared or free <= 0:
             return 0
+        if not self._cleared and self.keeper is not None:
+            self._clear_copies()
         taken = 0
         for grant in self.coordinator.take(free):
             path = self._layout.root / grant.path
@@ -115,6 +118,14 @@ class FleetPump:
                 log.error("fleet.task_unreadable", task_id=task_id, file=str(path),
                           problems=[p.render() for p in exc.problems])
             return None
+
+    def _clear_copies(self) -> None:
+        """A new process of this node forgets the task copies an earlier one left in its clone's assigned/:
+        their leases belonged to that process, and whichever node takes them gets the document again."""
+        self._cleared = True
+        for path in list(board.task_files(self._layout.assigned)):
+            path.unlink(missing_ok=True)
+            log.info("fleet.copy_forgotten", task_id=path.stem, file=str(path))
 
     def _place(self, task_id: str, path: Path, document: str) -> None:
         """The granted task's file in this node's own board folder, as the leader read it; a copy of an

@@ -107,13 +107,14 @@ def recorded(report: Report, fence: Fence, status: str) -> Report:
         return report
     if fence.commit(report.task.id, status, report.task.path):
         return report
-    with contextlib.suppress(OSError):
-        report.task.path.unlink()
     return lost(report.task)
 
 
 def lost(task: Task) -> Report:
-    """Another node holds the task now (its lease expired here): write nothing, leave the board to that node."""
+    """Another node holds the task now (its lease expired here): this node's copy of the task file (in its
+    own clone: the board is the leader's) is forgotten, and nothing else is written."""
+    with contextlib.suppress(OSError):
+        task.path.unlink()
     return Report(Disposition.LOST, task, reason="the lease passed to another node")
 
 
