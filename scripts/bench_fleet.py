@@ -99,7 +99,8 @@ def fleet_round(root: Path, server: PostgresServer, nodes: int, tasks: int) -> d
             clone = home / f"n{number}"
             _git(home, "clone", "-q", str(remote), str(clone))
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "run", "--repo", str(clone), "--log-level", "warning"],
+                [sys.executable, "-m", "conveyor", "run", "--repo", str(clone), "--json-logs", "--log-level",
+                 os.environ.get("CONVEYOR_BENCH_LOG_LEVEL", "warning")],
                 cwd=clone, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=(home / f"n{number}.log").open("wb"), start_new_session=True))
         deadline = time.monotonic() + 120

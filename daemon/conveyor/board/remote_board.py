@@ -59,6 +59,17 @@ class RemoteBoard:
             git.run(self.repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", self.remote, base)
             git.run(self.repo, "update-ref", "-d", BOARD_REF)
 
+    def tips(self) -> tuple[str | None, str | None]:
+        """The remote's base and board branch tips, asked without fetching (one cheap command): a leader
+        pass with nothing new on either and no outcome to write is skipped."""
+        out = git.run(self.repo, "ls-remote", "--heads", self.remote, f"refs/heads/{self.base}",
+                      f"refs/heads/{self.branch}")
+        found: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            found[ref] = sha
+        return found.get(f"refs/heads/{self.base}"), found.get(f"refs/heads/{self.branch}")
+
     def draft(self, board_dir: str) -> Draft:
         """The next commit's starting point: the fetched board tip and what its board folder holds."""
         base_tip = git.rev_parse(self.repo, BASE_REF)

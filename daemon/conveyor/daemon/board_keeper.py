@@ -50,6 +50,7 @@ class BoardKeeper:
         self._ledger = ledger
         self._clock = clock
         self._last = float("-inf")
+        self._seen: tuple[str | None, str | None] | None = None   # the remote's tips after the last pass
 
     def due(self) -> bool:
         return time.monotonic() - self._last >= self._config().daemon.fleet.sync_s
@@ -82,6 +83,10 @@ class BoardKeeper:
         config = self._config()
         board_dir = config.daemon.board_dir.strip("/")
         remote = self._remote()
+        tips = remote.tips()
+        outcomes = self._ledger.unapplied()
+        if tips == self._seen and not outcomes:
+            return True                       # nothing asked, nothing finished since the last pass
         remote.fetch()
         draft = remote.draft(board_dir)
         tip_epoch = remote.epoch_of(draft.board_tip)
@@ -90,7 +95,6 @@ class BoardKeeper:
                         note="a newer leader wrote the board: this node writes nothing")
             return True
         asked, rejected = self._intake(remote, draft, board_dir)
-        outcomes = self._ledger.unapplied()
         for outcome in outcomes:
             self._apply(remote, draft, board_dir, outcome)
         self._ledger.offer(asked)      # before the push: a task the board shows as assigned is in the database
@@ -100,6 +104,7 @@ class BoardKeeper:
         sha = remote.commit(draft, _message(events), self._ledger.epoch, author) if draft.changed else None
         if sha is None:
             self._ledger.applied([o.task_id for o in outcomes])
+            self._seen = (draft.base_tip, draft.board_tip)
             return True
         if not self._ledger.still_leading():
             log.warning("fleet.board_fenced", epoch=self._ledger.epoch, note="leadership passed on: not pushed")
@@ -107,6 +112,7 @@ class BoardKeeper:
         if not remote.push(sha):
             return False
         self._ledger.applied([o.task_id for o in outcomes])
+        self._seen = (draft.base_tip, sha)
         log.info("fleet.board_pushed", commit=sha, branch=remote.branch, assigned=len(asked),
                  finished=len(outcomes), rejected=len(rejected), epoch=self._ledger.epoch)
         return True
