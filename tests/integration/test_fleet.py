@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import ConveyorCli, Repo
 from tests.integration.fleet_support import LEASE_S, Fleet, pg_server, pg_url
+from tests.support.git_fleet import git
 from tests.support.waiting import wait_for
 
 __all__ = ["pg_server", "pg_url"]
@@ -57,10 +58,14 @@ def test_three_clones_share_the_board_branch_and_run_each_task_once(fleet: Fleet
     assert all(not n.events("fleet.board_pushed") for n in fleet.nodes if not n.events("fleet.leader"))
 
 
-def test_a_bad_task_file_is_rejected_on_the_board_branch_with_its_report(fleet: Fleet) -> None:
+def test_a_bad_task_file_is_rejected_on_the_board_branch_with_its_report(fleet: Fleet, repo: Repo) -> None:
     fleet.start("a")
+    (repo.path / "code.txt").write_text("pushed with the task: the node's clone must start from it\n")
+    repo.git("add", "code.txt")                              # committed with the tasks below
     fleet.ask([fleet.document("fine", "FAKE write out/fine.txt done")], raw={"broken.yaml": "id: [unclosed\n"})
     wait_for(lambda: fleet.all_done(["fine"]), what="the good task done", timeout=60)
+    assert git(fleet.remote, "rev-parse", "conveyor/fine~1") == fleet.base_head()   # started from the base as asked
+    assert git(fleet.remote, "show", "conveyor/fine:code.txt").startswith("pushed with the task")
     wait_for(lambda: "_rejected/broken.yaml.error.yaml" in fleet.board_files(), what="the report", timeout=30)
     report = fleet.board_doc("_rejected/broken.yaml.error.yaml")
     assert report["file"] == "broken.yaml" and report["problems"][0]["file"] == "broken.yaml"

@@ -25,6 +25,7 @@ class Grant:
     fence: int
     takeover: bool
     document: str | None = None   # the task file as the leader read it (a fleet node writes it to its clone)
+    base_tip: str | None = None   # the base branch's commit the leader read it at (the node's base catches up)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Asked:
     agent: str
     priority: int
     document: str
+    base_tip: str | None = None
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,8 @@ class PostgresCoordinator:
         """Rows for tasks the leader took from the inbox (a task already known keeps its row); raises
         Unreachable: the board commit that moves them waits for the database."""
         if asked:
-            self._work.many(schema.ENQUEUE, [(a.task_id, a.path, a.agent, a.priority, a.document) for a in asked])
+            self._work.many(schema.ENQUEUE, [(a.task_id, a.path, a.agent, a.priority, a.document, a.base_tip)
+                                             for a in asked])
 
     def known(self, task_ids: Sequence[str]) -> set[str]:
         rows = self._work.run(schema.KNOWN, {"ids": list(task_ids)}) if task_ids else []
@@ -172,8 +173,8 @@ class PostgresCoordinator:
         except Unreachable as exc:
             log.warning("fleet.take_failed", error=str(exc))
             return []
-        grants = [Grant(str(r[0]), str(r[1]), int(r[2]), bool(r[3]), None if r[4] is None else str(r[4]))
-                  for r in rows]
+        grants = [Grant(str(r[0]), str(r[1]), int(r[2]), bool(r[3]), None if r[4] is None else str(r[4]),
+                        None if r[5] is None else str(r[5])) for r in rows]
         with self._held_lock:
             for grant in grants:
                 self._held[grant.task_id] = grant.fence

@@ -29,6 +29,7 @@ CREATE INDEX IF NOT EXISTS conveyor_tasks_open ON conveyor_tasks (state, lease_u
 ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS document text;     -- the task file as asked
 ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS outcome text;      -- the finished file, under the fence
 ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS applied boolean NOT NULL DEFAULT false;  -- on the board
+ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS base_tip text;  -- the base branch the leader read it from
 CREATE INDEX IF NOT EXISTS conveyor_tasks_unapplied ON conveyor_tasks (finished_at)
     WHERE state IN ('done', 'error') AND NOT applied;
 CREATE TABLE IF NOT EXISTS conveyor_leader (
@@ -62,7 +63,7 @@ UPDATE conveyor_tasks AS t
 SET state = 'leased', owner = %(node)s, fence = t.fence + 1, grants = t.grants + 1,
     lease_until = now() + make_interval(secs => %(lease)s)
 FROM picked WHERE t.task_id = picked.task_id
-RETURNING t.task_id, t.path, t.fence, picked.previous IS NOT NULL, t.document
+RETURNING t.task_id, t.path, t.fence, picked.previous IS NOT NULL, t.document, t.base_tip
 """
 
 EXTEND = """
@@ -90,7 +91,7 @@ WHERE owner = %(node)s AND state = 'leased' AND (%(task_id)s::text IS NULL OR ta
 """
 
 ENQUEUE = """
-INSERT INTO conveyor_tasks (task_id, path, agent, priority, document) VALUES (%s, %s, %s, %s, %s)
+INSERT INTO conveyor_tasks (task_id, path, agent, priority, document, base_tip) VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (task_id) DO NOTHING
 """
 

@@ -151,7 +151,8 @@ class BoardKeeper:
             target = f"assigned/{task.agent}/{name}"
             remote.remove(draft, f"{board_dir}/inbox/{name}")
             remote.put_blob(draft, f"{board_dir}/{target}", blob)
-            asked.append(Asked(task.id, target, task.agent, -task.priority_rank, data.decode("utf-8")))
+            asked.append(Asked(task.id, target, task.agent, -task.priority_rank, data.decode("utf-8"),
+                               draft.base_tip))
         return asked, rejected
 
     # ---------------------------------------------------------------- what finished

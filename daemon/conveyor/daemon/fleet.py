@@ -53,6 +53,7 @@ class FleetPump:
         self.keeper = None if ledger is None else BoardKeeper(config, ledger, clock)
         self._keep = None if self.keeper is None else OffLoop(executor, self.keeper.run)
         self._cleared = False
+        self._base_seen: set[str] = set()      # base branch commits this clone is known to hold
 
     @property
     def local(self) -> bool:
@@ -86,6 +87,8 @@ class FleetPump:
             path = self._layout.root / grant.path
             if grant.document is not None:
                 self._place(grant.task_id, path, grant.document)
+            if grant.base_tip is not None:
+                self._catch_up(grant.base_tip)
             task = self._read(grant.task_id, path)
             if task is None:
                 continue
@@ -139,6 +142,39 @@ class FleetPump:
         tmp = path.with_name(f".{path.name}.fleet")
         tmp.write_text(document, encoding="utf-8")
         tmp.replace(path)
+
+    def _catch_up(self, tip: str) -> None:
+        """Tasks start from the base branch as the leader saw it when they were asked: a clone that does not
+        hold that commit yet fetches the base branch and fast-forwards to it (and its working tree, which
+        holds the configuration). Asked once per commit; a failure is logged and the task starts anyway."""
+        if tip in self._base_seen:
+            return
+        config = self._config()
+        repo, base, remote = config.repo, config.daemon.base_branch, config.daemon.remote.name
+        try:
+            if not self._holds(repo, tip, base) and remote:
+                tracking = f"refs/remotes/{remote}/{base}"
+                git.run(repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
+                        f"+refs/heads/{base}:{tracking}")
+                if git.head_ref(repo) == f"refs/heads/{base}":
+                    git.run(repo, "merge", "--ff-only", "--quiet", tracking)
+                else:                         # a fast-forward only, never forced
+                    git.run(repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
+                            f"refs/heads/{base}:refs/heads/{base}")
+                log.info("fleet.base_updated", branch=base, tip=tip)
+            if self._holds(repo, tip, base):
+                self._base_seen.add(tip)
+        except GitError as exc:
+            log.warning("fleet.base_update_failed", branch=base, tip=tip, error=str(exc),
+                        note="the task starts from this clone's base branch as it is")
+
+    @staticmethod
+    def _holds(repo: Path, tip: str, base: str) -> bool:
+        try:
+            git.run(repo, "merge-base", "--is-ancestor", tip, f"refs/heads/{base}")
+            return True
+        except GitError:
+            return False
 
     def _fetch_branch(self, task: Task) -> None:
         """A takeover: the dead node's pushed commit, if any, is on the remote; bring its task branch here
