@@ -22,6 +22,7 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
+from conveyor.board.history_sync import HistorySync
 from conveyor.config import Config, load_config
 from conveyor.daemon.loop import Daemon
 from conveyor.setup.init_repo import init_repository
@@ -266,3 +267,9 @@ def conveyor_cli() -> Iterator[ConveyorCli]:
                               env={**os.environ, **(env or {})}, timeout=timeout, check=False)
 
     yield run
+
+
+def catch_up(sync: HistorySync) -> None:
+    """Do the history table's pending work now (the daemon does it in slices with `step`)."""
+    while sync.busy:
+        sync.step(limit=10_000, budget_s=3600.0)

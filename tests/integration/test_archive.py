@@ -12,6 +12,7 @@ from conveyor.board.archive import Archived, archive_slice
 from conveyor.board.history import History
 from conveyor.board.history_sync import HistorySync
 from conveyor.board.layout import BoardLayout
+from tests.integration.conftest import catch_up
 from tests.integration.hygiene_repo import ROADMAP_OFF, agent_runs, hygiene_repo, load
 
 DAY = 86_400.0
@@ -29,7 +30,7 @@ def archive_all(layout: BoardLayout, now: float, after_days: int) -> list[Archiv
     history = History.in_memory()
     sync = HistorySync(layout, history)
     sync.start()
-    sync.catch_up()
+    catch_up(sync)
     moved: list[Archived] = []
     cursor = None
     while True:

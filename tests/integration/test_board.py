@@ -18,6 +18,7 @@ from conveyor.board.layout import BoardLayout
 from conveyor.core import fsops, yamlio
 from conveyor.core.errors import Problem
 from conveyor.core.task import parse_task
+from tests.integration.conftest import catch_up
 
 ROUNDS = 200
 
@@ -271,7 +272,7 @@ def test_index_reads_statuses_and_declared_ids(layout: BoardLayout) -> None:
     index = BoardIndex(layout)
     # issue 15: a file in assigned/ counts as the status it declares (the workflow leaves done files there)
     index.start()
-    index.sync.catch_up()
+    catch_up(index.sync)
     ids = ["ok", "failed", "file-name", "declared-id", "broken", "running"]
     status = {task_id: known.status for task_id in ids if (known := index.get(task_id)) is not None}
     assert status == {"ok": "done", "failed": "error", "file-name": "done", "declared-id": "done",
@@ -294,5 +295,5 @@ def test_index_notices_changes_and_notes(layout: BoardLayout) -> None:
     os.unlink(layout.assigned_dir("dev") / "late.yaml")
     os.rmdir(layout.done_dir("dev"))
     index.refresh()
-    index.sync.catch_up()
+    catch_up(index.sync)
     assert index.get("late") is None and index.history.files_in("done") == {}

@@ -27,7 +27,7 @@ from conveyor.board.layout import BoardLayout
 from conveyor.board.reports import RECENT
 from conveyor.core.state_files import HISTORY_FILE
 from conveyor.daemon.status import collect_status
-from tests.integration.conftest import Repo
+from tests.integration.conftest import Repo, catch_up
 from tests.integration.daemon_process import DaemonProcess
 from tests.integration.hygiene_repo import ROADMAP_OFF, agent_runs, hygiene_repo, load
 
@@ -241,7 +241,7 @@ def test_a_slice_passes_over_a_file_it_cannot_move_and_the_next_resumes_after_it
     history = History.in_memory()
     sync = HistorySync(layout, history)
     sync.start()
-    sync.catch_up()
+    catch_up(sync)
     one = archive_slice(layout, history, NOW, 30, limit=2)
     assert [m.task_id for m in one.moved] == [ids[1]] and one.more          # ids[0] stays: a same-named file
     two = archive_slice(layout, history, NOW, 30, limit=2, cursor=one.cursor)
@@ -302,6 +302,6 @@ def test_a_rebuild_cut_short_resumes_without_reading_what_it_already_read(tmp_pa
 
     second = HistorySync(layout, History(path))
     second.start()
-    second.catch_up()
+    catch_up(second)
     assert second.parsed == 25 and not second.rebuilding and second.history.complete
     assert all(second.history.get(task_id) is not None for task_id in ids)

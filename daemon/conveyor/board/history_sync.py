@@ -146,11 +146,6 @@ class HistorySync:
             self.reconcile()            # rows of a rebuild that resumed may name files gone since
         return written
 
-    def catch_up(self) -> None:
-        """Do all pending work now (commands and tests; the daemon uses `step`)."""
-        while self.busy:
-            self.step(limit=10_000, budget_s=3600.0)
-
 
 def subfolders(parent: Path) -> list[Path]:
     """`done/<agent>/` or `archive/YYYY-MM/` folders (and the parent itself for flat layouts), sorted,
