@@ -46,6 +46,15 @@ def test_only_requesting_or_worded_reviews_carry_their_line_comments() -> None:
         ("rc11", "review_comment", 11), ("rc12", "review_comment", 11)]     # a reply answers in its thread's root
 
 
+def test_a_silent_review_with_several_line_comments_is_one_request() -> None:
+    reviews = [review(1, "COMMENTED"), review(2, "COMMENTED")]
+    comments = [line(10, "a", review_id=1), line(11, "b", review_id=1), line(12, "lone", review_id=2)]
+    assert set(pr_events.folding_reviews(reviews, comments)) == {1}
+    (batch,) = pr_events.review_events(reviews, comments)
+    assert (batch.event_id, batch.folds) == ("r1", ("rc10", "rc11"))
+    assert [e.event_id for e in pr_events.comment_events(comments, {1})] == ["rc12"]
+
+
 def test_issue_comments_and_bots() -> None:
     (event,) = pr_events.issue_events([{"id": 7, "body": "hi", "user": user("dependabot[bot]", "Bot")},
                                         {"id": "x", "body": "no id"}, {"body": "none"}])

@@ -2,8 +2,8 @@
 
 Pure functions over GitHub's JSON (no network, no files), so every rule is testable on its own:
 
-- a review that requests changes, or a commented review with words, is one event (`r<id>`) carrying its
-  line comments; those comments are then part of it, not events of their own;
+- a review that requests changes, a commented review with words, or one with several line comments is one
+  event (`r<id>`) carrying its line comments; those comments are then part of it, not events of their own;
 - any other review comment (a single line comment, a reply in a thread) is an event (`rc<id>`) answered in
   its thread; an issue comment on the conversation is an event (`c<id>`);
 - approvals, dismissed and pending reviews are not requests;
@@ -65,20 +65,27 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def folding_reviews(reviews: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
-    """Reviews that carry their line comments (changes requested, or commented with words)."""
+def folding_reviews(reviews: Sequence[Mapping[str, Any]],
+                    comments: Sequence[Mapping[str, Any]] = ()) -> dict[int, Mapping[str, Any]]:
+    """Reviews that carry their line comments: changes requested, commented with words, or commented on
+    several lines at once (one run for the batch, not one per line). A lone line comment (GitHub makes a
+    review of each) stays a review comment, answered in its own thread."""
+    lines: dict[Any, int] = {}
+    for comment in comments:
+        lines[comment.get("pull_request_review_id")] = lines.get(comment.get("pull_request_review_id"), 0) + 1
     found = {}
     for review in reviews:
         review_id, state = _int(review.get("id")), review.get("state")
-        body = str(review.get("body") or "")
-        if review_id is not None and (state == "CHANGES_REQUESTED" or (state == "COMMENTED" and body.strip())):
+        worded = bool(str(review.get("body") or "").strip())
+        if review_id is not None and (state == "CHANGES_REQUESTED"
+                                      or (state == "COMMENTED" and (worded or lines.get(review_id, 0) > 1))):
             found[review_id] = review
     return found
 
 
 def review_events(reviews: Sequence[Mapping[str, Any]], comments: Sequence[Mapping[str, Any]]) -> list[Event]:
     events = []
-    for review_id, review in folding_reviews(reviews).items():
+    for review_id, review in folding_reviews(reviews, comments).items():
         login, bot = _login(review)
         mine = [c for c in comments if c.get("pull_request_review_id") == review_id and _int(c.get("id"))]
         parts = [str(review.get("body") or "").strip()] if str(review.get("body") or "").strip() else []

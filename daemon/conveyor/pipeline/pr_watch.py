@@ -319,7 +319,7 @@ class _Pass:
         # a line comment of a review submitted after the reviews were read waits for the next pass
         early = [c for c in line_comments if c.get("pull_request_review_id") not in (None, *known_reviews)]
         ready = [c for c in line_comments if c not in early]
-        folding = set(pr_events.folding_reviews(reviews))
+        folding = set(pr_events.folding_reviews(reviews, ready))
         events = (pr_events.review_events(reviews, ready) + pr_events.comment_events(ready, folding)
                   + pr_events.issue_events(comments))
         for event in events:
