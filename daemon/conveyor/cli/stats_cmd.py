@@ -1,6 +1,7 @@
 """`conveyor stats`: runs, success, tokens, cost and durations per day, month, agent, model or tool.
 
-The numbers come from `conveyor.telemetry.stats` (aggregated inside SQLite); this module only parses the options
+The numbers come from the telemetry store (aggregated inside SQLite, or the fleet's PostgreSQL with
+`coordination:`); this module only parses the options
 and prints: a table that fits 80 columns (runs and cost, outcomes, tokens as separate tables), CSV, or
 JSON shaped `{group: [row, ...]}`.
 """
@@ -10,18 +11,23 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from conveyor.cli.common import console, load_settings, repo_option
+from conveyor.config.board_settings import BoardSettings
+from conveyor.core.logs import apply_deferred_logging
 from conveyor.telemetry import stats
-from conveyor.telemetry.review_stats import REVIEW_GROUPS, collect_reviews
+from conveyor.telemetry.review_stats import REVIEW_GROUPS
 from conveyor.telemetry.store import Telemetry
 
 if TYPE_CHECKING:   # rich is imported where a table is drawn: `--format json` and csv need none of it
     from rich.table import Table
+
+    from conveyor.telemetry.base import TelemetryStore
 
 DEFAULT_GROUPS = ("agent", "tool", "model")
 REVIEW_COLUMNS = ("key", "tasks", "reviews", "review_cost_usd", "fix_rounds", "merged", "closed", "acceptance_rate")
@@ -44,13 +50,15 @@ def command(repo: Path | None, config_dir: Path | None, since: str | None, until
     """Invocations, success rate, tokens, cost, p50/p95 duration, and cost per merged change."""
     window = _window(since, until)
     settings = load_settings(repo, config_dir)   # without pydantic while the configuration is unchanged
-    telemetry = Telemetry(settings.telemetry_db, privacy=settings.privacy)
     groups = (by,) if by else DEFAULT_GROUPS
-    with telemetry.connect() as conn:
-        data = {group: [_public(row) for row in stats.collect(conn, group, window)]  # type: ignore[arg-type]
+    telemetry, close = _store(settings)           # this host's SQLite, or the whole fleet's PostgreSQL
+    try:
+        data = {group: [_public(row) for row in telemetry.collect(group, window)]  # type: ignore[arg-type]
                 for group in groups if group not in REVIEW_GROUPS}
-        reviews = {f"review_by_{group}": collect_reviews(conn, group, window.since, window.until)
+        reviews = {f"review_by_{group}": telemetry.reviews(group, window.since, window.until)
                    for group in REVIEW_GROUPS if by in (None, group)}
+    finally:
+        close()
     if not by:
         reviews = {name: rows for name, rows in reviews.items() if rows}
     if fmt == "json":
@@ -61,6 +69,18 @@ def command(repo: Path | None, config_dir: Path | None, since: str | None, until
     else:
         _tables(data)
         _review_tables(reviews)
+
+
+def _store(settings: BoardSettings) -> tuple[TelemetryStore, Callable[[], None]]:
+    """The telemetry to read and how to let it go; the fleet's modules are imported only for a fleet."""
+    if settings.coordination is None:
+        telemetry = Telemetry(settings.telemetry_db, privacy=settings.privacy)
+        return telemetry, telemetry.close
+    from conveyor.coordination.shared import open_stores
+
+    apply_deferred_logging()   # the fleet's modules log through structlog directly
+    shared = open_stores(settings.coordination, settings.telemetry_db, settings.privacy)
+    return shared.telemetry, shared.close
 
 
 def _window(since: str | None, until: str | None) -> stats.Window:

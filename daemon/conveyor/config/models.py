@@ -331,6 +331,8 @@ class PoliciesFile(Frozen):
     complexity_tiers: dict[Complexity, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     tools: dict[str, ToolLimits] = Field(default_factory=dict)
     backoff: Backoff = Field(default_factory=Backoff)
+    # a fleet reserves this much of each hard budget before a run whose task and agent set no max_cost_usd
+    run_estimate_usd: float = Field(default=1.0, gt=0)
 
 
 def _has_password(url: str) -> bool:

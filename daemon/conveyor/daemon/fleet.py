@@ -29,7 +29,7 @@ from conveyor.daemon.offloop import OffLoop
 from conveyor.daemon.ready_queue import ReadyQueue, signature
 from conveyor.pipeline import recovery
 from conveyor.pipeline.finish import Report
-from conveyor.telemetry.store import Telemetry
+from conveyor.telemetry.base import TelemetryStore
 from conveyor.workspace import git
 
 log = structlog.get_logger("conveyor.daemon.fleet")
@@ -37,7 +37,7 @@ log = structlog.get_logger("conveyor.daemon.fleet")
 
 class FleetPump:
     def __init__(self, coordinator: Coordinator, config: Callable[[], Config], layout: BoardLayout,
-                 ready: ReadyQueue, telemetry: Telemetry, clock: Clock, env: Mapping[str, str],
+                 ready: ReadyQueue, telemetry: TelemetryStore, clock: Clock, env: Mapping[str, str],
                  apply: Callable[[Report], None], executor: Executor) -> None:
         self.coordinator = coordinator
         self._config = config

@@ -26,6 +26,7 @@ from conveyor.board.index import BoardIndex
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.coordination import open_coordinator
+from conveyor.coordination.shared import open_shared
 from conveyor.core.errors import ConveyorError
 from conveyor.core.private import private_dir
 from conveyor.core.state_files import HISTORY_FILE, LOCK_FILE
@@ -52,7 +53,7 @@ from conveyor.scheduling.budgets import BudgetGuard
 from conveyor.scheduling.concurrency import ToolGate
 from conveyor.scheduling.tool_health import PAUSES_FILE, ToolHealth
 from conveyor.service.notify import Heartbeat, Notifier, watchdog_interval_s
-from conveyor.telemetry.store import Telemetry
+from conveyor.telemetry.base import TelemetryStore
 
 log = structlog.get_logger("conveyor.daemon")
 BURST_CLAIMS = 16            # a pass claiming this many is a flood: claim again before dispatching
@@ -116,14 +117,18 @@ class Daemon(_Control):
         self.watch = watch and not once
         self.layout = BoardLayout(config.board_root)
         self.index = BoardIndex(self.layout, History(config.state_dir / HISTORY_FILE))
-        self.telemetry = Telemetry(config.telemetry_db, privacy=config.daemon.privacy)
+        self.coordination = open_coordinator(config, lambda: DaemonLock(config.state_dir / LOCK_FILE))
+        # telemetry, the spend ledger and provider pauses: the state folder's, or the fleet's (coordination/shared)
+        self.shared = open_shared(config, getattr(self.coordination, "node", None))
+        self.telemetry: TelemetryStore = self.shared.telemetry
         super().__init__()
         self.notifier = Notifier.from_env(self.env)
         self.heartbeat = Heartbeat(self.notifier, watchdog_interval_s(self.env))
         self._running: dict[str, _Running] = {}
-        self.health = ToolHealth(config.state_dir / PAUSES_FILE, lambda: self.config.policies.backoff, clock)
+        self.health = ToolHealth(config.state_dir / PAUSES_FILE, lambda: self.config.policies.backoff, clock,
+                                 shared=self.shared.pauses)
         self.gate = ToolGate(lambda: self.config.policies.tools, clock)
-        self.budgets = BudgetGuard(self.telemetry.spend, clock)
+        self.budgets = BudgetGuard(self.shared.ledger.spend if self.shared.fleet else self.telemetry.spend, clock)
         self.sandbox_probe = BwrapProbe()   # bubblewrap is tried once per daemon, not once per task
         self.publisher_factory: outcomes.PublisherFactory | None = outcomes.github_factory(self.env)
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="task")
@@ -133,7 +138,6 @@ class Daemon(_Control):
             self.ready.tasks(), [r.task for r in self._running.values()], [w.task for w in self.intake.waiting]),
             periodic=self.periodic)
         self.ready = ReadyQueue(lambda: self.config, self.gate, clock, lambda path, why: self.intake.reject(path, why))
-        self.coordination = open_coordinator(config, lambda: DaemonLock(config.state_dir / LOCK_FILE))
         self.intake = Intake(lambda: self.config, self.layout, self.index, self.ready, self.budgets, self.upkeep,
                              clock, offer=self.coordination.enqueue, running=self._running.__contains__,
                              scan_assigned=not self.coordination.shared)
@@ -288,7 +292,7 @@ class Daemon(_Control):
     def _collaborators(self) -> Collaborators:
         return Collaborators(config=self.config, layout=self.layout, telemetry=self.telemetry, clock=self.clock,
                              env=self.env, health=self.health, gate=self.gate,
-                             budgets=self.budgets, fence=self.coordination,
+                             budgets=self.budgets, fence=self.coordination, ledger=self.shared.ledger,
                              sandbox_probe=self.sandbox_probe)
 
     def _reap(self) -> None:

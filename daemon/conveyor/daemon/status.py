@@ -6,7 +6,9 @@ what only it knows: which claimed tasks are running now, paused tools, and when 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +19,7 @@ from conveyor.board.index import BoardIndex
 from conveyor.board.layout import BoardLayout
 from conveyor.config.board_settings import BoardSettings
 from conveyor.core import yamlio
-from conveyor.core.errors import TaskFileError
+from conveyor.core.errors import ConveyorError, TaskFileError
 from conveyor.core.state_files import HISTORY_FILE, LOCK_FILE, STATUS_FILE
 from conveyor.core.task import Task, parse_task
 from conveyor.core.timeutil import parse_iso, utc_iso
@@ -25,11 +27,12 @@ from conveyor.daemon.lock import holder_pid
 from conveyor.daemon.snapshot import StatusSnapshot
 from conveyor.scheduling import budgets
 from conveyor.scheduling.queue import plan
-from conveyor.scheduling.tool_health import PAUSES_FILE, read_pauses
+from conveyor.scheduling.tool_health import PAUSES_FILE, Pause, read_pauses
 from conveyor.telemetry.store import Telemetry
 
 if TYPE_CHECKING:
     from conveyor.config import Config
+    from conveyor.coordination.shared import Shared
 
 RECENT = 10
 
@@ -93,17 +96,54 @@ def _daemon_state(config: BoardSettings) -> dict[str, Any] | None:
 
 def _paused_tools(config: BoardSettings, daemon: dict[str, Any] | None, now: float) -> list[dict[str, Any]]:
     """Paused tools and when they resume: the running daemon's word, else the persisted pause file."""
+    if config.coordination is not None:   # the fleet's pauses hold on every node
+        fleet = _fleet_pauses(config, now)
+        if fleet is not None:
+            return fleet
     if daemon and daemon.get("running") and isinstance(daemon.get("pauses"), list):
         return [pause for pause in daemon["pauses"] if (parse_iso(str(pause.get("until"))) or 0) > now]
     return read_pauses(config.state_dir / PAUSES_FILE, now)
 
 
+def _fleet_pauses(config: BoardSettings, now: float) -> list[dict[str, Any]] | None:
+    rows = None
+    with contextlib.suppress(ConveyorError), _shared(config) as shared:
+        rows = shared.pauses.fetch(now) if shared.pauses is not None else None
+    if rows is None:
+        return None
+    return sorted((Pause(**row).as_status() for row in rows), key=lambda item: str(item["tool"]))
+
+
+@contextlib.contextmanager
+def _shared(config: BoardSettings) -> Iterator[Shared]:
+    """The fleet's shared stores, imported only for a fleet (a single host's status needs none of it)."""
+    from conveyor.coordination.shared import open_stores
+    from conveyor.core.logs import apply_deferred_logging
+
+    apply_deferred_logging()   # the fleet's modules log through structlog directly
+    shared = open_stores(config.coordination, config.telemetry_db, config.privacy)
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
 def _hold_for_budgets(config: BoardSettings, status: BoardStatus, now: float) -> None:
-    """Queued tasks whose agent (or everyone) has spent a hard budget wait in inbox/: say so, and until when."""
-    if not config.budgets or not status.queued or not config.telemetry_db.exists():
+    """Queued tasks whose agent (or everyone) has spent a hard budget wait in inbox/: say so, and until when.
+    In a fleet the spend is the whole fleet's, with what its running tasks hold reserved."""
+    if not config.budgets or not status.queued:
         return
-    telemetry = Telemetry(config.telemetry_db, privacy=config.privacy)
-    states = budgets.evaluate(config.budgets, telemetry.spend, now)
+    if config.coordination is not None:
+        try:
+            with _shared(config) as shared:
+                states = budgets.evaluate(config.budgets, shared.ledger.spend, now)
+        except ConveyorError:
+            return                      # the fleet's part of `conveyor status` says the database is away
+    elif config.telemetry_db.exists():
+        telemetry = Telemetry(config.telemetry_db, privacy=config.privacy)
+        states = budgets.evaluate(config.budgets, telemetry.spend, now)
+    else:
+        return
     still_queued = []
     for entry in status.queued:
         spent = budgets.task_block(states, str(entry["agent"]))

@@ -50,7 +50,7 @@ from conveyor.notify.dispatcher import Notifications
 from conveyor.notify.hooks import finished_event, needs_input_event
 from conveyor.publish.outcomes import merged_locally
 from conveyor.roadmap.sync import RoadmapSync
-from conveyor.telemetry.store import Telemetry
+from conveyor.telemetry.base import TelemetryStore
 
 log = structlog.get_logger("conveyor.daemon.upkeep")
 ARCHIVE_EVERY_S = 3600.0
@@ -64,7 +64,7 @@ __all__ = ["Snapshot", "Upkeep"]
 
 
 class Upkeep:
-    def __init__(self, config: Config, layout: BoardLayout, index: BoardIndex, telemetry: Telemetry, clock: Clock,
+    def __init__(self, config: Config, layout: BoardLayout, index: BoardIndex, telemetry: TelemetryStore, clock: Clock,
                  snapshot: Callable[[], Snapshot], periodic: Periodic) -> None:
         self.config = config
         self.layout = layout
@@ -287,9 +287,7 @@ class Upkeep:
 
     def _pull_request_state(self, branch: str) -> str | None:
         """What merge detection (pull-request outcomes in telemetry) last recorded for the branch."""
-        with self.telemetry.connect() as conn:
-            row = conn.execute("SELECT state FROM pull_requests WHERE branch = ?", (branch,)).fetchone()
-        return str(row[0]) if row else None
+        return self.telemetry.pull_request_state(branch)
 
     def _guard(self, step: str, action: Callable[[], object]) -> None:
         try:

@@ -52,7 +52,7 @@ from conveyor.runner.env import build_env
 from conveyor.runner.sandbox import SandboxContext, contain_check
 from conveyor.runner.sandbox_home import SANDBOX_DIR
 from conveyor.runner.types import Outcome
-from conveyor.telemetry.store import Telemetry
+from conveyor.telemetry.base import TelemetryStore
 from conveyor.workspace import git, task_workspace
 from conveyor.workspace.task_workspace import StagedChange, Workspace
 
@@ -69,7 +69,7 @@ class Job:
     task: Task
     config: Config
     env: Mapping[str, str]
-    telemetry: Telemetry
+    telemetry: TelemetryStore
     workspace: Workspace
     branch: str
     attempt: int

@@ -47,7 +47,7 @@ from conveyor.pipeline.pr_watch_state import CI_TASK, GAVE_UP, WatchState
 from conveyor.publish.flow import destination
 from conveyor.publish.github_types import GitHubError
 from conveyor.publish.pr_conversation import WRITE_PERMISSIONS, Fetched, PullConversation
-from conveyor.telemetry.store import Telemetry
+from conveyor.telemetry.base import TelemetryStore
 
 log = structlog.get_logger("conveyor.pipeline.pr_watch")
 GIVE_UP_MARK = "<!-- conveyor:needs-human -->"
@@ -83,7 +83,7 @@ class PullWatcher:
     """One repository's watcher; `run` is one pass (call it from one thread at a time)."""
 
     def __init__(self, config: Callable[[], Config], env: Mapping[str, str], layout: BoardLayout,
-                 telemetry: Telemetry, clock: Clock, *, on_merged: Callable[[], None] | None = None,
+                 telemetry: TelemetryStore, clock: Clock, *, on_merged: Callable[[], None] | None = None,
                  connect: Connect = connect_github) -> None:
         self._config = config
         self._env = env

@@ -40,7 +40,7 @@ from conveyor.pipeline.runs import Totals, result_from_rows
 from conveyor.publish.follow_up import publish_follow_up
 from conveyor.publish.task_branch import PARTIAL_TRAILER, REVIEW_TRAILER, commit_summary, publish_commit
 from conveyor.runner.pids import AgentRecords
-from conveyor.telemetry.store import Telemetry
+from conveyor.telemetry.base import TelemetryStore
 from conveyor.workspace import git, task_workspace
 from conveyor.workspace.base_branch import task_base
 
@@ -54,7 +54,7 @@ class RecoveryOutcome:
     parked: list[Task] = field(default_factory=list)     # needs_input: waiting for an answer, not to run
 
 
-def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
+def recover(config: Config, layout: BoardLayout, telemetry: TelemetryStore, clock: Clock,
             env: Mapping[str, str], *, shared: bool = False) -> RecoveryOutcome:
     """`env` is the daemon's environment (the GitHub token for publishing). With `shared` (a fleet) only this
     node's own state is recovered: the board and the task branches belong to the fleet, whose leases say
@@ -88,7 +88,7 @@ def recover(config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Cl
 
 
 def _recover_path(path: Path, outcome: RecoveryOutcome, ours: Callable[[Mapping[str, Any]], bool],
-                  config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
+                  config: Config, layout: BoardLayout, telemetry: TelemetryStore, clock: Clock,
                   env: Mapping[str, str]) -> int:
     """Recover one file of assigned/ into `outcome`; returns 1 when it is not Conveyor's and was left alone."""
     document = yamlio.read_mapping(path)   # None: no one's task (not YAML): validated below and rejected
@@ -123,7 +123,7 @@ def _recover_path(path: Path, outcome: RecoveryOutcome, ours: Callable[[Mapping[
     return 0
 
 
-def _finished_not_moved(path: Path, layout: BoardLayout, telemetry: Telemetry, clock: Clock) -> Report | None:
+def _finished_not_moved(path: Path, layout: BoardLayout, telemetry: TelemetryStore, clock: Clock) -> Report | None:
     """Finished here, then stopped between writing the file and moving it: only the move is left."""
     try:
         task = parse_task(path)
@@ -137,7 +137,7 @@ def _finished_not_moved(path: Path, layout: BoardLayout, telemetry: Telemetry, c
     return Report(Disposition.DONE if status == "done" else Disposition.FAILED, task)
 
 
-def _recover_one(task: Task, config: Config, layout: BoardLayout, telemetry: Telemetry,
+def _recover_one(task: Task, config: Config, layout: BoardLayout, telemetry: TelemetryStore,
                  clock: Clock, env: Mapping[str, str], *, resume: bool, mine: bool) -> Report | None:
     bound = log.bind(task_id=task.id)
     branch = task_branch(task.id)
@@ -172,11 +172,13 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def take_over(task: Task, config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
+def take_over(task: Task, config: Config, layout: BoardLayout, telemetry: TelemetryStore, clock: Clock,
               env: Mapping[str, str], fence: Fence) -> Report | None:
     """A fleet task whose node died holding its lease. Work already committed is published (under this node's
     fence); otherwise it runs again, and the crash does not count as the task's attempt. None: run it."""
     bound = log.bind(task_id=task.id)
+    # the dead node's runs of this task end here: the lease says nobody else runs it (a shared telemetry)
+    telemetry.mark_interrupted(clock(), [task.id])
     branch = task_branch(task.id)
     try:
         sha = git.find_task_commit(config.repo, branch, task.id)
@@ -211,7 +213,7 @@ def take_over(task: Task, config: Config, layout: BoardLayout, telemetry: Teleme
     return None
 
 
-def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemetry: Telemetry, clock: Clock,
+def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemetry: TelemetryStore, clock: Clock,
                         branch: str, sha: str, env: Mapping[str, str], fence: Fence | None = None) -> Report:
     """The gate passed before the commit, so only publishing is left (idempotent: an existing pull request
     is found, not duplicated)."""
@@ -248,7 +250,7 @@ def _finish_from_commit(task: Task, config: Config, layout: BoardLayout, telemet
     return finish(task, layout, clock(), result)
 
 
-def _finish_follow_up(task: Task, follow_up: FollowUp, config: Config, layout: BoardLayout, telemetry: Telemetry,
+def _finish_follow_up(task: Task, follow_up: FollowUp, config: Config, layout: BoardLayout, telemetry: TelemetryStore,
                       clock: Clock, sha: str, env: Mapping[str, str], fence: Fence | None = None) -> Report | None:
     """A follow-up committed before a restart: push and answer now (both idempotent: a push that already
     happened is a no-op, an answer already posted is found by its marker), never a second commit. A branch
@@ -293,7 +295,7 @@ def _finish_follow_up(task: Task, follow_up: FollowUp, config: Config, layout: B
     return report
 
 
-def _rows_of_attempt(telemetry: Telemetry, task: Task) -> list[dict[str, Any]]:
+def _rows_of_attempt(telemetry: TelemetryStore, task: Task) -> list[dict[str, Any]]:
     """Finished invocations of the attempt that made the commit (the agent's run and its fix rounds)."""
     rows = [row for row in telemetry.rows_for_task(task.id)
             if row["outcome"] not in ("running", "skipped") and row.get("role") != "reviewer"]

@@ -23,6 +23,7 @@ from conveyor.board.layout import BoardLayout
 from conveyor.checks.verify_setup import verify_problems
 from conveyor.config import Config
 from conveyor.coordination.base import Fence, Unfenced
+from conveyor.coordination.spend import NoReservations, SpendLedger
 from conveyor.core import disk_trouble
 from conveyor.core.disk_trouble import disk_problem
 from conveyor.core.errors import ConveyorError, GitError, ToolUnavailable
@@ -32,7 +33,7 @@ from conveyor.core.task import CLAIMER_PREFIX, Task
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline import conclude as completion
 from conveyor.pipeline import follow_up as followups
-from conveyor.pipeline import questions
+from conveyor.pipeline import questions, reserve
 from conveyor.pipeline.finish import Disposition, Report, cancelled, fail, finish, lost, park, recorded, requeue
 from conveyor.runner import pids as agent_pids
 from conveyor.runner.bwrap import BwrapProbe
@@ -47,7 +48,8 @@ from conveyor.scheduling.concurrency import ToolGate
 from conveyor.scheduling.pricing import invocation_cost
 from conveyor.scheduling.router import Route, Routing, agent_settings
 from conveyor.scheduling.tool_health import ToolHealth
-from conveyor.telemetry.store import InvocationEnd, InvocationStart, Telemetry
+from conveyor.telemetry.base import TelemetryStore
+from conveyor.telemetry.records import InvocationEnd, InvocationStart
 from conveyor.workspace import git, task_workspace
 from conveyor.workspace.base_branch import task_base
 from conveyor.workspace.task_workspace import Workspace, WorkspaceGone
@@ -73,13 +75,14 @@ class Collaborators:
 
     config: Config
     layout: BoardLayout
-    telemetry: Telemetry
+    telemetry: TelemetryStore
     clock: Clock
     env: Mapping[str, str]
     health: ToolHealth      # provider-limit pauses (shared with the daemon, thread-safe)
     gate: ToolGate          # per-tool concurrency and start rate
     budgets: BudgetGuard    # spend against policies.yaml budgets
     fence: Fence = field(default_factory=Unfenced)   # a fleet's lease check before each write (single host: yes)
+    ledger: SpendLedger = field(default_factory=NoReservations)   # a fleet's spend reserved before a run
     sandbox_probe: BwrapProbe = field(default_factory=BwrapProbe)   # does bubblewrap work here (asked once)
 
 
@@ -166,6 +169,7 @@ def run_task(task: Task, deps: Collaborators, cancel: threading.Event, plan: Run
         return _fail(task, deps, str(exc), kind=kind, log_path=None)
     finally:
         slots.release_all()
+        deps.ledger.release(task.id)   # settled: only the runs' real costs count from now on
 
 
 def _wait_for_disk(task: Task, deps: Collaborators, bound: Any, problem: str) -> Report:
@@ -203,6 +207,11 @@ def _run(task: Task, deps: Collaborators, cancel: threading.Event, bound: Any, p
                    + f". Fix it, then `conveyor task retry {task.id}`")
         bound.error("task.failed", error=message)
         return _fail(task, deps, message, kind="verify_setup", log_path=None)
+    chosen = plan.routing.route.tool_name if plan.routing.route is not None else None
+    refused = reserve.reserve(deps.ledger, task, chosen, config, deps.clock())
+    if refused is not None:   # the fleet's hard budget has no room for this run yet: wait, keep the attempt
+        bound.warning("task.budget_wait", reason=refused.reason, until=utc_iso(refused.retry_at))
+        return _requeue(task, deps, f"budget: {refused.reason}", spent=False, not_before=refused.retry_at)
     bound.info("task.started", attempt=attempt)
     follow_up = task.follow_up
     if follow_up is not None:
@@ -327,6 +336,12 @@ def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound:
             routing.skip_current(f"at capacity: {wait}", retry_at=deps.clock() + CAPACITY_RETRY_S)
             route = routing.advance_past(route_check(deps))
             continue
+        paused = deps.health.fresh_pause(route.tool_name) if deps.health.shared else None
+        if paused is not None:   # another node hit a limit since dispatch: the fleet's pause holds here too
+            slots.release(route.tool_name)
+            routing.skip_current(f"paused until {utc_iso(paused.until)} after {paused.reason}", retry_at=paused.until)
+            route = routing.advance_past(route_check(deps))
+            continue
         prompt, session = task_prompt, None
         if resume is not None:
             resumable = resume.session_id and resume.tool == route.tool_name and route.tool.resume_argv is not None
@@ -347,7 +362,7 @@ def _try_routes(task: Task, deps: Collaborators, cancel: threading.Event, bound:
         parsed = last.invocation.parsed
         if not parsed.outcome.is_provider_limit:
             if parsed.outcome in (Outcome.OK, Outcome.AGENT_ERROR):
-                deps.health.record_success(route.tool_name)
+                deps.health.record_success(route.tool_name, started_at=deps.clock() - last.duration_s)
             return last, False
         until = _pause_tool(deps, route.tool_name, parsed.outcome, parsed.reset_at, parsed.api_error_status)
         status = f" (HTTP {parsed.api_error_status})" if parsed.api_error_status else ""

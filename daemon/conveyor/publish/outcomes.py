@@ -18,7 +18,7 @@ import structlog
 from conveyor.config import Config
 from conveyor.core.errors import ConveyorError, GitError
 from conveyor.core.timeutil import Clock
-from conveyor.telemetry.store import Telemetry
+from conveyor.telemetry.base import TelemetryStore
 from conveyor.workspace import git
 
 log = structlog.get_logger("conveyor.publish.outcomes")
@@ -47,7 +47,7 @@ def merged_locally(config: Config, branch: str, commit_sha: str | None, base: st
     return True
 
 
-def detect_outcomes_safely(config: Config, telemetry: Telemetry, publisher_factory: PublisherFactory | None,
+def detect_outcomes_safely(config: Config, telemetry: TelemetryStore, publisher_factory: PublisherFactory | None,
                            clock: Clock) -> None:
     """`detect_outcomes` for a background thread: a failing lookup is logged and tried again next period."""
     try:
@@ -56,7 +56,7 @@ def detect_outcomes_safely(config: Config, telemetry: Telemetry, publisher_facto
         log.exception("outcome.detection_failed")
 
 
-def detect_outcomes(config: Config, telemetry: Telemetry, publisher_factory: PublisherFactory | None = None,
+def detect_outcomes(config: Config, telemetry: TelemetryStore, publisher_factory: PublisherFactory | None = None,
                     *, clock: Clock | None = None) -> list[dict[str, Any]]:
     """Record newly merged or closed task changes; returns what was recorded (branch, task_id, state)."""
     rows = telemetry.awaiting_outcome()

@@ -14,19 +14,16 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from conveyor.core.disk_trouble import disk_state
-from conveyor.core.errors import ConveyorError
 from conveyor.core.private import private_file
-from conveyor.runner.types import Tokens
+from conveyor.telemetry import review_stats, stats
+from conveyor.telemetry.records import INTERRUPTED, ROLES, RUNNING, InvocationEnd, InvocationStart, TelemetryError
 from conveyor.telemetry.schema import rollup_statements
 
 SCHEMA_VERSION = 4
-RUNNING = "running"
-INTERRUPTED = "interrupted"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS invocations (
@@ -81,43 +78,6 @@ MIGRATIONS: dict[int, Callable[[], list[str]]] = {
     3: lambda: ["ALTER TABLE invocations ADD COLUMN role TEXT NOT NULL DEFAULT 'author'",
                 "CREATE INDEX IF NOT EXISTS invocations_role ON invocations (role, task_id)"],
 }
-ROLES = ("author", "fixer", "reviewer")
-
-
-class TelemetryError(ConveyorError):
-    """The telemetry database cannot be used; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class InvocationStart:
-    task_id: str
-    agent: str
-    tool: str
-    model: str | None
-    attempt: int
-    started_at: float
-    branch: str | None = None
-    prompt: str | None = None
-    routing: str | None = None       # JSON of the routing decision (our own words only, never CLI text)
-    round: int = 0                   # 0 = the agent's run; n = its n-th resume after a failing verify
-    role: str = "author"             # author | fixer | reviewer (see ROLES)
-
-
-@dataclass(frozen=True)
-class InvocationEnd:
-    finished_at: float
-    duration_s: float
-    outcome: str
-    exit_code: int | None = None
-    tokens: Tokens = field(default_factory=Tokens)
-    cost_usd: float = 0.0
-    cost_source: str | None = None
-    session_id: str | None = None
-    turns: int | None = None
-    model: str | None = None
-    tool: str | None = None
-    error: str | None = None
-    final_text: str | None = None
 
 
 class Telemetry:
@@ -273,6 +233,22 @@ class Telemetry:
                          (row["branch"], row["task_id"], row.get("agent"), row.get("tool"), row.get("pr_url"),
                           state, decided_at))
 
+    def pull_request_state(self, branch: str) -> str | None:
+        """What merge detection last recorded for a task branch's pull request (`open`, `merged`, `closed`)."""
+        with self.connect() as conn:
+            row = conn.execute("SELECT state FROM pull_requests WHERE branch = ?", (branch,)).fetchone()
+        return str(row[0]) if row else None
+
+    def collect(self, by: stats.GroupBy, window: stats.Window) -> list[dict[str, Any]]:
+        """The `conveyor stats` rows of one grouping (from the rollups the triggers keep)."""
+        with self.connect() as conn:
+            return stats.collect(conn, by, window)
+
+    def reviews(self, by: str, since: float | None, until: float | None) -> list[dict[str, Any]]:
+        """The review figures of `conveyor stats`, by author or reviewer tool."""
+        with self.connect() as conn:
+            return review_stats.collect_reviews(conn, by, since, until)  # type: ignore[arg-type]
+
     def rows_for_task(self, task_id: str) -> list[dict[str, Any]]:
         with self.connect() as conn:
             conn.row_factory = sqlite3.Row
@@ -312,3 +288,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
             raise
 
+
+
+__all__ = ["INTERRUPTED", "ROLES", "RUNNING", "SCHEMA_VERSION", "InvocationEnd", "InvocationStart", "Telemetry",
+           "TelemetryError"]

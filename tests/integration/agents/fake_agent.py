@@ -12,10 +12,13 @@ in the task's worktree. Actions, in prompt order:
     FAKE exit-first <code>        exit with <code> on the first run of this task only
     FAKE say <text...>            print <text> as the final summary
     FAKE ask-first <question...>  on the first run of this task only: end at once with `NEEDS_INPUT: <question>`
+    FAKE cost <usd>               report this cost (with --json) instead of the default 0.0125
+    FAKE limit-first <seconds>    on the first run of this task only: a 429 naming a reset in <seconds>, exit 1
 
 With no action it changes nothing, unless FAKE_DEFAULT_ACTION=write (then it writes fake/<task_id>.txt).
 `--version` prints a version line (for `conveyor doctor`).
-Every run records its prompt, argv and environment under $FAKE_AGENT_OUT/<task_id>.* for the test to read.
+Every run records its prompt, argv and environment under $FAKE_AGENT_OUT/<task_id>.* for the test to read,
+and appends `<task_id>` to $FAKE_AGENT_OUT/runs.log (one line per real run, for counting attempts).
 `--json` prints a final result object shaped like `claude -p --output-format json`.
 """
 
@@ -80,10 +83,10 @@ def _act(action: str, arg: str, task_id: str, out: Path, said: list[str]) -> int
     return None
 
 
-def _claude_result(text: str, task_id: str, code: int) -> str:
+def _claude_result(text: str, task_id: str, code: int, cost: float = 0.0125) -> str:
     return json.dumps({
         "type": "result", "subtype": "success", "is_error": code != 0, "result": text,
-        "session_id": f"fake-session-{task_id}", "num_turns": 3, "total_cost_usd": 0.0125,
+        "session_id": f"fake-session-{task_id}", "num_turns": 3, "total_cost_usd": cost,
         "usage": {"input_tokens": 1200, "output_tokens": 340, "cache_read_input_tokens": 50,
                   "cache_creation_input_tokens": 7},
         "modelUsage": {"fake-model-1": {"inputTokens": 1200, "outputTokens": 340, "cacheReadInputTokens": 50,
@@ -101,6 +104,8 @@ def main(argv: list[str]) -> int:
     task_id, prompt = args[args.index("--task") + 1], args[-1]
     out = Path(os.environ.get("FAKE_AGENT_OUT", "fake-agent-out"))
     _record(out, task_id, "prompt", prompt)
+    with (out / "runs.log").open("a", encoding="utf-8") as runs:
+        runs.write(task_id + "\n")
     _record(out, task_id, "run.json", json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}))
     directives = DIRECTIVE.findall(prompt)
     if not directives and os.environ.get("FAKE_DEFAULT_ACTION") == "write":
@@ -111,12 +116,19 @@ def main(argv: list[str]) -> int:
     if asks and not (out / f"{task_id}.asked").exists():
         _record(out, task_id, "asked", asks[0])
         directives, said = [], [f"I need to know this first.\nNEEDS_INPUT: {asks[0]}"]
+    limits = [arg.strip() for action, arg in directives if action == "limit-first"]
+    if limits and not (out / f"{task_id}.limited").exists():
+        _record(out, task_id, "limited", limits[0])
+        print(f"API Error: 429 Too Many Requests: rate limit reached, try again in {limits[0]} seconds",
+              file=sys.stderr, flush=True)
+        return 1
+    costs = [float(arg) for action, arg in directives if action == "cost"]
     for action, arg in directives:
         result = _act(action, arg.strip(), task_id, out, said)
         if result is not None:
             code = result
     text = "; ".join(said) or "nothing to do"   # a NEEDS_INPUT line stays on a line of its own
-    print(_claude_result(text, task_id, code) if as_json else f"fake agent: {text}", flush=True)
+    print(_claude_result(text, task_id, code, *costs[-1:]) if as_json else f"fake agent: {text}", flush=True)
     return code
 
 

@@ -1,0 +1,43 @@
+"""What the rest of Conveyor asks of a telemetry store, whichever database answers: SQLite on one host
+(`store.Telemetry`), or the fleet's PostgreSQL (`pg_store.PgTelemetry`) where every node writes its runs to
+the same tables and `conveyor stats` on any node sees all of them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from conveyor.telemetry.records import InvocationEnd, InvocationStart
+from conveyor.telemetry.stats import GroupBy, Window
+
+
+class TelemetryStore(Protocol):
+    privacy: str
+
+    def start(self, start: InvocationStart) -> int: ...
+
+    def finish(self, row_id: int, end: InvocationEnd) -> None: ...
+
+    def record_result(self, row_id: int, *, commit_sha: str | None, pr_url: str | None,
+                      branch: str | None) -> None: ...
+
+    def mark_interrupted(self, now: float, task_ids: Sequence[str] | None = None) -> int: ...
+
+    def spend(self, since: float, until: float | None = None, agent: str | None = None,
+              tool: str | None = None) -> float: ...
+
+    def awaiting_outcome(self) -> list[dict[str, Any]]: ...
+
+    def record_outcome(self, row: Mapping[str, Any], state: str, decided_at: float | None) -> None: ...
+
+    def pull_request_state(self, branch: str) -> str | None: ...
+
+    def rows_for_task(self, task_id: str) -> list[dict[str, Any]]: ...
+
+    def totals(self, group: str) -> list[dict[str, Any]]: ...
+
+    def collect(self, by: GroupBy, window: Window) -> list[dict[str, Any]]: ...
+
+    def reviews(self, by: str, since: float | None, until: float | None) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
