@@ -132,7 +132,7 @@ def test_a_sigkilled_nodes_reservation_goes_with_its_lease_and_its_run_is_closed
         rows = [r for r in invocations(pg_url) if r["task_id"] == "victim"]
         assert [r["outcome"] for r in rows] == ["interrupted", "ok"]          # one closed row per real run
         assert all(r["finished_at"] is not None for r in rows) and real_runs(repo)["victim"] == 2
-        assert not reservations(pg_url)
+        wait_for(lambda: not reservations(pg_url), what="the run's reservation settled", timeout=10)
         assert ledger.spend(*window) == pytest.approx(0.25)                  # the real cost, once
     finally:
         link.close()
@@ -155,7 +155,7 @@ def test_a_database_restart_mid_run_counts_every_run_once(fleet: Fleet, repo: Re
     assert not [r for r in rows if r["outcome"] == "running"]
     assert Counter(r["task_id"] for r in rows) == real_runs(repo)        # one row per real run, none twice
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(0.1 * sum(r["outcome"] == "ok" for r in rows))
-    assert not reservations(pg_url)
+    wait_for(lambda: not reservations(pg_url), what="every reservation settled", timeout=10)
     shown = conveyor_cli("stats", "--format", "json", "--by", "agent", "--config-dir", str(fleet.config_dir("a")),
                          cwd=repo.path)
     [agent] = json.loads(shown.stdout)["agent"]

@@ -1,9 +1,10 @@
 """Who does what when one or several daemons serve a board: membership, the board leader, the exactly-once
 claim as a lease with a fencing token, and the fence the pipeline quotes before it writes. Single host
 (an flock and the hard-link claim, no server) by default; a fleet through PostgreSQL with
-`coordination: postgresql://...` in daemon.yaml.
+`coordination: postgresql://...` in daemon.yaml, where the nodes also share telemetry, the spend ledger
+that holds hard budgets across the fleet, and provider pauses (`shared`).
 
-May import: core, config, board.
+May import: core, config, board, telemetry.
 """
 
 from __future__ import annotations

@@ -118,8 +118,7 @@ class Daemon(_Control):
         self.layout = BoardLayout(config.board_root)
         self.index = BoardIndex(self.layout, History(config.state_dir / HISTORY_FILE))
         self.coordination = open_coordinator(config, lambda: DaemonLock(config.state_dir / LOCK_FILE))
-        # telemetry, the spend ledger and provider pauses: the state folder's, or the fleet's (coordination/shared)
-        self.shared = open_shared(config, getattr(self.coordination, "node", None))
+        self.shared = open_shared(config, getattr(self.coordination, "node", None))   # telemetry, ledger, pauses
         self.telemetry: TelemetryStore = self.shared.telemetry
         super().__init__()
         self.notifier = Notifier.from_env(self.env)
@@ -177,9 +176,8 @@ class Daemon(_Control):
         return 0
 
     def _serve(self) -> None:
-        """The main loop, resumed after an unexpected error (logged with its traceback) so one bad turn does
-        not stop the service; errors that keep coming (LOOP_FAILURES within LOOP_FAILURE_WINDOW_S) end it
-        with a non-zero exit, for the service manager to restart it."""
+        """The main loop, resumed after an unexpected error (logged with its traceback); errors that keep coming
+        (LOOP_FAILURES within LOOP_FAILURE_WINDOW_S) end it with a non-zero exit, for the service manager."""
         failures, last = 0, 0.0
         while True:
             try:
@@ -206,8 +204,7 @@ class Daemon(_Control):
             leader = self.fleet.lead()             # always, on a single host; in a fleet, one node at a time
             if leader and not self._stop_requested.is_set():
                 self.periodic.run_due()            # rescan, worktree reaper, outcomes, archive, merges, roadmap
-                self.upkeep.before_intake()        # roadmap tasks made here (and hand-offs made while
-                                                   # reaping) are claimed below, in the same pass
+                self.upkeep.before_intake()        # roadmap tasks and hand-offs made here: claimed below, this pass
             claimed = self.intake.run() if leader and self.fleet.local and not self._stop_requested.is_set() else 0
             if claimed >= BURST_CLAIMS:
                 # A flood: keep claiming before starting anything. Workers starting tasks compete with
@@ -291,9 +288,8 @@ class Daemon(_Control):
 
     def _collaborators(self) -> Collaborators:
         return Collaborators(config=self.config, layout=self.layout, telemetry=self.telemetry, clock=self.clock,
-                             env=self.env, health=self.health, gate=self.gate,
-                             budgets=self.budgets, fence=self.coordination, ledger=self.shared.ledger,
-                             sandbox_probe=self.sandbox_probe)
+                             env=self.env, health=self.health, gate=self.gate, budgets=self.budgets,
+                             fence=self.coordination, ledger=self.shared.ledger, sandbox_probe=self.sandbox_probe)
 
     def _reap(self) -> None:
         for task_id, running in list(self._running.items()):
@@ -371,7 +367,7 @@ class Daemon(_Control):
         self._executor.shutdown(wait=True)
         self.upkeep.stop()                      # final status files and board commit
         self._write_status(stopped=True)
-        self.telemetry.close()
+        self.shared.close()
         log.info("daemon.stopped", completed=self.completed)
 
     def _drain(self) -> None:

@@ -126,7 +126,9 @@ class PgTelemetry:
         return self.db.run(placeholders(sql), list(params))
 
     def close(self) -> None:
-        self.db.close()
+        """Nothing to let go of while idle (SQLite closes to checkpoint its WAL; a server needs no such
+        thing, and the connection serves the spend ledger and pauses too): its owner closes it."""
+        return None
 
     # ------------------------------------------------------------------ writes
     def start(self, start: InvocationStart) -> int:
