@@ -17,8 +17,8 @@ import yaml
 from conveyor.coordination.link import Link
 from conveyor.coordination.shared_spend import SharedSpend
 from tests.integration.conftest import ConveyorCli, Repo
-from tests.integration.fleet_support import pg_server, pg_url
-from tests.integration.test_fleet import Fleet, fleet
+from tests.integration.fleet_support import Fleet, pg_server, pg_url
+from tests.integration.test_fleet import fleet
 from tests.support.postgres import PostgresServer
 from tests.support.waiting import wait_for
 
@@ -28,10 +28,32 @@ DAY = 86400.0
 AGENT = "json-agent"        # the fake agent speaking `claude -p --output-format json`: it reports its cost
 
 
-def policies(repo: Repo, usd: float, estimate: float) -> None:
-    repo.write_config("policies.yaml", yaml.safe_dump({
+def policies(fleet: Fleet, usd: float, estimate: float) -> None:
+    """A hard global daily budget, pushed with the fleet's configuration (every clone reads it)."""
+    fleet.repo.write_config("policies.yaml", yaml.safe_dump({
         "budgets": [{"scope": "global", "period": "daily", "usd": usd, "limit": "hard"}],
         "run_estimate_usd": estimate}))
+    fleet.publish_config("a hard budget")
+
+
+def ask(fleet: Fleet, tasks: dict[str, str], agent: str = "backend-dev") -> None:
+    fleet.ask([fleet.document(task_id, text, agent=agent) for task_id, text in tasks.items()])
+
+
+def stats(cli: ConveyorCli, fleet: Fleet, name: str, by: str) -> list[dict[str, Any]]:
+    shown = cli("stats", "--format", "json", "--by", by, cwd=fleet.clone(name))
+    assert shown.returncode == 0, shown.stderr
+    rows = json.loads(shown.stdout)[by]
+    assert isinstance(rows, list)
+    return rows
+
+
+def status(cli: ConveyorCli, fleet: Fleet, name: str) -> dict[str, Any]:
+    shown = cli("status", "--format", "json", cwd=fleet.clone(name))
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert isinstance(document, dict)
+    return document
 
 
 def invocations(url: str) -> list[dict[str, Any]]:
@@ -60,64 +82,55 @@ def today() -> tuple[float, float]:
 
 def test_three_nodes_never_spend_past_a_hard_budget_and_stats_on_each_show_all_of_it(
         fleet: Fleet, repo: Repo, pg_url: str, conveyor_cli: ConveyorCli) -> None:
-    policies(repo, usd=1.0, estimate=0.25)            # four runs of $0.25 fit; six slots could start six
+    policies(fleet, usd=1.0, estimate=0.25)            # four runs of $0.25 fit; six slots could start six
     for name in ("a", "b", "c"):
         fleet.start(name)
     ids = [f"spend-{i}" for i in range(8)]
-    for task_id in ids:
-        repo.submit(task_id, agent=AGENT, description=f"FAKE sleep 3\nFAKE cost 0.25\nFAKE write out/{task_id}.txt x")
-    wait_for(lambda: sum(repo.done_path(t, AGENT).exists() for t in ids) >= 4, what="four tasks done", timeout=90)
+    ask(fleet, {t: f"FAKE sleep 3\nFAKE cost 0.25\nFAKE write out/{t}.txt x" for t in ids}, agent=AGENT)
+    wait_for(lambda: len(fleet.done_ids() & set(ids)) >= 4, what="four tasks done", timeout=120)
     waits = [e for n in fleet.nodes for e in n.events("task.budget_wait")]
     assert waits, "no run was held back by the fleet's budget"
     time.sleep(6)                                      # the others keep waiting: the day's budget is spent
     rows = invocations(pg_url)
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(1.0)          # never past $1.00
     assert sorted(real_runs(repo).values()) == [1, 1, 1, 1] and len(rows) == 4
-    assert sum(repo.done_path(t, AGENT).exists() for t in ids) == 4
+    assert len(fleet.done_ids() & set(ids)) == 4
     assert len({r["node"] for r in rows}) >= 2                             # spent on more than one node
     assert "would pass $1.00" in waits[0]["reason"]
     assert not reservations(pg_url)                                        # every run settled
     for name in ("a", "b", "c"):       # each node's stats count every node's runs (from the shared database)
-        shown = conveyor_cli("stats", "--format", "json", "--by", "tool", "--config-dir", str(fleet.config_dir(name)),
-                             cwd=repo.path)
-        assert shown.returncode == 0, shown.stderr
-        [tool] = json.loads(shown.stdout)["tool"]
+        [tool] = stats(conveyor_cli, fleet, name, "tool")
         assert (tool["key"], tool["invocations"], tool["cost_usd"]) == ("fake-claude", 4, 1.0)
-        assert not (fleet.root / f"state-{name}" / "telemetry.db").exists()   # no private SQLite in a fleet
-    status = json.loads(conveyor_cli("status", "--format", "json", "--config-dir", str(fleet.config_dir("b")),
-                                     cwd=repo.path).stdout)
-    assert len(status["fleet"]["nodes"]) == 3
+        assert not list((fleet.clone(name) / ".git").rglob("telemetry.db"))   # no private SQLite in a fleet
+    assert len(status(conveyor_cli, fleet, "b")["fleet"]["nodes"]) == 3
 
 
 def test_a_429_on_one_node_pauses_the_tool_on_every_node_until_its_reset(
         fleet: Fleet, repo: Repo, pg_url: str, conveyor_cli: ConveyorCli) -> None:
     for name in ("a", "b"):
         fleet.start(name)
-    repo.submit("limited", description="FAKE limit-first 20\nFAKE write out/limited.txt x")
+    ask(fleet, {"limited": "FAKE limit-first 20\nFAKE write out/limited.txt x"})
     hit = fleet.runner_of("limited")
     limited = hit.wait_event("tool.limited", lambda e: e.get("task_id") == "limited", timeout=60)
     other = next(n for n in fleet.nodes if n is not hit)
     other.wait_event("tool.paused_by_fleet", lambda e: e.get("tool") == "fake", timeout=30)
     ids = [f"after-{i}" for i in range(4)]             # both nodes have free slots for these
-    for task_id in ids:
-        repo.submit(task_id, description=f"FAKE write out/{task_id}.txt x")
-    shown = json.loads(conveyor_cli("status", "--format", "json", "--config-dir", str(fleet.config_dir("b")),
-                                    cwd=repo.path).stdout)
-    assert [p["tool"] for p in shown["paused_tools"]] == ["fake"]
-    until = shown["paused_tools"][0]["until"]
-    assert until == limited["until"]                   # the reset the CLI named, the same on every node
+    ask(fleet, {t: f"FAKE write out/{t}.txt x" for t in ids})
+    name = fleet.names[other.pid]
+    paused = status(conveyor_cli, fleet, name)["paused_tools"]
+    assert [p["tool"] for p in paused] == ["fake"]
+    assert paused[0]["until"] == limited["until"]      # the reset the CLI named, the same on every node
     time.sleep(4)
     assert not any(real_runs(repo)[t] for t in ids), "a node ran the paused tool"
-    wait_for(lambda: all(repo.done_path(t).exists() for t in [*ids, "limited"]), what="all done after the reset",
-             timeout=90)
+    wait_for(lambda: fleet.all_done([*ids, "limited"]), what="all done after the reset", timeout=120)
     assert real_runs(repo)["limited"] == 2
 
 
 def test_a_sigkilled_nodes_reservation_goes_with_its_lease_and_its_run_is_closed_by_the_taker(
         fleet: Fleet, repo: Repo, pg_url: str) -> None:
-    policies(repo, usd=5.0, estimate=0.25)
+    policies(fleet, usd=5.0, estimate=0.25)
     first = fleet.start("a")
-    repo.submit("victim", agent=AGENT, description="FAKE sleep-first 20\nFAKE cost 0.25\nFAKE write out/victim.txt x")
+    ask(fleet, {"victim": "FAKE sleep-first 20\nFAKE cost 0.25\nFAKE write out/victim.txt x"}, agent=AGENT)
     wait_for(lambda: real_runs(repo)["victim"] == 1, what="the agent to start", timeout=60)
     link = Link(pg_url, "test ledger")
     ledger = SharedSpend(link, "test")
@@ -128,7 +141,7 @@ def test_a_sigkilled_nodes_reservation_goes_with_its_lease_and_its_run_is_closed
         wait_for(lambda: ledger.spend(*window) == 0, what="the reservation to go with the lease", timeout=30)
         assert [task for task, _node in reservations(pg_url)] == ["victim"]   # the row stays, counting no more
         fleet.start("b")
-        wait_for(lambda: repo.done_path("victim", AGENT).exists(), what="the new node to finish it", timeout=90)
+        wait_for(lambda: fleet.all_done(["victim"]), what="the new node to finish it", timeout=90)
         rows = [r for r in invocations(pg_url) if r["task_id"] == "victim"]
         assert [r["outcome"] for r in rows] == ["interrupted", "ok"]          # one closed row per real run
         assert all(r["finished_at"] is not None for r in rows) and real_runs(repo)["victim"] == 2
@@ -141,25 +154,23 @@ def test_a_sigkilled_nodes_reservation_goes_with_its_lease_and_its_run_is_closed
 def test_a_database_restart_mid_run_counts_every_run_once(fleet: Fleet, repo: Repo, pg_url: str,
                                                           pg_server: PostgresServer,
                                                           conveyor_cli: ConveyorCli) -> None:
-    policies(repo, usd=50.0, estimate=0.5)
+    policies(fleet, usd=50.0, estimate=0.5)
     for name in ("a", "b"):
         fleet.start(name)
     ids = [f"pg-{i}" for i in range(6)]
-    for task_id in ids:
-        repo.submit(task_id, agent=AGENT, description=f"FAKE sleep 2\nFAKE cost 0.1\nFAKE write out/{task_id}.txt x")
+    ask(fleet, {t: f"FAKE sleep 2\nFAKE cost 0.1\nFAKE write out/{t}.txt x" for t in ids}, agent=AGENT)
     wait_for(lambda: sum(real_runs(repo).values()) >= 2, what="runs under way", timeout=60)
     pg_server.restart()
-    wait_for(lambda: all(repo.done_path(t, AGENT).exists() for t in ids), what="all done", timeout=150)
+    try:
+        wait_for(lambda: fleet.all_done(ids), what="all done", timeout=180)
+    except AssertionError:
+        raise AssertionError(fleet.logs()) from None
     time.sleep(1.0)
     rows = invocations(pg_url)
     assert not [r for r in rows if r["outcome"] == "running"]
     assert Counter(r["task_id"] for r in rows) == real_runs(repo)        # one row per real run, none twice
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(0.1 * sum(r["outcome"] == "ok" for r in rows))
     wait_for(lambda: not reservations(pg_url), what="every reservation settled", timeout=10)
-    shown = conveyor_cli("stats", "--format", "json", "--by", "agent", "--config-dir", str(fleet.config_dir("a")),
-                         cwd=repo.path)
-    [agent] = json.loads(shown.stdout)["agent"]
+    [agent] = stats(conveyor_cli, fleet, "a", "agent")
     assert agent["invocations"] == len(rows)
     assert all(n.alive() for n in fleet.nodes)
-
-
