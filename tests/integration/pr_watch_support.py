@@ -8,6 +8,7 @@ between two of them, only what the state folder, the board and telemetry hold.
 from __future__ import annotations
 
 import json
+import sqlite3
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,16 @@ def watcher(project: Project, clock: Clock, *, on_merged: Any = None) -> PullWat
     telemetry = Telemetry(config.telemetry_db)
     return PullWatcher(lambda: config, {TOKEN_ENV: TOKEN}, BoardLayout(config.board_root), telemetry, clock,
                        on_merged=on_merged)
+
+
+def outcomes(watcher: PullWatcher, number: int = 1) -> dict[str, str]:
+    """Event id → what the watcher did with it (task, ignored, own, skipped, ...), from its state file."""
+    conn = sqlite3.connect(watcher.state.path)
+    try:
+        rows = conn.execute("SELECT event_id, outcome FROM events WHERE number = ?", (number,)).fetchall()
+    finally:
+        conn.close()
+    return {str(event): str(outcome) for event, outcome in rows}
 
 
 def inbox_tasks(project: Project) -> dict[str, dict[str, Any]]:

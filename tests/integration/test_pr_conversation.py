@@ -55,10 +55,10 @@ def test_lists_follow_every_page(fake: FakeGitHub, client: PullConversation) -> 
 
 def test_reply_comment_label_permission_and_log_tail(fake: FakeGitHub, client: PullConversation) -> None:
     thread = fake.threads.review_comment(1, "alice", "rename this")
-    reply_id = client.answer(1, "review_comment", thread.id, "renamed in abc123")
+    reply_id = client.reply(1, thread.id, "renamed in abc123")
     (reply,) = [c for c in fake.threads.comments(1, kind="review") if c.id == reply_id]
     assert (reply.in_reply_to, reply.login, reply.body) == (thread.id, fake.login, "renamed in abc123")
-    comment_id = client.answer(1, "issue_comment", 5, "x" * (MAX_BODY + 10))      # cut to what GitHub takes
+    comment_id = client.comment(1, "x" * (MAX_BODY + 10))                    # cut to what GitHub takes
     (posted,) = [c for c in fake.threads.comments(1, kind="issue") if c.id == comment_id]
     assert len(posted.body) == MAX_BODY and posted.body.endswith("characters)")
     client.add_label(1, "needs-human")

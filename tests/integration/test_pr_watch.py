@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from conveyor.core.state_files import HISTORY_FILE
 from conveyor.core.task import parse_task
 from conveyor.pipeline.pr_watch_state import WatchState
-from conveyor.publish import outcomes
+from conveyor.publish import outcomes as outcome_job
 from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project, fake_github, make_project
 from tests.integration.pr_watch_support import (
     TASK,
@@ -26,6 +26,7 @@ from tests.integration.pr_watch_support import (
     configure,
     inbox_tasks,
     opened,
+    outcomes,
     push_commit,
     watcher,
 )
@@ -97,7 +98,7 @@ def test_a_task_written_just_before_a_crash_is_not_written_again(project: Projec
     restarted = watcher(project, Clock())
     assert restarted.run().tasks == [task_id]            # found on the board (done/ by now), not written again
     assert inbox_tasks(project) == {}
-    assert restarted.state.outcomes(GH_REPO, 1) == {f"c{said.id}": "task"}
+    assert outcomes(restarted) == {f"c{said.id}": "task"}
     restarted.close()
 
 
@@ -116,7 +117,7 @@ def test_a_login_without_permission_is_ignored_and_logged_and_the_daemons_own_co
     ignored = {e["login"]: e for e in logs if e["event"] == "pr_watch.ignored"}
     assert set(ignored) == {"mallory", "conveyor-bot-", "ci-helper[bot]"}
     assert ignored["mallory"]["event_id"] == f"c{mallory.id}" and ignored["mallory"]["pr"] == 1
-    assert watch.state.outcomes(GH_REPO, 1) == {f"c{mallory.id}": "ignored", f"c{spoof.id}": "ignored",
+    assert outcomes(watch) == {f"c{mallory.id}": "ignored", f"c{spoof.id}": "ignored",
                                                 f"c{bot.id}": "ignored", f"c{own_id}": "own", f"c{shouted}": "own"}
     with capture_logs() as logs:
         watcher(project, Clock()).run()                  # logged once, not on every pass
@@ -144,7 +145,7 @@ def test_a_review_requesting_changes_carries_its_line_comments_and_a_thread_repl
     assert block["trigger"] == "review_comment"
     assert block["reply_to"] == {"kind": "review_comment", "id": line_ids[1]}      # the thread's root
     assert block["request"] == "On app.py line 1:\nAlso this one."
-    assert f"r{approve.id}" not in restarted.state.outcomes(GH_REPO, 1)
+    assert f"r{approve.id}" not in outcomes(restarted)
     watch.close()
     restarted.close()
 
@@ -334,7 +335,7 @@ def test_with_the_watcher_on_the_outcome_job_asks_github_nothing(project: Projec
     """Merged/closed come from the watcher's conditional reads; the older outcome job keeps to local git."""
     config = project.repo.config()
     assert config.daemon.follow_up.enabled
-    assert outcomes.github_factory({TOKEN_ENV: TOKEN})(config) is None
+    assert outcome_job.github_factory({TOKEN_ENV: TOKEN})(config) is None
 
 
 def test_a_follow_up_id_that_would_be_too_long_is_skipped_with_the_fix(tmp_path: Path, github: FakeGitHub) -> None:
@@ -350,5 +351,5 @@ def test_a_follow_up_id_that_would_be_too_long_is_skipped_with_the_fix(tmp_path:
         assert watch.run().tasks == []
     (skipped,) = [e for e in logs if e["event"] == "pr_watch.id_too_long"]
     assert skipped["event_id"] == f"c{said.id}" and "shorten" in skipped["fix"]
-    assert watch.state.outcomes(GH_REPO, 1) == {f"c{said.id}": "skipped"} and inbox_tasks(project) == {}
+    assert outcomes(watch) == {f"c{said.id}": "skipped"} and inbox_tasks(project) == {}
     watch.close()

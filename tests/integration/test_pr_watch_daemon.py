@@ -14,8 +14,8 @@ import pytest
 from conveyor.roadmap.parse import parse_roadmap
 from tests.integration.conftest import ConveyorCli
 from tests.integration.daemon_process import running_daemon
-from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, fake_github, make_project, tools_yaml
-from tests.integration.pr_watch_support import ROADMAP_TASK, TASK, WORK, Clock, configure, opened, watcher
+from tests.integration.gate_support import TOKEN, TOKEN_ENV, fake_github, make_project, tools_yaml
+from tests.integration.pr_watch_support import ROADMAP_TASK, TASK, WORK, Clock, configure, opened, outcomes, watcher
 from tests.support.fake_github import FakeGitHub
 from tests.support.waiting import wait_for
 
@@ -131,7 +131,7 @@ def test_a_comment_goes_round_once_watcher_runner_answer_and_the_answer_starts_n
     again = watcher(project, Clock())                  # the answer is the daemon's own: it asks for nothing
     report = again.run()
     assert report.tasks == [] and report.ignored == []
-    assert again.state.outcomes(GH_REPO, 1) == {f"c{said.id}": "task", f"c{answers[0].id}": "own"}
+    assert outcomes(again) == {f"c{said.id}": "task", f"c{answers[0].id}": "own"}
     github.merge(1)
     assert again.run().merged == [1]
     assert "merged_at" in project.repo.done_doc(TASK)["result"]

@@ -141,13 +141,6 @@ class WatchState:
         fixes = [sha for outcome, sha in rows if outcome == CI_TASK]
         return len(fixes), {str(sha) for sha in fixes if sha}, any(outcome == GAVE_UP for outcome, _ in rows)
 
-    def outcomes(self, repo: str, number: int) -> dict[str, str]:
-        """event id → outcome, for tests and `conveyor status`."""
-        with self._lock:
-            rows = self._connect().execute("SELECT event_id, outcome FROM events WHERE repo = ? AND number = ?",
-                                           (repo, number)).fetchall()
-        return {str(event): str(outcome) for event, outcome in rows}
-
     def meta(self, key: str) -> str | None:
         with self._lock:
             row = self._connect().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import requests.exceptions
 import structlog
@@ -33,7 +33,6 @@ MAX_BODY = 65536                  # GitHub refuses longer comment bodies
 MAX_PAGES = 20                    # 2,000 items per list: past that a pull request is not a conversation
 LOG_BYTES = 256 * 1024            # of a job's log, only this much of the end is kept while reading it
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
-ReplyKind = Literal["issue_comment", "review_comment", "review"]
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 
 
@@ -158,13 +157,6 @@ class PullConversation:
             _, data = self._requester.requestJsonAndCheck(
                 "POST", f"{self._base}/pulls/{number}/comments/{comment_id}/replies", input={"body": bounded(body)})
         return _id_of(data)
-
-    def answer(self, number: int, kind: ReplyKind, target: int, body: str) -> int:
-        """Answer where a person asked: in a review comment's thread, else on the conversation (an issue
-        comment or a review has no thread of its own)."""
-        if kind == "review_comment":
-            return self.reply(number, target, body)
-        return self.comment(number, body)
 
     def add_label(self, number: int, label: str) -> None:
         with self._publisher.errors(f"labelling pull request #{number} {label!r}"):
