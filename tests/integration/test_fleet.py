@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import ConveyorCli, Repo
-from tests.integration.fleet_support import LEASE_S, Fleet, pg_server, pg_url
+from tests.integration.fleet_support import LEASE_S, Fleet, fleet_yaml, pg_server, pg_url
 from tests.support.git_fleet import git
 from tests.support.waiting import wait_for
 
@@ -129,3 +129,49 @@ def test_a_frozen_node_that_wakes_after_its_lease_passed_on_changes_nothing(flee
     assert fleet.board_head() == board_head or "done/backend-dev/frozen.yaml" in fleet.board_files()
     assert not list((fleet.clone(fleet.names[sleeper.pid]) / "work/collaboration/assigned").rglob("*.yaml"))
     assert sleeper.alive()                                 # and it keeps serving
+
+
+ROADMAP = """\
+# Roadmap
+
+### 🔴 **PRIORITY 1: First thing**
+
+**Status**: 📝 Planned
+**Agent**: backend-dev
+
+FAKE write out/one.txt one
+
+### 🟡 **PRIORITY 2: Second thing**
+
+**Status**: 📝 Planned
+**Agent**: backend-dev
+
+FAKE write out/two.txt two
+"""
+
+
+def test_roadmap_items_on_the_base_branch_run_and_their_status_lines_land_on_the_board_branch(
+        repo: Repo, tmp_path: Path, pg_url: str) -> None:
+    text = fleet_yaml(pg_url).replace("roadmap: {enabled: false}", "roadmap: {enabled: true, max_in_flight: 1}")
+    with ExitStack() as stack:
+        fleet = Fleet(repo, tmp_path, pg_url, stack, daemon_yaml=text)
+        (repo.path / "ROADMAP.md").write_text(ROADMAP, encoding="utf-8")
+        repo.git("add", "ROADMAP.md")
+        repo.git("commit", "-q", "-m", "plan two items")
+        repo.git("push", "-q", "origin", "main")
+        base = fleet.base_head()
+        fleet.start("a")
+        ids = ["roadmap-1-first-thing", "roadmap-2-second-thing"]
+        wait_for(lambda: fleet.all_done(ids), what="both items' tasks done", timeout=90)
+
+        def board_roadmap() -> str:
+            return git(fleet.remote, "show", "conveyor/board:ROADMAP.md")
+
+        wait_for(lambda: board_roadmap().count("In Review (branch conveyor/roadmap-") == 2,
+                 what="both status lines", timeout=30)
+        started = [e["task_id"] for e in fleet.nodes[0].events("task.started")]
+        assert started == ids                                # max_in_flight 1: one after the other
+        assert fleet.done_doc(ids[0])["roadmap_item"]["number"] == "1"
+        assert git(fleet.remote, "show", "main:ROADMAP.md") == ROADMAP.rstrip("\n")   # the base is untouched
+        assert fleet.base_head() == base
+        assert "Planned" not in board_roadmap() and board_roadmap().startswith("# Roadmap")

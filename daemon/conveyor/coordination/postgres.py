@@ -149,6 +149,10 @@ class PostgresCoordinator:
         rows = self._work.run(schema.KNOWN, {"ids": list(task_ids)}) if task_ids else []
         return {str(r[0]) for r in rows}
 
+    def roadmap_rows(self) -> list[tuple[str, str, str | None, str | None]]:
+        """(task id, state, document, outcome) of every task made from ROADMAP.md items."""
+        return [(str(r[0]), str(r[1]), r[2], r[3]) for r in self._work.run(schema.ROADMAP_ROWS)]
+
     def unapplied(self, limit: int = 200) -> list[Outcome]:
         """Finished tasks whose outcome the board branch does not show yet."""
         rows = self._work.run(schema.UNAPPLIED, {"limit": limit})

@@ -95,6 +95,8 @@ INSERT INTO conveyor_tasks (task_id, path, agent, priority, document, base_tip) 
 ON CONFLICT (task_id) DO NOTHING
 """
 
+ROADMAP_ROWS = "SELECT task_id, state, document, outcome FROM conveyor_tasks WHERE task_id LIKE 'roadmap-%%'"
+
 KNOWN = "SELECT task_id FROM conveyor_tasks WHERE task_id = ANY(%(ids)s)"
 
 # Finished tasks whose outcome the board branch does not show yet (the leader writes them, then APPLIED).

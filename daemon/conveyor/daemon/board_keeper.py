@@ -37,6 +37,8 @@ from conveyor.core import yamlio
 from conveyor.core.errors import GitError, Problem, TaskFileError
 from conveyor.core.task import TASK_SUFFIXES, Task, validate_document
 from conveyor.core.timeutil import Clock, utc_iso
+from conveyor.daemon import board_roadmap
+from conveyor.daemon.board_roadmap import RoadmapRow
 
 log = structlog.get_logger("conveyor.daemon.board_keeper")
 PUSH_TRIES = 5
@@ -95,6 +97,8 @@ class BoardKeeper:
                         note="a newer leader wrote the board: this node writes nothing")
             return True
         asked, rejected = self._intake(remote, draft, board_dir)
+        if config.daemon.roadmap.enabled:
+            asked += self._roadmap(remote, draft, board_dir, config)
         for outcome in outcomes:
             self._apply(remote, draft, board_dir, outcome)
         self._ledger.offer(asked)      # before the push: a task the board shows as assigned is in the database
@@ -155,6 +159,31 @@ class BoardKeeper:
                                draft.base_tip))
         return asked, rejected
 
+    def _roadmap(self, remote: RemoteBoard, draft: Draft, board_dir: str, config: Config) -> list[Asked]:
+        """ROADMAP.md of the base branch: the items that run next become tasks, and the board branch's copy
+        carries every roadmap task's status line (board_roadmap.py)."""
+        path = config.daemon.roadmap.file.strip("/")
+        try:
+            base_text = remote.read(draft.base_tip, path).decode("utf-8")
+        except (GitError, UnicodeDecodeError):
+            return []                                        # no ROADMAP.md on the base branch
+        rows = [RoadmapRow(*row) for row in self._ledger.roadmap_rows()]
+        settled = {PurePosixPath(p).stem for p in draft.files if _folder(p, board_dir) in (*SETTLED, REJECTED)}
+        text, tasks = board_roadmap.plan(base_text, rows, settled, config, utc_iso(self._clock()))
+        asked = []
+        for task in tasks:
+            data = yamlio.dumps(task.data)
+            target = f"assigned/{task.agent}/{task.id}.yaml"
+            remote.put(draft, f"{board_dir}/{target}", data.encode("utf-8"))
+            asked.append(Asked(task.id, target, task.agent, -task.priority_rank, data, draft.base_tip))
+        try:
+            current = remote.read(draft.parent, path).decode("utf-8", "replace")
+        except GitError:
+            current = None
+        if text != current:
+            remote.put(draft, path, text.encode("utf-8"))
+        return asked
+
     # ---------------------------------------------------------------- what finished
     def _apply(self, remote: RemoteBoard, draft: Draft, board_dir: str, outcome: Outcome) -> None:
         name = PurePosixPath(outcome.path).name
@@ -165,7 +194,10 @@ class BoardKeeper:
 
 
 def _folder(path: str, board_dir: str) -> str:
-    parts = PurePosixPath(path).relative_to(board_dir).parts
+    pure = PurePosixPath(path)
+    if not pure.is_relative_to(board_dir):
+        return ""                                  # ROADMAP.md
+    parts = pure.relative_to(board_dir).parts
     return parts[0] if len(parts) > 1 else ""
 
 

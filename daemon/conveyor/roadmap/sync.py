@@ -92,7 +92,8 @@ class RoadmapSync:
 
     @property
     def enabled(self) -> bool:
-        return self.config.daemon.roadmap.enabled
+        # a fleet's ROADMAP.md is the board leader's, on the board branch (daemon/board_roadmap.py)
+        return self.config.daemon.roadmap.enabled and self.config.daemon.coordination is None
 
     # ------------------------------------------------------------------ roadmap → tasks
     def sync(self, *, force: bool = False) -> list[str]:
