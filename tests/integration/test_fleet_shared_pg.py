@@ -1,9 +1,11 @@
 """What the fleet shares besides the board, against a real PostgreSQL server: the spend ledger (concurrent
 claimants never pass a hard budget together, a dead node's reservation goes with its lease, a reservation
-settles to the real cost), provider pauses seen by every node, and telemetry whose rollups match SQLite's."""
+settles to the real cost), provider pauses seen by every node, telemetry whose rollups match SQLite's, and
+the dashboard and `conveyor stats` reading the fleet's runs."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -13,20 +15,23 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conveyor.config import Config
 from conveyor.config.models import Backoff
 from conveyor.coordination import schema
 from conveyor.coordination.link import Link
 from conveyor.coordination.shared_pauses import SharedPauses
 from conveyor.coordination.shared_spend import SharedSpend
 from conveyor.coordination.spend import Cap
+from conveyor.dashboard import readers
 from conveyor.runner.types import Outcome, Tokens
 from conveyor.scheduling.tool_health import ToolHealth
 from conveyor.telemetry import stats
 from conveyor.telemetry.pg_store import PgTelemetry
 from conveyor.telemetry.records import InvocationEnd, InvocationStart
 from conveyor.telemetry.store import Telemetry
-from tests.integration.fleet_support import pg_server, pg_url
-from tests.support.postgres import PostgresServer
+from tests.integration.conftest import ConveyorCli, Repo
+from tests.integration.fleet_support import fleet_yaml, pg_server, pg_url
+from tests.support.postgres import PostgresServer, free_port
 
 __all__ = ["pg_server", "pg_url"]
 DAY = 86400.0
@@ -236,3 +241,55 @@ def test_the_ledger_creates_what_it_reads_before_any_node_has_started(pg_url: st
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'conveyor_%'")}
     assert {"conveyor_tasks", "conveyor_invocations", "conveyor_spend_reservations"} <= tables
     assert schema.LEADER_LOCK != 0
+
+
+def test_a_reservation_waits_while_the_database_is_away_and_unknown_spend_counts_as_spent(
+        pg_server: PostgresServer, pg_url: str, links: list[Link]) -> None:
+    now = time.time()
+    spend = ledger(pg_url, links, "a")
+    lease(pg_url, "t1", "a")
+    pg_server.stop("immediate")
+    try:
+        refused = spend.reserve("t1", agent="dev", tool="fake", usd=0.1, caps=[daily(10.0, now)], now=now)
+        assert refused is not None and "did not answer" in refused.reason and refused.retry_at <= now + 10
+        assert spend.spend(now - 1, now + 1) == float("inf")     # a hard budget holds while it is unknown
+    finally:
+        pg_server.start()
+
+
+def fleet_repo(repo: Repo, url: str) -> Config:
+    repo.write_config("daemon.yaml", fleet_yaml(url))
+    repo.write_config("policies.yaml", "budgets:\n  - {scope: global, period: daily, usd: 2, limit: hard}\n")
+    return repo.config()
+
+
+def test_the_dashboard_and_stats_read_the_fleets_telemetry(pg_url: str, links: list[Link], repo: Repo,
+                                                           conveyor_cli: ConveyorCli) -> None:
+    config = fleet_repo(repo, pg_url)
+    now = time.time()
+    for node, cost in (("n1", 0.25), ("n2", 0.5)):          # two nodes' runs of one task
+        telemetry = PgTelemetry(open_link(pg_url, links), node=node)
+        row = telemetry.start(InvocationStart("shown", "backend-dev", "fake", "m1", 1, now - 60))
+        telemetry.finish(row, InvocationEnd(now - 30, 30.0, "ok", tokens=Tokens(100, 10), cost_usd=cost))
+    elsewhere = ledger(pg_url, links, "n3")
+    lease(pg_url, "running-elsewhere", "n3")
+    assert elsewhere.reserve("running-elsewhere", agent="backend-dev", tool="fake", usd=1.0,
+                                               caps=[daily(2.0, now)], now=now) is None
+    repo.submit("shown", description="on the board")
+    detail = readers.task_detail(config, "shown")
+    assert detail is not None and [a["cost_usd"] for a in detail["attempts"]] == [0.25, 0.5]
+    page = readers.spend(config, now)
+    assert [(r["key"], r["invocations"], r["cost_usd"]) for r in page["groups"]["agent"]] == [("backend-dev", 2, 0.75)]
+    assert page["budgets"][0]["spent"] == pytest.approx(1.75)   # spent, plus what a running task holds
+    shown = conveyor_cli("stats", "--format", "json", "--by", "model", cwd=repo.path)
+    assert shown.returncode == 0, shown.stderr
+    assert [(r["key"], r["invocations"]) for r in json.loads(shown.stdout)["model"]] == [("m1", 2)]
+    assert not config.telemetry_db.exists()                      # nothing went to a private SQLite file
+
+
+def test_stats_says_so_when_the_fleets_database_is_away(repo: Repo, conveyor_cli: ConveyorCli) -> None:
+    fleet_repo(repo, f"postgresql://conveyor@127.0.0.1:{free_port()}/nowhere")
+    shown = conveyor_cli("stats", "--format", "json", cwd=repo.path)
+    assert shown.returncode != 0
+    assert "coordination database" in shown.stderr and "did not answer" in shown.stderr
+    assert "Traceback" not in shown.stderr

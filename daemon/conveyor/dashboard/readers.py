@@ -18,6 +18,7 @@ from conveyor.board.layout import BoardLayout, find_task
 from conveyor.config import Config
 from conveyor.core import yamlio
 from conveyor.core.task import SAFE_NAME
+from conveyor.dashboard import fleet_readers
 from conveyor.runner.process import log_tail
 from conveyor.scheduling import budgets
 from conveyor.telemetry import stats
@@ -74,6 +75,8 @@ def task_detail(config: Config, task_id: str) -> dict[str, Any] | None:
 
 
 def _attempts(config: Config, task_id: str) -> list[dict[str, Any]]:
+    if config.daemon.coordination is not None:   # a fleet: every node's runs, from its database
+        return fleet_readers.attempts(config, task_id, _ATTEMPT_COLUMNS)
     with telemetry_ro(config) as conn:
         if conn is None:
             return []
@@ -102,7 +105,10 @@ def spend(config: Config, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     groups: dict[str, list[dict[str, Any]]] = {}
     budget_rows: list[dict[str, Any]] = []
-    with telemetry_ro(config) as conn:
+    if config.daemon.coordination is not None:   # a fleet: every node's runs and the ledger's reservations
+        groups, states = fleet_readers.spend(config, now, ("day", "agent", "model", "tool"))
+        budget_rows = [_budget_row(state) for state in states]
+    with telemetry_ro(config) if config.daemon.coordination is None else contextlib.nullcontext() as conn:
         if conn is not None:
             window = stats.Window(since=now - 30 * stats.DAY, until=None)
             for group in ("day", "agent", "model", "tool"):
@@ -120,16 +126,17 @@ def spend(config: Config, now: float | None = None) -> dict[str, Any]:
                         args.append(value)
                 return float(conn.execute(sql, args).fetchone()[0])
 
-            for state in budgets.evaluate(config.policies.budgets, spent, now):
-                budget_rows.append({"scope": state.scope_label, "period": state.budget.period,
-                                    "limit": state.budget.limit, "usd": state.budget.usd,
-                                    "spent": round(state.spent, 4),
-                                    "left": round(max(state.budget.usd - state.spent, 0.0), 4),
-                                    "exceeded": state.exceeded})
+            budget_rows = [_budget_row(state) for state in budgets.evaluate(config.policies.budgets, spent, now)]
     peak = max((row["cost_usd"] for row in groups.get("day", [])), default=0.0) or 1.0
     for row in groups.get("day", []):
         row["bar"] = round(100 * row["cost_usd"] / peak)
     return {"groups": groups, "budgets": budget_rows}
+
+
+def _budget_row(state: budgets.BudgetState) -> dict[str, Any]:
+    return {"scope": state.scope_label, "period": state.budget.period, "limit": state.budget.limit,
+            "usd": state.budget.usd, "spent": round(state.spent, 4),
+            "left": round(max(state.budget.usd - state.spent, 0.0), 4), "exceeded": state.exceeded}
 
 
 def errors_by_kind(status: dict[str, Any], config: Config) -> list[dict[str, Any]]:
