@@ -1,7 +1,8 @@
 """The fleet's figures for scripts/bench.py (issue 12): throughput of 1, 2 and 3 daemon processes, each in
 its own clone of one bare remote, through one PostgreSQL server with a sleeping no-op agent (1 s per task,
 max_parallel 4 each): from the push of the tasks to the base branch's inbox/ until the board branch shows
-them all in done/. And the latency of a claim (`take`) through PostgreSQL while three nodes take at once.
+them all in done/. And the latency of a claim (`take`) through PostgreSQL while three nodes take at once,
+and of a budget reservation (admit and settle, `coordination.shared_spend`) while three nodes reserve at once.
 
 Needs the PostgreSQL server binaries (`apt-get install postgresql`); the server is a throwaway cluster.
 """
@@ -172,6 +173,58 @@ def claim_latency(root: Path, server: PostgresServer, rows: int) -> dict[str, An
             "max_ms": round(latencies[-1] * 1000, 2)}
 
 
+def reserve_latency(server: PostgresServer, tasks: int) -> dict[str, Any]:
+    """p50/p95 of one budget reservation (the transaction a task start waits for) and of its release, while
+    three nodes reserve at once against one hard daily budget, each for tasks it holds the lease of."""
+    from conveyor.coordination.link import Link
+    from conveyor.coordination.shared_spend import SharedSpend
+    from conveyor.coordination.spend import Cap
+    from conveyor.telemetry.pg_store import PgTelemetry
+
+    url = server.create_database(f"bench_reserve_{random.randrange(1 << 30):x}")
+    links = [Link(url, f"bench reserve {n}") for n in range(3)]
+    PgTelemetry(links[0], node="bench-0")
+    ledgers = [SharedSpend(link, f"bench-{n}") for n, link in enumerate(links)]
+    ledgers[0].prepare()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO conveyor_tasks (task_id, path, agent, state, owner, fence, lease_until)"
+                     " SELECT 'r' || n, 'assigned/bench/r' || n || '.yaml', 'bench', 'leased', 'bench-' || (n %% 3),"
+                     " 1, now() + interval '1 hour' FROM generate_series(0, %s) AS n", (tasks - 1,))
+    now = time.time()
+    start = now - now % 86400
+    caps = [Cap("global daily budget", start, start + 86400, None, None, 1e9)]
+    admit: list[float] = []
+    settle: list[float] = []
+    lock = threading.Lock()
+
+    def reserve(number: int) -> None:
+        for task in range(number, tasks, 3):
+            began = time.perf_counter()
+            refused = ledgers[number].reserve(f"r{task}", agent="bench", tool="sleeper", usd=1.0, caps=caps, now=now)
+            middle = time.perf_counter()
+            ledgers[number].release(f"r{task}")
+            ended = time.perf_counter()
+            assert refused is None, refused
+            with lock:
+                admit.append(middle - began)
+                settle.append(ended - middle)
+
+    threads = [threading.Thread(target=reserve, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for link in links:
+        link.close()
+
+    def quantiles(values: list[float]) -> dict[str, float]:
+        values.sort()
+        return {"p50_ms": round(values[len(values) // 2] * 1000, 2),
+                "p95_ms": round(values[int(len(values) * 0.95)] * 1000, 2), "max_ms": round(values[-1] * 1000, 2)}
+
+    return {"reservations": len(admit), "nodes": 3, "reserve": quantiles(admit), "release": quantiles(settle)}
+
+
 def bench_fleet(root: Path, quick: bool) -> dict[str, Any]:
     import logging
 
@@ -187,6 +240,7 @@ def bench_fleet(root: Path, quick: bool) -> dict[str, Any]:
                 "speedup_2_nodes": round(rounds[1]["tasks_per_s"] / one, 2),
                 "speedup_3_nodes": round(rounds[2]["tasks_per_s"] / one, 2),
                 "goal_speedup_3_nodes": 2.7,
-                "claim_latency": claim_latency(root, server, 300 if quick else 1000)}
+                "claim_latency": claim_latency(root, server, 300 if quick else 1000),
+                "reserve_latency": reserve_latency(server, 300 if quick else 1000)}
     finally:
         server.destroy()
