@@ -347,7 +347,7 @@ def test_a_granted_task_whose_file_is_gone_or_broken_ends_as_an_error(node: Node
     gone, broken = folder / "gone.yaml", folder / "broken.yaml"
     for path in (gone, broken):
         path.write_text(repo.task_text(path.stem), encoding="utf-8")
-    coordinator = node("n")
+    coordinator = node("n", lease=1.0)
     coordinator.enqueue(parse_task(gone))
     coordinator.offer([Asked("broken", "assigned/backend-dev/broken.yaml", "backend-dev", 0,
                              "id: broken\nagent: [not, a, name]\n")])    # the document itself is broken
@@ -362,3 +362,9 @@ def test_a_granted_task_whose_file_is_gone_or_broken_ends_as_an_error(node: Node
         assert pump.pull(5) == 0 and len(ready) == 0
     assert (row(pg_url, "gone")["state"], row(pg_url, "broken")["state"]) == ("error", "error")
     assert (repo.rejected / "broken.yaml.error.yaml").exists()
+    outcomes = {o.task_id: o for o in coordinator.unapplied()}   # for the board leader's done/, with the reason
+    assert {t: o.status for t, o in outcomes.items()} == {"gone": "error", "broken": "error"}
+    assert "left assigned/" in outcomes["gone"].document and "agent" in outcomes["broken"].document
+    time.sleep(1.2)
+    coordinator.reconcile()                                     # an outcome is recorded: never granted again
+    assert coordinator.take(5) == []

@@ -20,6 +20,7 @@ from conveyor.board import layout as board
 from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.coordination import Coordinator
+from conveyor.core import yamlio
 from conveyor.core.errors import GitError, TaskFileError
 from conveyor.core.state_files import task_branch
 from conveyor.core.task import Task, parse_task
@@ -108,19 +109,35 @@ class FleetPump:
         """The granted task's file; one that is gone or unreadable ends the task as an error (and a
         readable-but-invalid one goes to _rejected/ with its report)."""
         if not path.is_file():
-            if self.coordinator.commit(task_id, "error"):
-                log.error("fleet.task_missing", task_id=task_id, file=str(path),
-                          problem="its file left assigned/ (moved or deleted by hand)",
+            problem = "its file left assigned/ (moved or deleted by hand)"
+            if self.coordinator.commit(task_id, "error", self._error_outcome(task_id, path, problem)):
+                log.error("fleet.task_missing", task_id=task_id, file=str(path), problem=problem,
                           fix="submit the task again under a new id")
             return None
         try:
             return parse_task(path)
         except TaskFileError as exc:
-            if self.coordinator.commit(task_id, "error"):
+            problem = "; ".join(p.render() for p in exc.problems)
+            if self.coordinator.commit(task_id, "error", self._error_outcome(task_id, path, problem)):
                 board.reject(self._layout, path, exc.problems, utc_iso(self._clock()))
                 log.error("fleet.task_unreadable", task_id=task_id, file=str(path),
                           problems=[p.render() for p in exc.problems])
             return None
+
+    def _error_outcome(self, task_id: str, path: Path, problem: str) -> Path | None:
+        """The finished file of a task that could not even be read, for the board leader's done/ (the outcome
+        is recorded with the fence: a row without one would be reopened and granted again for ever)."""
+        outcome = self._layout.done / path.parent.name / f".{path.name}.outcome"
+        try:
+            outcome.parent.mkdir(parents=True, exist_ok=True)
+            outcome.write_text(yamlio.dumps({
+                "id": task_id, "status": "error", "completed_at": utc_iso(self._clock()),
+                "error": {"message": problem, "kind": "unreadable", "timestamp": utc_iso(self._clock())}}),
+                encoding="utf-8")
+        except OSError as exc:
+            log.error("fleet.outcome_unwritable", task_id=task_id, error=str(exc))
+            return None
+        return outcome
 
     def _clear_copies(self) -> None:
         """A new process of this node forgets the task copies an earlier one left in its clone's assigned/:
