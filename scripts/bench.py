@@ -20,6 +20,9 @@ Scenarios (scripts/bench.py, issue 6):
                     them done, and speed-up; claim latency p50/p95 (scripts/bench_fleet.py)
   pr_watch          the PR watcher over 100 open pull requests (FakeGitHub): a cold pass, idle passes with
                     its ETags (rate-limit cost), and an idle pass without them (scripts/bench_pr_watch.py)
+  follow_up         follow-ups on one open pull request (FakeGitHub, a real bare origin, the scripted agent):
+                    the daemon's time besides the agent and the GitHub requests per follow-up, beside the
+                    task that opened the PR (scripts/bench_follow_up.py)
 
 `--quick` runs a subset sized to about a minute. Progress goes to stderr; the JSON goes to stdout (and to
 `--out FILE` when given).
@@ -571,6 +574,14 @@ def pr_watch_scenario(report: dict[str, Any], wanted: set[str], root: Path, quic
         report["pr_watch"] = bench_pr_watch(root, 30 if quick else 100, 3)
 
 
+def follow_up_scenario(report: dict[str, Any], wanted: set[str], root: Path, quick: bool) -> None:
+    if "follow_up" in wanted:
+        log("follow_up: follow-ups on one open pull request, the daemon's part and GitHub requests")
+        from bench_follow_up import bench_follow_up  # beside this script
+
+        report["follow_up"] = bench_follow_up(root / "follow-up", 3 if quick else 10)
+
+
 def history_scenario(report: dict[str, Any], wanted: set[str], root: Path, boards: list[int], idle_s: float,
                      baseline: Path | None) -> None:
     if "history" in wanted:
@@ -599,7 +610,7 @@ def main() -> int:
              "idle_s": 10.0 if quick else 60.0, "rows": 200_000 if quick else 1_000_000,
              "repeats": 3 if quick else 5, "history_idle_s": 5.0 if quick else 15.0}
     wanted = set(args.only or ["drop", "overhead", "workspace", "flood", "idle", "stats", "soak", "dashboard",
-                               "fleet", "history", "pr_watch"])
+                               "fleet", "history", "pr_watch", "follow_up"])
     report: dict[str, Any] = {"machine": machine(), "quick": quick}
     # An installed Conveyor has its bytecode compiled (pip does it at install time); a checkout run with
     # PYTHONDONTWRITEBYTECODE would recompile every module in every `conveyor` process we start.
@@ -650,6 +661,7 @@ def main() -> int:
                                                   sizes["idle_s"] / 2, percentile, log)
         fleet_scenario(report, wanted, root, quick)
         pr_watch_scenario(report, wanted, root, quick)
+        follow_up_scenario(report, wanted, root, quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     text = json.dumps(report, indent=2)

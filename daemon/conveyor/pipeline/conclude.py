@@ -460,7 +460,7 @@ def _publish_follow_up(job: Job, runs: list[Run], follow_up: FollowUpBlock, *, s
     status = review.status if review is not None else None
     published = publish_follow_up(job.config, job.env, job.task.id, follow_up, sha=sha, summary=summary,
                                   files=changed, review=status, labels=review.labels() if review else (),
-                                  still_mine=job.still_mine)
+                                  still_mine=job.still_mine, answered_before=False)
     if published.outcome in ("moved", "not_open"):
         _drop_branch(job)
     if published.outcome == "moved":

@@ -97,12 +97,15 @@ def pull_info(config: Config, env: Mapping[str, str], follow_up: FollowUp) -> Pu
 
 def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, follow_up: FollowUp, *, sha: str,
                       summary: str, files: Sequence[str], review: str | None = None,
-                      labels: Sequence[str] = (), still_mine: Callable[[], bool] | None = None) -> FollowUpPublished:
+                      labels: Sequence[str] = (), still_mine: Callable[[], bool] | None = None,
+                      answered_before: bool = True) -> FollowUpPublished:
     """Push `sha` onto the PR's branch (fast-forward only) and answer on the thread; never raises for either.
 
     `labels` (the review's `unreviewed` / `changes-requested`) go on the PR: the PR exists already, so work
     nobody approved is marked on it rather than opened as a draft. In a fleet (`still_mine` given) the lease's
-    fence is compared just before the push: a node whose lease passed on pushes and answers nothing."""
+    fence is compared just before the push: a node whose lease passed on pushes and answers nothing.
+    `answered_before` False (the run that just made the commit: nothing of it can be on the thread yet)
+    skips the search for an earlier answer, two list requests of rate limit per follow-up."""
     bound = log.bind(task_id=task_id, pr=follow_up.pr, branch=follow_up.branch, commit=sha)
     thread = _thread(config, env)
     if isinstance(thread, str):
@@ -131,7 +134,7 @@ def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, foll
         body = reply_body(task_id, follow_up, sha=sha, files=files, summary=summary, review=review)
         _label(thread, follow_up.pr, labels, bound)
         try:
-            url = _answer(thread, task_id, follow_up, body)
+            url = _answer(thread, task_id, follow_up, body, search=answered_before)
         except GitHubError as exc:
             bound.error("follow_up.reply_failed", error=str(exc), transient=exc.transient)
             return FollowUpPublished("pending", f"{said}; the answer on the pull request could not be posted "
@@ -186,11 +189,12 @@ def _move_local_branch(config: Config, branch: str, sha: str) -> None:
         log.warning("follow_up.local_branch_not_moved", branch=branch, error=str(exc))
 
 
-def _answer(thread: PullConversation, task_id: str, follow_up: FollowUp, body: str) -> str:
+def _answer(thread: PullConversation, task_id: str, follow_up: FollowUp, body: str, *, search: bool) -> str:
     """The answer's address: found by its marker (posted before a restart), else posted now."""
     number, hidden = follow_up.pr, marker(task_id)
-    for listed, anchor in ((thread.issue_comments(number), "issuecomment-"), (thread.review_comments(number),
-                                                                                "discussion_r")):
+    lists = ((thread.issue_comments(number), "issuecomment-"),
+             (thread.review_comments(number), "discussion_r")) if search else ()
+    for listed, anchor in lists:
         for item in listed.data if isinstance(listed.data, list) else []:
             if isinstance(item, Mapping) and hidden in str(item.get("body") or ""):
                 return str(item.get("html_url") or _address(follow_up, anchor, item.get("id")))
