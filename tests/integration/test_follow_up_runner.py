@@ -451,3 +451,19 @@ def test_a_follow_up_nobody_approved_is_pushed_and_the_pull_request_labelled(pro
     assert "review: unreviewed" in answer.body
     roles = [row["role"] for row in project.repo.rows(task_id)]
     assert roles[0] == "fixer" and "reviewer" in roles[1:]
+
+
+def test_a_review_requesting_changes_is_answered_on_the_conversation(project: Project, github: FakeGitHub) -> None:
+    review = github.threads.review(1, "alice", "CHANGES_REQUESTED", "Return 6.",
+                                   comments=[("app.py", 2, "here")])
+    task_id = follow_up_file(project, f"r{review.id}", "Return 6.\n\napp.py:2: here", trigger="review",
+                             reply_to={"kind": "review", "id": review.id})
+    project.script(task_id, [{"expect_in_prompt": ["@alice reviewed your pull request and requested changes",
+                                                   "app.py:2: here"],
+                              "write": {"app.py": "def main():\n    return 6\n"}, "say": "Returns 6."}])
+    project.run()
+
+    (answer,) = answers(github, task_id)
+    assert answer.kind == "issue" and "in answer to @alice" in answer.body
+    assert project.repo.done_doc(task_id)["result"]["follow_up"]["trigger"] == "review"
+    assert sum(1 for request in github.requests if request.method == "GET" and "/comments" in request.path) == 0
