@@ -14,6 +14,7 @@ before and after side by side in one run.
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -91,14 +92,18 @@ QUICK_COMMANDS = {"help_s": ["--help"], "stats_s": ["stats", "--format", "json"]
                   "roadmap_s": ["roadmap", "--format", "json"]}
 
 
-def command_median(args: list[str], repo: Path, env: dict[str, str], repeats: int = 3) -> float:
-    """Median wall time of `conveyor ARGS` in `repo` (a fresh process each time, as a person runs it)."""
-    times = []
+def command_times(args: list[str], repo: Path, env: dict[str, str], repeats: int = 3) -> tuple[float, float]:
+    """Median wall time and median CPU time (user + system) of `conveyor ARGS` in `repo`, a fresh process each
+    time as a person runs it. The CPU time hardly moves with the machine's load; the wall time does."""
+    walls, cpus = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
         subprocess.run([sys.executable, "-m", "conveyor", *args], cwd=repo, env=env, check=True, capture_output=True)
-        times.append(time.perf_counter() - began)
-    return round(statistics.median(times), 3)
+        walls.append(time.perf_counter() - began)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return round(statistics.median(walls), 3), round(statistics.median(cpus), 3)
 
 
 def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[..., Path],
@@ -127,12 +132,7 @@ def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[.
                 wait_until((state / "status.json").exists, 300, 0.01)
                 first_pass = time.perf_counter() - began
                 time.sleep(2.0)   # settle: the first periodic jobs run
-                status_times = []
-                for _ in range(3):
-                    began_status = time.perf_counter()
-                    subprocess.run([sys.executable, "-m", "conveyor", "status", "--format", "json", "--repo",
-                                    str(repo)], check=True, capture_output=True, env=env)
-                    status_times.append(time.perf_counter() - began_status)
+                status_s, status_cpu_s = command_times(["status", "--format", "json", "--repo", str(repo)], repo, env)
                 cpu_before = handle.cpu_times()
                 peak = 0.0
                 end = time.monotonic() + idle_s
@@ -140,7 +140,9 @@ def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[.
                     peak = max(peak, handle.memory_info().rss / 1e6)
                     time.sleep(0.25)
                 cpu_after = handle.cpu_times()
-                quick = {key: command_median(args, repo, env) for key, args in QUICK_COMMANDS.items()}
+                quick = {}
+                for key, args in QUICK_COMMANDS.items():
+                    quick[key], quick[key.removesuffix("_s") + "_cpu_s"] = command_times(args, repo, env)
                 if run == "first" and b'"history.rebuild_started"' in log_path.read_bytes():
                     # the first start indexes the finished tasks in the background: let it finish, so the
                     # restart measures the steady state
@@ -154,7 +156,7 @@ def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[.
                 proc.wait(timeout=120)
         cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         results[run] = {"ready_s": round(ready, 3), "first_pass_s": round(first_pass, 3),
-                        "status_s": round(statistics.median(status_times), 3), "idle_rss_mb": round(peak, 1),
+                        "status_s": status_s, "status_cpu_s": status_cpu_s, "idle_rss_mb": round(peak, 1),
                         "idle_cpu_percent": round(100 * cpu / idle_s, 2), **quick}
         log(f"history {finished:,} ({run}): {results[run]}")
     return results
