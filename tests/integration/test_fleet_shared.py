@@ -174,3 +174,23 @@ def test_a_database_restart_mid_run_counts_every_run_once(fleet: Fleet, repo: Re
     [agent] = stats(conveyor_cli, fleet, "a", "agent")
     assert agent["invocations"] == len(rows)
     assert all(n.alive() for n in fleet.nodes)
+
+
+def test_a_database_away_longer_than_its_patience_puts_the_run_back_without_spending_an_attempt(
+        fleet: Fleet, repo: Repo, pg_url: str, pg_server: PostgresServer) -> None:
+    node = fleet.start("a")
+    ask(fleet, {"outage": "FAKE sleep-first 2\nFAKE write out/outage.txt x"})
+    wait_for(lambda: real_runs(repo)["outage"] == 1, what="the agent to start", timeout=60)
+    pg_server.stop("immediate")               # the run ends while the database is away, for longer than
+    try:                                      # the node waits to write its row (lease_timeout_s)
+        node.wait_event("task.environment_error", lambda e: e.get("task_id") == "outage", timeout=60)
+    finally:
+        pg_server.start()
+    try:
+        wait_for(lambda: fleet.all_done(["outage"]), what="the task done once the database is back", timeout=120)
+    except AssertionError:
+        raise AssertionError(fleet.logs()) from None
+    document = fleet.done_doc("outage")
+    assert (document["status"], document["attempt"]) == ("done", 1)      # the outage was not its attempt
+    rows = [r for r in invocations(pg_url) if r["task_id"] == "outage"]
+    assert [r["outcome"] for r in rows] == ["interrupted", "ok"] and real_runs(repo)["outage"] == 2

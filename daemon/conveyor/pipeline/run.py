@@ -49,7 +49,7 @@ from conveyor.scheduling.pricing import invocation_cost
 from conveyor.scheduling.router import Route, Routing, agent_settings
 from conveyor.scheduling.tool_health import ToolHealth
 from conveyor.telemetry.base import TelemetryStore
-from conveyor.telemetry.records import InvocationEnd, InvocationStart
+from conveyor.telemetry.records import InvocationEnd, InvocationStart, TelemetryUnreachable
 from conveyor.workspace import git, task_workspace
 from conveyor.workspace.base_branch import task_base
 from conveyor.workspace.task_workspace import Workspace, WorkspaceGone
@@ -158,6 +158,8 @@ def run_task(task: Task, deps: Collaborators, cancel: threading.Event, plan: Run
         bound.warning("task.cancelled", reason="its file was deleted while it ran",
                       note="the agent was stopped; nothing was committed or written back")
         return cancelled(task, "its file was deleted while it ran")
+    except TelemetryUnreachable as exc:   # the fleet's database is away: wait for it, keep the attempt
+        return _wait_for_database(task, deps, bound, str(exc))
     except (ConveyorError, OSError) as exc:
         problem = disk_problem(exc)
         if problem is not None:   # the machine's trouble, not the task's: wait, keep the attempt
@@ -181,6 +183,15 @@ def _wait_for_disk(task: Task, deps: Collaborators, bound: Any, problem: str) ->
         return _requeue(task, deps, problem, spent=False, not_before=not_before)
     except OSError:   # the board is on that disk: its file keeps the last state written, which is as good
         return Report(Disposition.REQUEUED, task, not_before=not_before, reason=problem)
+
+
+def _wait_for_database(task: Task, deps: Collaborators, bound: Any, problem: str) -> Report:
+    """A run whose telemetry could not be written goes back to wait (its row, if any, is closed once the
+    database answers again: here, or by the node that takes the task over)."""
+    bound.error("task.environment_error", error=problem, note="the task runs again once the database is back")
+    with contextlib.suppress(ConveyorError):
+        deps.telemetry.mark_interrupted(deps.clock(), [task.id])
+    return _requeue(task, deps, problem, spent=False, not_before=deps.clock() + deps.config.daemon.rescan_interval_s)
 
 
 def route_check(deps: Collaborators) -> RouteCheck:

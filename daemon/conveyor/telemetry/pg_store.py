@@ -24,7 +24,14 @@ from typing import Any, Protocol, TypeVar
 from conveyor.core.errors import ConveyorError
 from conveyor.telemetry import pg_stats, review_stats
 from conveyor.telemetry.pg_stats import INVOCATIONS, PULL_REQUESTS, placeholders
-from conveyor.telemetry.records import INTERRUPTED, RUNNING, InvocationEnd, InvocationStart, TelemetryError
+from conveyor.telemetry.records import (
+    INTERRUPTED,
+    RUNNING,
+    InvocationEnd,
+    InvocationStart,
+    TelemetryError,
+    TelemetryUnreachable,
+)
 from conveyor.telemetry.stats import GroupBy, Window
 
 T = TypeVar("T")
@@ -114,8 +121,9 @@ class PgTelemetry:
                 raise
             except ConveyorError as exc:
                 if self._monotonic() >= deadline:
-                    raise TelemetryError(f"the fleet's telemetry database did not answer for {self.patience_s:g} s "
-                                         f"({exc}); check that PostgreSQL at `coordination:` is up") from exc
+                    raise TelemetryUnreachable(
+                        f"the fleet's telemetry database did not answer for {self.patience_s:g} s ({exc}); check "
+                        "that PostgreSQL at `coordination:` is up") from exc
                 time.sleep(0.5)
 
     def _run(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:

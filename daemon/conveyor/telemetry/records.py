@@ -46,3 +46,8 @@ class InvocationEnd:
     tool: str | None = None
     error: str | None = None
     final_text: str | None = None
+
+
+class TelemetryUnreachable(TelemetryError):
+    """The fleet's telemetry database did not answer in time: the machine's trouble, not the task's (the
+    pipeline puts the task back without spending an attempt)."""
