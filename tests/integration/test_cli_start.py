@@ -164,3 +164,16 @@ def test_the_deferred_logging_configuration_holds_at_the_first_log_line() -> Non
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert "probe.loud" in done.stderr and "probe.quiet" not in done.stderr
+
+
+def test_the_daemon_loads_the_github_client_and_the_fleet_driver_only_when_used() -> None:
+    """Idle RSS (issue 12: <= 80 MB) is mostly import weight: PyGithub with requests is ~40 MB, psycopg ~25 MB.
+    A single-host daemon loads them when it first opens a pull request or reads one, or when daemon.yaml
+    names a `coordination:` database, never at start."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                           "import conveyor.cli.run_cmd, conveyor.daemon.loop, conveyor.pipeline.pr_watch"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    names = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines()
+             if line.startswith("import time:") and "|" in line}
+    assert done.returncode == 0 and "conveyor.daemon.loop" in names, done.stderr
+    assert tops(names) & {"github", "requests", "psycopg", "psycopg_binary"} == set()

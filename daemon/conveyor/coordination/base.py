@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from conveyor.core.errors import ConveyorError
 from conveyor.core.task import Task
+
+
+class Unreachable(ConveyorError):
+    """The coordination database did not answer (down, restarting, or the network between). Defined here,
+    not beside the driver, so code that only catches it does not load psycopg on a single host."""
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,10 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from conveyor.core.errors import ConveyorError
+from conveyor.coordination.base import Unreachable as Unreachable  # its home is base (no psycopg there)
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
-
-
-class Unreachable(ConveyorError):
-    """The coordination database did not answer (down, restarting, or the network between)."""
 
 
 class Link:

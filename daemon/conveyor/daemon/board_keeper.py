@@ -32,7 +32,7 @@ from conveyor.board.layout import REJECTED
 from conveyor.board.remote_board import Draft, RemoteBoard
 from conveyor.config import Config
 from conveyor.coordination import Asked, BoardLedger, Outcome
-from conveyor.coordination.link import Unreachable
+from conveyor.coordination.base import Unreachable
 from conveyor.core import yamlio
 from conveyor.core.errors import GitError, Problem, TaskFileError
 from conveyor.core.task import TASK_SUFFIXES, Task, validate_document

@@ -19,14 +19,14 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests.exceptions
 import structlog
-from github import GithubException
 
-from conveyor.publish.github import GitHubPublisher
 from conveyor.publish.github_types import GitHubError
+
+if TYPE_CHECKING:   # PyGithub (and requests) load when a PR is first read, not when the daemon starts
+    from conveyor.publish.github import GitHubPublisher
 
 log = structlog.get_logger("conveyor.publish.pr_conversation")
 MAX_BODY = 65536                  # GitHub refuses longer comment bodies
@@ -56,6 +56,8 @@ class PullConversation:
     @classmethod
     def connect(cls, api_url: str, token: str, repo: str, *, token_source: str,
                 seconds_between_writes: float | None = 1.0) -> PullConversation:
+        from conveyor.publish.github import GitHubPublisher
+
         return cls(GitHubPublisher(api_url, token, repo, token_source=token_source,
                                    seconds_between_writes=seconds_between_writes))
 
@@ -127,6 +129,9 @@ class PullConversation:
     def log_tail(self, job_id: int, lines: int) -> str | None:
         """The last `lines` lines of a GitHub Actions job's log (None when it cannot be had: not an Actions
         job, expired, or no permission); read as a stream, keeping only the end in memory."""
+        import requests.exceptions
+        from github import GithubException
+
         try:
             _, _, chunks = self._requester.getStream(f"{self._base}/actions/jobs/{job_id}/logs", chunk_size=65536)
             tail: deque[bytes] = deque()
