@@ -56,6 +56,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 import conveyor
+from bench_history import GIT_ENV, bench_history, idle_usage  # beside this script (its folder is on sys.path)
 from conveyor.config import load_config
 from conveyor.core.logs import configure_logging
 from conveyor.daemon.loop import Daemon
@@ -63,8 +64,6 @@ from conveyor.setup.init_repo import init_repository
 from conveyor.workspace import git as conveyor_git
 from conveyor.workspace import task_workspace
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost", "GIT_COMMITTER_NAME": "bench",
-           "GIT_COMMITTER_EMAIL": "bench@localhost"}
 NOOP_AGENT = """#!/bin/sh
 # No-op agent: change one file (when it started is telemetry's invocation start, see spawn_times).
 printf 'touched by %s\\n' "$1" >> touched.txt
@@ -470,16 +469,9 @@ def bench_idle(root: Path, seconds: float, done_tasks: int) -> dict[str, float]:
     state = repo / ".git" / "conveyor" / "status.json"
     wait_until(state.exists, 30, 0.05)
     time.sleep(2)  # settle after start-up (imports, recovery, first scan)
-    before = handle.cpu_times()
-    peak = 0.0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        peak = max(peak, handle.memory_info().rss / 1e6)
-        time.sleep(0.5)
-    after = handle.cpu_times()
+    cpu, peak = idle_usage(handle, seconds, 0.5)
     proc.terminate()
     proc.wait(timeout=60)
-    cpu = (after.user - before.user) + (after.system - before.system)
     return {"cpu_percent": round(100 * cpu / seconds, 3), "rss_mb": round(peak, 1), "seconds": seconds,
             "cpu_s": round(cpu, 3)}
 
@@ -585,7 +577,6 @@ def follow_up_scenario(report: dict[str, Any], wanted: set[str], root: Path, qui
 def history_scenario(report: dict[str, Any], wanted: set[str], root: Path, boards: list[int], idle_s: float,
                      baseline: Path | None) -> None:
     if "history" in wanted:
-        from bench_history import bench_history  # beside this script
 
         if baseline is not None:   # compiled as pip compiles an installed package, like ours below
             compileall.compile_dir(str(baseline / "conveyor"), quiet=1, force=False)

@@ -17,6 +17,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.integration.gate_support import GH_REPO, Project, fake_github, make_project  # test tooling
+from tests.support.agent_script import work
 
 ORIGINAL = "bench-1"
 
@@ -43,7 +44,7 @@ def _follow_up(project: Project, n: int) -> str:
         "of": ORIGINAL, "pr": 1, "branch": f"conveyor/{ORIGINAL}", "head_sha": head, "trigger": "comment",
         "event_id": f"c{comment.id}", "author": "alice", "reply_to": {"kind": "issue_comment", "id": comment.id},
         "request": f"Change {n}, please."}}
-    project.script(task_id, [{"write": {"app.py": f"VALUE = {n}\n"}, "say": f"VALUE is {n} now"}])
+    project.script(task_id, work({"app.py": f"VALUE = {n}\n"}, f"VALUE is {n} now"))
     project.repo.drop(f"{task_id}.yaml", yaml.safe_dump(document, sort_keys=False))
     return task_id
 
@@ -56,7 +57,7 @@ def bench_follow_up(root: Path, follow_ups: int) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     with fake_github(root) as github:
         project = make_project(root, with_remote=True, github=github)
-        project.script(ORIGINAL, [{"write": {"app.py": "VALUE = 0\n"}, "say": "added"}])
+        project.script(ORIGINAL, work({"app.py": "VALUE = 0\n"}, "added"))
         project.repo.submit(ORIGINAL, description="Add app.py.", title="Add app")
         opened = _one(project, ORIGINAL)
         runs = [_one(project, _follow_up(project, n)) for n in range(1, follow_ups + 1)]

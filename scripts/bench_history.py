@@ -30,6 +30,17 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost", "G
            "GIT_COMMITTER_EMAIL": "bench@localhost"}
 
 
+def idle_usage(handle: psutil.Process, seconds: float, every: float) -> tuple[float, float]:
+    """CPU seconds a process used over `seconds`, and its peak RSS in MB sampled every `every` seconds."""
+    before, peak = handle.cpu_times(), 0.0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        peak = max(peak, handle.memory_info().rss / 1e6)
+        time.sleep(every)
+    after = handle.cpu_times()
+    return (after.user - before.user) + (after.system - before.system), peak
+
+
 HISTORY_PER_DAY = 100     # a busy board: 100 finished tasks a day ...
 HISTORY_IN_DONE = 500     # ... of which the last five days still sit in done/ (older ones were archived)
 HISTORY_AGENTS = ("backend", "frontend", "docs", "ops")
@@ -133,12 +144,7 @@ def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[.
                 first_pass = time.perf_counter() - began
                 time.sleep(2.0)   # settle: the first periodic jobs run
                 status_s, status_cpu_s = command_times(["status", "--format", "json", "--repo", str(repo)], repo, env)
-                cpu_before = handle.cpu_times()
-                peak = 0.0
-                end = time.monotonic() + idle_s
-                while time.monotonic() < end:
-                    peak = max(peak, handle.memory_info().rss / 1e6)
-                    time.sleep(0.25)
+                cpu, peak = idle_usage(handle, idle_s, 0.25)
                 cpu_after = handle.cpu_times()
                 quick = {}
                 for key, args in QUICK_COMMANDS.items():
@@ -154,7 +160,6 @@ def history_once(root: Path, finished: int, idle_s: float, make_repo: Callable[.
             finally:
                 proc.terminate()
                 proc.wait(timeout=120)
-        cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         results[run] = {"ready_s": round(ready, 3), "first_pass_s": round(first_pass, 3),
                         "status_s": status_s, "status_cpu_s": status_cpu_s, "idle_rss_mb": round(peak, 1),
                         "idle_cpu_percent": round(100 * cpu / idle_s, 2), **quick}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -18,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from conveyor.config import Config, load_config
+from conveyor.setup.init_repo import init_repository
+from conveyor.workspace import git as conveyor_git
+from tests.conftest import git
 from tests.support import agent_clis
 from tests.support.model_server import ModelServer
 
@@ -116,3 +122,32 @@ def codex_env(model_server: ModelServer, codex_home: Path, agent_home: Path, tmp
     scratch = tmp_path / "codex-tmp"
     scratch.mkdir(exist_ok=True)
     return {**base_env(model_server), **model_server.codex_env(codex_home, agent_home), "TMPDIR": str(scratch)}
+
+
+def claude_board(repo: Path, claude: Path, task: dict[str, Any], **daemon: Any) -> Config:
+    """`conveyor init` done in `repo`, the real claude CLI as the one tool, `task` dropped into inbox/ (renamed
+    in, as authors should), and the configuration to hand the daemon. `daemon` adds daemon.yaml keys."""
+    init_repository(repo)
+    config = repo / "config"
+    (config / "daemon.yaml").write_text(yaml.safe_dump({
+        "rescan_interval_s": 0.5, "idle_timeout_s": 60, "task_timeout_s": 120, "attempts": 1,
+        "remote": {"name": None}, "roadmap": {"enabled": False},
+        # claude refuses to edit under a `.git/` folder ("a sensitive file"), where worktrees go by default
+        "worktrees_dir": str(repo.parent / "worktrees"), **daemon}))
+    (config / "agents.yaml").write_text(yaml.safe_dump({"agents": {"default": {"tool": "claude-code",
+                                                                               "max_turns": 8}}}))
+    (config / "tools.yaml").write_text(yaml.safe_dump({"tools": {"claude-code": {"binary": str(claude)}}}))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "conveyor init")
+    document = {"id": task["id"], "agent": "backend-dev", "status": "new", **task}
+    inbox = repo / "work" / "collaboration" / "inbox"
+    (inbox / f".{task['id']}.tmp").write_text(yaml.safe_dump(document, sort_keys=False))
+    (inbox / f".{task['id']}.tmp").rename(inbox / f"{task['id']}.yaml")
+    return load_config(repo, conveyor_git.common_git_dir(repo))
+
+
+def invocation_rows(repo: Path, task_id: str) -> list[dict[str, Any]]:
+    """The task's telemetry rows, oldest first."""
+    with sqlite3.connect(repo / ".git" / "conveyor" / "telemetry.db") as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM invocations WHERE task_id=? ORDER BY id", (task_id,))]

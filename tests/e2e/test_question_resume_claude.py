@@ -4,51 +4,20 @@ resumes the same claude session (`--resume <id>`), and the change it then makes 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from conveyor.config import load_config
 from conveyor.daemon.loop import Daemon
-from conveyor.setup.init_repo import init_repository
-from conveyor.workspace import git as conveyor_git
 from tests.conftest import git
-from tests.e2e.conftest import outbound_attempts
+from tests.e2e.conftest import claude_board, invocation_rows, outbound_attempts
 from tests.support.model_server import ModelServer, Reply, WriteFile
 
 pytestmark = pytest.mark.e2e
 
 TASK = "2026-12-07T0400-backend-dev-ask"
 QUESTION = "Which greeting should greeting.txt hold?"
-
-
-def _configure(repo: Path, claude: Path) -> Path:
-    init_repository(repo)
-    config = repo / "config"
-    (config / "daemon.yaml").write_text(yaml.safe_dump({
-        "rescan_interval_s": 0.5, "idle_timeout_s": 60, "task_timeout_s": 120, "attempts": 1,
-        "remote": {"name": None}, "roadmap": {"enabled": False},
-        "worktrees_dir": str(repo.parent / "worktrees")}))
-    (config / "agents.yaml").write_text(yaml.safe_dump({"agents": {"default": {"tool": "claude-code",
-                                                                               "max_turns": 8}}}))
-    (config / "tools.yaml").write_text(yaml.safe_dump({"tools": {"claude-code": {"binary": str(claude)}}}))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "conveyor init")
-    document = {"id": TASK, "agent": "backend-dev", "status": "new", "title": "Write a greeting",
-                "description": "Write the greeting the user wants into greeting.txt.", "artefacts": ["greeting.txt"]}
-    inbox = repo / "work" / "collaboration" / "inbox"
-    (inbox / f".{TASK}.tmp").write_text(yaml.safe_dump(document, sort_keys=False))
-    (inbox / f".{TASK}.tmp").rename(inbox / f"{TASK}.yaml")
-    return repo / "work" / "collaboration" / "assigned" / "backend-dev" / f"{TASK}.yaml"
-
-
-def _rows(repo: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(repo / ".git" / "conveyor" / "telemetry.db") as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM invocations WHERE task_id=? ORDER BY id", (TASK,))]
 
 
 def test_claude_asks_the_task_parks_and_the_answer_resumes_its_session(
@@ -58,8 +27,10 @@ def test_claude_asks_the_task_parks_and_the_answer_resumes_its_session(
         Reply(f"I cannot choose the greeting myself.\nNEEDS_INPUT: {QUESTION}"),
         WriteFile("greeting.txt", "hello teal\n"), Reply("Wrote the greeting you chose."),
     ])
-    parked = _configure(git_repo, agent_cli_paths["claude-code"])
-    config = load_config(git_repo, conveyor_git.common_git_dir(git_repo))
+    config = claude_board(git_repo, agent_cli_paths["claude-code"], {
+        "id": TASK, "title": "Write a greeting", "artefacts": ["greeting.txt"],
+        "description": "Write the greeting the user wants into greeting.txt."})
+    parked = git_repo / "work" / "collaboration" / "assigned" / "backend-dev" / f"{TASK}.yaml"
     assert Daemon(config, env=claude_env, once=True).run() == 0       # asks, parks, and --once ends idle
 
     document = yaml.safe_load(parked.read_text())
@@ -75,7 +46,7 @@ def test_claude_asks_the_task_parks_and_the_answer_resumes_its_session(
     assert finished["status"] == "done", finished.get("error")
     assert finished["questions"][0]["answer"] == "Say 'hello teal'."
     assert git(git_repo, "show", f"conveyor/{TASK}:greeting.txt") == "hello teal"
-    rows = _rows(git_repo)
+    rows = invocation_rows(git_repo, TASK)
     assert [row["outcome"] for row in rows] == ["ok", "ok"]
     assert rows[1]["session_id"] == rows[0]["session_id"] == session                # the same session
     scripted = [r for r in model_server.requests if r.conversation == TASK]

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import shlex
-import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from conveyor.config import load_config
 from conveyor.daemon.loop import Daemon
-from conveyor.setup.init_repo import init_repository
-from conveyor.workspace import git as conveyor_git
 from tests.conftest import git
-from tests.e2e.conftest import outbound_attempts
+from tests.e2e.conftest import claude_board, invocation_rows, outbound_attempts
 from tests.support.model_server import ModelServer, Reply, WriteFile
 
 pytestmark = pytest.mark.e2e
@@ -32,32 +27,6 @@ CHECK = shlex.join([sys.executable, "-c", "import sys; t = open('greeting.txt').
                     "print('greeting.txt says:', t.strip()); sys.exit(0 if t == 'hello world\\n' else 1)"])
 
 
-def _configure(repo: Path, claude: Path) -> None:
-    init_repository(repo)
-    config = repo / "config"
-    (config / "daemon.yaml").write_text(yaml.safe_dump({
-        "rescan_interval_s": 0.5, "idle_timeout_s": 60, "task_timeout_s": 120, "attempts": 1,
-        "verify": [CHECK], "verify_rounds": 2, "remote": {"name": None}, "roadmap": {"enabled": False},
-        # claude refuses to edit under a `.git/` folder ("a sensitive file"), where worktrees go by default
-        "worktrees_dir": str(repo.parent / "worktrees")}))
-    (config / "agents.yaml").write_text(yaml.safe_dump({"agents": {"default": {"tool": "claude-code",
-                                                                               "max_turns": 8}}}))
-    (config / "tools.yaml").write_text(yaml.safe_dump({"tools": {"claude-code": {"binary": str(claude)}}}))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "conveyor init")
-    document = {"id": TASK, "agent": "backend-dev", "status": "new", "title": "Write a greeting",
-                "description": "Write 'hello world' into greeting.txt.", "artefacts": ["greeting.txt"]}
-    inbox = repo / "work" / "collaboration" / "inbox"
-    (inbox / f".{TASK}.tmp").write_text(yaml.safe_dump(document, sort_keys=False))
-    (inbox / f".{TASK}.tmp").rename(inbox / f"{TASK}.yaml")
-
-
-def _rows(repo: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(repo / ".git" / "conveyor" / "telemetry.db") as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM invocations WHERE task_id=? ORDER BY id", (TASK,))]
-
-
 def test_claude_is_resumed_with_the_verify_failure_and_its_fix_is_committed(
         git_repo: Path, agent_cli_paths: dict[str, Path], model_server: ModelServer,
         claude_env: dict[str, str]) -> None:
@@ -65,9 +34,9 @@ def test_claude_is_resumed_with_the_verify_failure_and_its_fix_is_committed(
         WriteFile("greeting.txt", "hello wrold\n"), Reply("Wrote greeting.txt."),
         WriteFile("greeting.txt", "hello world\n"), Reply("Fixed the typo in greeting.txt."),
     ])
-    _configure(git_repo, agent_cli_paths["claude-code"])
-
-    config = load_config(git_repo, conveyor_git.common_git_dir(git_repo))
+    config = claude_board(git_repo, agent_cli_paths["claude-code"], {
+        "id": TASK, "title": "Write a greeting", "artefacts": ["greeting.txt"],
+        "description": "Write 'hello world' into greeting.txt."}, verify=[CHECK], verify_rounds=2)
     assert Daemon(config, env=claude_env, once=True).run() == 0
 
     done = git_repo / "work" / "collaboration" / "done" / "backend-dev" / f"{TASK}.yaml"
@@ -76,7 +45,7 @@ def test_claude_is_resumed_with_the_verify_failure_and_its_fix_is_committed(
     result = document["result"]
     assert result["verify_rounds"] == 1
     assert git(git_repo, "show", f"conveyor/{TASK}:greeting.txt") == "hello world"
-    rows = _rows(git_repo)
+    rows = invocation_rows(git_repo, TASK)
     assert [(row["attempt"], row["round"], row["outcome"]) for row in rows] == [(1, 0, "ok"), (1, 1, "ok")]
     assert rows[0]["session_id"] and rows[1]["session_id"] == rows[0]["session_id"]   # the same session
     assert result["session_id"] == rows[0]["session_id"]

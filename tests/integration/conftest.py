@@ -1,18 +1,20 @@
 """Integration fixtures: a real repository after `conveyor init`, a fake agent CLI defined in tools.yaml,
 and a helper that runs the daemon once (`Daemon(config, once=True).run()`) and reports what happened.
 
-The fake agent (`agents/fake_agent.py`) is a real executable the daemon finds through tools.yaml exactly
-as it would find `claude`; what it does is written into the task's description as `FAKE ...` lines.
+The fake agent (`tests/support/fake_agent.py`) is a real executable the daemon finds through tools.yaml
+exactly as it would find `claude`; what it does is written into the task's description as `FAKE ...` lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +26,16 @@ from structlog.testing import capture_logs
 
 from conveyor.board.history_sync import HistorySync
 from conveyor.config import Config, load_config
+from conveyor.core.timeutil import Clock
 from conveyor.daemon.loop import Daemon
 from conveyor.setup.init_repo import init_repository
 from tests.conftest import git
+from tests.integration.dashboard_process import DashboardProcess
+from tests.support.agent_script import AgentRecords, install_fake_agent, tool_entry
+from tests.support.fake_github import FakeGitHub
+from tests.support.waiting import wait_for
 
-AGENTS_DIR = Path(__file__).resolve().parent / "agents"
-
-DAEMON_YAML = """\
+DAEMON_CORE = """\
 base_branch: main
 max_parallel: 2
 rescan_interval_s: 30
@@ -39,10 +44,9 @@ idle_timeout_s: 60
 kill_grace_s: 0.5
 attempts: 1
 drain_grace_s: 10
-remote: {name: null, push: false}
-pull_requests: {enabled: false}
-roadmap: {enabled: false}
 """
+LOCAL_ONLY = "remote: {name: null, push: false}\npull_requests: {enabled: false}\n"
+DAEMON_YAML = DAEMON_CORE + LOCAL_ONLY + "roadmap: {enabled: false}\n"
 
 AGENTS_YAML = """\
 agents:
@@ -54,31 +58,14 @@ agents:
 """
 
 
-def tools_yaml(agent_bin: Path, out_dir: Path, telemetry_db: Path, sandbox: str = "auto") -> str:
-    env = f'{{FAKE_AGENT_OUT: "{out_dir}", FAKE_TELEMETRY_DB: "{telemetry_db}"}}'
-    return textwrap.dedent(f"""\
-        tools:
-          fake:
-            binary: {agent_bin}
-            argv: [--task, "{{task_id}}", "{{prompt}}"]
-            parser: text
-            env: {env}
-            env_allowlist: [PATH, HOME, LANG, "FAKE_*"]
-            version_argv: [--version]       # doctor asks a tool its version only when told how
-            sandbox_writable: ["{out_dir}"]
-            sandbox: {sandbox}
-          fake-claude:
-            binary: {agent_bin}
-            argv: [--json, --task, "{{task_id}}", [--model, "{{model}}"], "{{prompt}}"]
-            parser: claude-json
-            env: {env}
-            env_allowlist: [PATH, HOME, LANG, "FAKE_*"]
-            sandbox_writable: ["{out_dir}"]
-            sandbox: {sandbox}
-          ghost:
-            binary: conveyor-test-no-such-agent-cli
-            argv: ["{{prompt}}"]
-        """)
+def tools_yaml(agent_bin: Path, out_dir: Path, sandbox: str = "auto") -> str:
+    """Two tools running the fake agent (plain text, and claude's JSON result) and one whose CLI is missing."""
+    fake = tool_entry(agent_bin, out_dir, tool="fake", sandbox=sandbox,
+                      version_argv=["--version"])     # doctor asks a tool its version only when told how
+    claude = tool_entry(agent_bin, out_dir, tool="fake-claude", output="claude-json", sandbox=sandbox)
+    claude["argv"] = [*claude["argv"][:-1], ["--model", "{model}"], "{prompt}"]
+    ghost = {"binary": "conveyor-test-no-such-agent-cli", "argv": ["{prompt}"]}
+    return yaml.safe_dump({"tools": {"fake": fake, "fake-claude": claude, "ghost": ghost}}, sort_keys=False)
 
 
 @dataclass
@@ -98,6 +85,7 @@ class Repo:
 
     path: Path
     out: Path                      # where the fake agent records its prompts and what it saw
+    agent_bin: Path                # the fake agent CLI (tests/support/fake_agent.py) installed for this repo
     extra_env: dict[str, str] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- paths
@@ -191,12 +179,39 @@ class Repo:
         finally:
             conn.close()
 
+    @property
+    def agent(self) -> AgentRecords:
+        return AgentRecords(self.out)
+
     def agent_prompt(self, task_id: str) -> str:
         return (self.out / f"{task_id}.prompt").read_text(encoding="utf-8")
+
+    def agent_started(self, task_id: str) -> bool:
+        return self.agent.count(task_id) > 0
 
     # ---------------------------------------------------------------- running
     def run_once(self, env: Mapping[str, str] | None = None, config: Config | None = None) -> DaemonRun:
         return run_daemon_once(config or self.config(), {**os.environ, **self.extra_env, **(env or {})})
+
+    @contextlib.contextmanager
+    def serving(self, *, config: Config | None = None, clock: Clock = time.time, watch: bool = True,
+                env: Mapping[str, str] | None = None) -> Iterator[Daemon]:
+        """A long-running daemon in a thread (its signal handlers stay the test's: it is not the main
+        thread), with file events on unless `watch=False`; stopped and joined when the block ends."""
+        daemon = Daemon(config or self.config(), env={**os.environ, **self.extra_env, **(env or {})},
+                        clock=clock, watch=watch)
+        thread = threading.Thread(target=daemon.run, name="daemon-under-test")
+        thread.start()
+        try:
+            yield daemon
+        finally:
+            daemon.request_stop()
+            thread.join(timeout=60)
+            assert not thread.is_alive(), "the daemon did not stop within 60 s"
+
+    def wait_started(self) -> None:
+        """Until a daemon serving this repository has written its first status snapshot."""
+        wait_for(lambda: (self.git_dir / "conveyor" / "status.json").exists(), what="the daemon to start")
 
 
 def run_daemon_once(config: Config, env: Mapping[str, str]) -> DaemonRun:
@@ -211,25 +226,12 @@ def run_daemon_once(config: Config, env: Mapping[str, str]) -> DaemonRun:
     return DaemonRun(code, [dict(entry) for entry in logs])
 
 
-def install_script_agent(repo: Repo, path: Path, source: str, tool: str, **settings: Any) -> Path:
-    """Install `source` as a real executable at `path` (run by this interpreter) and make it the one tool
-    every agent routes to; `settings` are more tools.yaml keys (env, env_allowlist, sandbox, ...)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"#!{sys.executable}\n" + source, encoding="utf-8")
-    path.chmod(0o755)
-    entry = {"binary": str(path), "argv": ["--task", "{task_id}", "{prompt}"], "parser": "text", **settings}
+def use_only(repo: Repo, binary: Path, tool: str = "fake", **settings: Any) -> None:
+    """Make the fake agent at `binary`, recording in `repo.out`, the one tool every agent routes to;
+    `settings` are more tools.yaml keys (env, env_allowlist, sandbox, ...)."""
+    entry = tool_entry(binary, repo.out, tool=tool, **settings)
     repo.write_config("tools.yaml", yaml.safe_dump({"tools": {tool: entry}}, sort_keys=False))
     repo.write_config("agents.yaml", f"agents:\n  default:\n    tool: {tool}\n")
-    return path
-
-
-def install_fake_agent(bin_dir: Path) -> Path:
-    """The fake agent as an executable with this interpreter in its shebang (as an installed CLI would be)."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    target = bin_dir / "fake-agent"
-    target.write_text(f"#!{sys.executable}\n" + (AGENTS_DIR / "fake_agent.py").read_text(encoding="utf-8"))
-    target.chmod(0o755)
-    return target
 
 
 def make_repo(root: Path) -> Repo:
@@ -240,10 +242,10 @@ def make_repo(root: Path) -> Repo:
     (path / "README.md").write_text("# scratch project\n", encoding="utf-8")
     init_repository(path)
     agent_bin = install_fake_agent(root / "bin")
-    repo = Repo(path=path, out=root / "agent-out")
+    repo = Repo(path=path, out=root / "agent-out", agent_bin=agent_bin)
     repo.write_config("daemon.yaml", DAEMON_YAML)
     repo.write_config("agents.yaml", AGENTS_YAML)
-    repo.write_config("tools.yaml", tools_yaml(agent_bin, repo.out, repo.telemetry_db))
+    repo.write_config("tools.yaml", tools_yaml(agent_bin, repo.out))
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "conveyor init")
     return repo
@@ -252,6 +254,26 @@ def make_repo(root: Path) -> Repo:
 @pytest.fixture
 def repo(tmp_path: Path) -> Repo:
     return make_repo(tmp_path)
+
+
+@pytest.fixture
+def github(tmp_path: Path) -> Iterator[FakeGitHub]:
+    """FakeGitHub serving octo/widgets over HTTP on 127.0.0.1, its pull requests checked against the bare
+    `tmp_path/origin.git` that `gate_support.make_project` makes (the publishing tests' one GitHub)."""
+    from tests.integration.gate_support import fake_github  # it imports this module: not at the top
+
+    with fake_github(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def dashboard(repo: Repo) -> Iterator[DashboardProcess]:
+    """`conveyor dashboard` serving `repo` as a real process (the dashboard tests' one way to start it)."""
+    process = DashboardProcess(repo.path).start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 ConveyorCli = Callable[..., "subprocess.CompletedProcess[str]"]

@@ -1,5 +1,6 @@
 """Shared set-up for the completion gate and publishing tests: a repository after `conveyor init` whose agents
-run the scripted agent (`agents/scripted_agent.py`), a real bare repository as `origin`, and FakeGitHub.
+run the fake agent (`tests/support/fake_agent.py`) from file scripts, a real bare repository as `origin`,
+and FakeGitHub.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.conftest import git
-from tests.integration.conftest import AGENTS_DIR, Repo, make_repo
+from tests.integration.conftest import DAEMON_CORE, Repo, make_repo
+from tests.support.agent_script import runs, tool_entry, write_script
 from tests.support.fake_github import FakeGitHub
 
 GH_REPO = "octo/widgets"
@@ -21,34 +25,17 @@ TOKEN_ENV = "CONVEYOR_TEST_GH_TOKEN"
 TOKEN = "ghs_conveyorTestToken0123456789abcdefXYZ"
 
 
-def install_scripted_agent(bin_dir: Path) -> Path:
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    target = bin_dir / "scripted-agent"
-    target.write_text(f"#!{sys.executable}\n" + (AGENTS_DIR / "scripted_agent.py").read_text(encoding="utf-8"))
-    target.chmod(0o755)
-    return target
+def shared(out: Path, script_dir: Path) -> dict[str, Any]:
+    return {"env": {"FAKE_AGENT_SCRIPTS": str(script_dir)}, "sandbox_writable": [str(out), str(script_dir)]}
 
 
-def tools_yaml(agent_bin: Path, script_dir: Path) -> str:
-    env = f'{{SCRIPTED_AGENT_DIR: "{script_dir}"}}'
-    return textwrap.dedent(f"""\
-        tools:
-          scripted:
-            binary: {agent_bin}
-            argv: [--task, "{{task_id}}", "{{prompt}}"]
-            resume_argv: [--task, "{{task_id}}", --resume, "{{session_id}}", "{{prompt}}"]
-            parser: claude-json
-            env: {env}
-            env_allowlist: [PATH, HOME, LANG, "SCRIPTED_*"]
-            sandbox_writable: ["{script_dir}"]
-          scripted-plain:
-            binary: {agent_bin}
-            argv: [--plain, --task, "{{task_id}}", "{{prompt}}"]
-            parser: text
-            env: {env}
-            env_allowlist: [PATH, HOME, LANG, "SCRIPTED_*"]
-            sandbox_writable: ["{script_dir}"]
-        """)
+def tools_yaml(agent_bin: Path, out: Path, script_dir: Path) -> str:
+    """The fake agent as a CLI with sessions (claude's JSON, resumed with --resume) and as one without."""
+    scripted = tool_entry(agent_bin, out, tool="scripted", output="claude-json", **shared(out, script_dir))
+    flags = scripted["argv"][:-1]
+    scripted["resume_argv"] = [*flags, "--resume", "{session_id}", "{prompt}"]
+    plain = tool_entry(agent_bin, out, tool="scripted-plain", **shared(out, script_dir))
+    return yaml.safe_dump({"tools": {"scripted": scripted, "scripted-plain": plain}}, sort_keys=False)
 
 
 AGENTS_YAML = """\
@@ -63,15 +50,7 @@ agents:
 def daemon_yaml(*, remote: str | None = None, api_url: str = "http://127.0.0.1:9", verify: list[str] | None = None,
                 verify_rounds: int = 2, draft: bool = False, privacy: str = "metadata") -> str:
     remote_value = "null" if remote is None else remote
-    return textwrap.dedent(f"""\
-        base_branch: main
-        max_parallel: 2
-        rescan_interval_s: 30
-        task_timeout_s: 60
-        idle_timeout_s: 60
-        kill_grace_s: 0.5
-        attempts: 2
-        drain_grace_s: 10
+    return DAEMON_CORE.replace("attempts: 1", "attempts: 2") + textwrap.dedent(f"""\
         privacy: {privacy}
         verify: {json.dumps(verify or [])}
         verify_rounds: {verify_rounds}
@@ -106,12 +85,12 @@ class Project:
         remote = "origin" if self.origin is not None else None
         self.repo.write_config("daemon.yaml", daemon_yaml(remote=remote, api_url=api_url, **settings))
 
-    def script(self, task_id: str, runs: list[dict[str, Any]]) -> None:
-        (self.scripts / f"{task_id}.json").write_text(json.dumps(runs), encoding="utf-8")
+    def script(self, task_id: str, *each_run: list[dict[str, Any]]) -> None:
+        """What the agent does for this task, run by run (see tests/support/fake_agent.py)."""
+        write_script(self.scripts, task_id, runs(*each_run))
 
     def invocations(self, task_id: str) -> list[dict[str, Any]]:
-        found = sorted(self.scripts.glob(f"{task_id}.run-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
-        return [json.loads(path.read_text(encoding="utf-8")) for path in found]
+        return self.repo.agent.runs(task_id)
 
     def run(self, *, token: bool = True) -> Any:
         return self.repo.run_once(env={TOKEN_ENV: TOKEN} if token else {TOKEN_ENV: ""})
@@ -126,8 +105,7 @@ def make_project(root: Path, *, with_remote: bool, github: FakeGitHub | None = N
     repo = make_repo(root)
     scripts = root / "scripts"
     scripts.mkdir()
-    agent = install_scripted_agent(root / "bin")
-    repo.write_config("tools.yaml", tools_yaml(agent, scripts))
+    repo.write_config("tools.yaml", tools_yaml(repo.agent_bin, repo.out, scripts))
     repo.write_config("agents.yaml", AGENTS_YAML)
     origin = None
     if with_remote:

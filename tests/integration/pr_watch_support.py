@@ -21,10 +21,11 @@ from conveyor.pipeline.pr_watch import PullWatcher
 from conveyor.telemetry.store import Telemetry
 from tests.conftest import git
 from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project, daemon_yaml, make_project
+from tests.support.agent_script import work
 from tests.support.fake_github import FakeGitHub
 
 TASK = "t-1"
-WORK = {"write": {"app.py": "def main():\n    return 1\n"}, "say": "Added main() to app.py"}
+WORK = work({"app.py": "def main():\n    return 1\n"}, "Added main() to app.py")
 ROADMAP = """\
 # Roadmap
 
@@ -63,9 +64,9 @@ def opened(root: Path, github: FakeGitHub, *, roadmap: bool = False, **follow_up
     configure(project, roadmap=roadmap, **follow_up)
     if roadmap:
         (project.repo.path / "ROADMAP.md").write_text(ROADMAP, encoding="utf-8")
-        project.script(ROADMAP_TASK, [WORK])
+        project.script(ROADMAP_TASK, WORK)
     else:
-        project.script(TASK, [WORK])
+        project.script(TASK, WORK)
         project.repo.submit(TASK, description="Add a main function to app.py.")
     run = project.run()
     assert run.code == 0

@@ -71,11 +71,11 @@ def test_an_agent_orphaned_by_a_killed_daemon_is_stopped_before_its_task_runs_ag
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("attempts: 1", "attempts: 2"))
     # uncontained: a sandboxed agent dies with the daemon (bwrap --die-with-parent), so there is no orphan;
     # recovery still matters where there is no sandbox (sandbox: none, macOS)
-    repo.write_config("tools.yaml", tools_yaml(repo.path.parent / "bin" / "fake-agent", repo.out, repo.telemetry_db,
+    repo.write_config("tools.yaml", tools_yaml(repo.agent_bin, repo.out,
                                                sandbox="none"))
-    repo.submit("orphaned", description="FAKE sleep-first 120\nFAKE write a.txt x")
+    repo.submit("orphaned", description="FAKE sleep@1 120\nFAKE write a.txt x")
     first = DaemonProcess(repo.path).start()
-    wait_for(lambda: (repo.out / "orphaned.slept").exists(), what="the agent to start")
+    wait_for(lambda: repo.agent_started("orphaned"), what="the agent to start")
     agents = [p for p in psutil.process_iter(["cmdline"]) if "orphaned" in (p.info["cmdline"] or [])]
     assert len(agents) == 1
     first.kill_group()
@@ -97,9 +97,9 @@ def test_an_agent_orphaned_by_a_killed_daemon_is_stopped_before_its_task_runs_ag
 
 def test_a_sandboxed_agent_dies_with_a_killed_daemon(repo: Repo) -> None:
     """In bubblewrap (`--die-with-parent`) the agent and all it started go when the daemon is killed."""
-    repo.submit("dies-with-daemon", description="FAKE sleep-first 120\nFAKE write a.txt x")
+    repo.submit("dies-with-daemon", description="FAKE sleep@1 120\nFAKE write a.txt x")
     first = DaemonProcess(repo.path).start()
-    wait_for(lambda: (repo.out / "dies-with-daemon.slept").exists(), what="the agent to start")
+    wait_for(lambda: repo.agent_started("dies-with-daemon"), what="the agent to start")
     assert processes_with("dies-with-daemon")
     first.kill_group()
     wait_for(lambda: processes_with("dies-with-daemon") == [], timeout=10, what="the sandboxed agent to die")

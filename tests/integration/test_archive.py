@@ -59,7 +59,7 @@ def test_old_finished_tasks_move_to_their_month_and_new_ones_stay(tmp_path: Path
     rejected.write_text("id: [\n", encoding="utf-8")
     os.utime(rejected, (0, 0))
     old_bytes = old_done.read_bytes()
-    repo.submit("needs-old", description="SCRIPT write x.txt", dependencies=["old-done"])
+    repo.submit("needs-old", description="FAKE write x.txt", dependencies=["old-done"])
 
     run = repo.run_once()
     assert run.code == 0

@@ -20,7 +20,7 @@ ROADMAP = """\
 
 **Status**: 📝 Planned
 
-SCRIPT write src/item.txt item
+FAKE write src/item.txt item
 """
 BOARD = "work/collaboration/"
 
@@ -42,7 +42,7 @@ def test_board_commits_leave_the_users_staged_and_unstaged_changes_alone(tmp_pat
         path.write_text(f"#!/bin/sh\ntouch {marker}\n", encoding="utf-8")
         path.chmod(0o755)
     before = repo.git("rev-parse", "main")
-    repo.submit("t-board", description="SCRIPT write t.txt")
+    repo.submit("t-board", description="FAKE write t.txt")
     others = ["--", ".", ":!ROADMAP.md"]                            # ROADMAP.md is the board's to commit
     staged, unstaged = repo.git("diff", "--cached"), repo.git("diff", *others)
 
@@ -73,7 +73,7 @@ def test_with_another_branch_checked_out_only_the_base_branch_moves(tmp_path: Pa
     (repo.path / "notes.txt").write_text("wip\n", encoding="utf-8")
     repo.git("add", "notes.txt")
     feature, main = repo.git("rev-parse", "feature"), repo.git("rev-parse", "main")
-    repo.submit("t-other", description="SCRIPT write t.txt")
+    repo.submit("t-other", description="FAKE write t.txt")
     repo.run_once()
     assert repo.git("rev-parse", "feature") == feature
     assert repo.git("rev-parse", "main") != main

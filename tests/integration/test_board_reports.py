@@ -28,9 +28,9 @@ def table_row(status: str, agent: str) -> list[str]:
 
 def test_every_transition_is_logged_and_the_status_file_sums_them_up(tmp_path: Path) -> None:
     repo = hygiene_repo(tmp_path, daemon_extra=ROADMAP_OFF)
-    repo.submit("a-ok", description="SCRIPT write a.txt")
-    repo.submit("b-fails", description="SCRIPT exit 2")
-    repo.submit("c-qa", agent="qa", description="SCRIPT write c.txt")
+    repo.submit("a-ok", description="FAKE write a.txt")
+    repo.submit("b-fails", description="FAKE exit 2")
+    repo.submit("c-qa", agent="qa", description="FAKE write c.txt")
     repo.drop("d-broken.yaml", "id: [\n")
     assert repo.run_once().code == 0
 
@@ -50,7 +50,7 @@ def test_every_transition_is_logged_and_the_status_file_sums_them_up(tmp_path: P
 
     with log_path.open("a", encoding="utf-8") as handle:
         handle.write("a note someone typed without a newline")
-    repo.submit("e-later", description="SCRIPT write e.txt")
+    repo.submit("e-later", description="FAKE write e.txt")
     repo.run_once()
     second = log_path.read_text(encoding="utf-8")
     assert second.startswith(first + "a note someone typed without a newline\n")   # appended, never rewritten
@@ -102,7 +102,7 @@ def test_paperwork_failures_never_stop_tasks(tmp_path: Path, monkeypatch: pytest
         raise RuntimeError("a bug in rendering")
 
     monkeypatch.setattr(upkeep_module, "render_agent_status", broken)
-    repo.submit("t-ok", description="SCRIPT write t.txt")
+    repo.submit("t-ok", description="FAKE write t.txt")
     run = repo.run_once()
     assert run.code == 0
     assert load(repo.done_path("t-ok"))["status"] == "done"

@@ -3,10 +3,10 @@ the watcher, and a stop that never loses a task."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,20 +25,8 @@ OURS = f"conveyor@{socket.gethostname()}:4242"   # the claim of a daemon on this
 @pytest.fixture
 def background(repo: Repo) -> Iterator[Callable[[], Daemon]]:
     """Start a long-running daemon (file events on) in a thread; it is stopped and joined at teardown."""
-    started: list[tuple[Daemon, threading.Thread]] = []
-
-    def start() -> Daemon:
-        daemon = Daemon(repo.config(), env=dict(os.environ))
-        thread = threading.Thread(target=daemon.run, name="daemon-under-test")
-        thread.start()
-        started.append((daemon, thread))
-        return daemon
-
-    yield start
-    for daemon, thread in started:
-        daemon.request_stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(repo.serving())
 
 
 # ------------------------------------------------------------------ lifecycle
@@ -85,7 +73,7 @@ def test_in_full_privacy_the_error_block_points_at_the_transcript(repo: Repo) ->
 
 def test_a_crash_is_retried_as_the_next_attempt(repo: Repo) -> None:
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("attempts: 1", "attempts: 2"))
-    repo.submit("flaky", description="FAKE exit-first 9\nFAKE write a.txt x")
+    repo.submit("flaky", description="FAKE exit@1 9\nFAKE write a.txt x")
     repo.run_once()
     document = repo.done_doc("flaky")
     assert (document["status"], document["attempt"]) == ("done", 2)
@@ -147,7 +135,7 @@ def test_a_failed_dependency_keeps_the_task_waiting_with_its_reason(repo: Repo) 
 def test_the_agent_sees_only_allowlisted_environment(repo: Repo) -> None:
     repo.submit("env", description="nothing")
     repo.run_once(env={"SECRET_TOKEN": "do-not-leak", "FAKE_VISIBLE": "yes", "NOTIFY_SOCKET": "/run/x"})
-    env = json.loads((repo.out / "env.run.json").read_text())["env"]
+    env = repo.agent.last("env")["env"]
     assert env["FAKE_VISIBLE"] == "yes"
     assert env["FAKE_AGENT_OUT"] == str(repo.out)
     assert "SECRET_TOKEN" not in env and "NOTIFY_SOCKET" not in env
@@ -253,14 +241,9 @@ def test_bad_input_does_not_stop_a_running_daemon(repo: Repo, background: Callab
 
 def test_a_stop_mid_run_requeues_the_task_and_the_next_run_finishes_it(repo: Repo) -> None:
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("drain_grace_s: 10", "drain_grace_s: 0.2"))
-    repo.submit("interrupt-me", description="FAKE sleep-first 60\nFAKE write a.txt x")
-    daemon = Daemon(repo.config(), env=dict(os.environ), watch=False)
-    thread = threading.Thread(target=daemon.run)
-    thread.start()
-    wait_for(lambda: (repo.out / "interrupt-me.slept").exists())
-    daemon.request_stop()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+    repo.submit("interrupt-me", description="FAKE sleep@1 60\nFAKE write a.txt x")
+    with repo.serving(watch=False):
+        wait_for(lambda: repo.agent_started("interrupt-me"))
     waiting = repo.board / "assigned" / "backend-dev" / "interrupt-me.yaml"
     assert waiting.exists()                                          # not lost, not failed
     assert repo.worktrees() == [str(repo.path)]

@@ -57,13 +57,15 @@ def test_ready_after_recovery_then_status_watchdog_and_stopping(repo: Repo, noti
         # READY=1 came after start-up recovery: the row a crash left "running" is already reconciled
         assert [row["outcome"] for row in repo.rows("ghost") if row["id"] == stale] == ["interrupted"]
         since = len(notify.received)
-        time.sleep(1.0)
-        pings = [m for m in notify.collect()[since:] if m == "WATCHDOG=1"]
-        assert len(pings) >= 2                                  # every 0.2 s while the loop turns
+
+        def pings() -> list[str]:
+            return [m for m in notify.collect()[since:] if m == "WATCHDOG=1"]
+
+        wait_for(lambda: len(pings()) >= 2, what="two watchdog pings")   # every 0.2 s while the loop turns
         repo.submit("notified", description="FAKE sleep 1\nFAKE write a.txt x")
         notify.wait_for(lambda m: m == "STATUS=running 1, queued 0, paused 0")
         wait_for(lambda: repo.done_path("notified").exists(), what="the task to finish")
-        notify.wait_for(lambda m: m == "STATUS=running 0, queued 0, paused 0", since=since + len(pings))
+        notify.wait_for(lambda m: m == "STATUS=running 0, queued 0, paused 0", since=since + len(pings()))
         since = len(notify.received)
         assert daemon.stop() == 0
     assert "STOPPING=1" in notify.collect()[since:]
@@ -101,7 +103,7 @@ def test_the_watchdog_goes_silent_while_the_main_loop_is_stuck(repo: Repo, notif
 def test_service_manager_variables_never_reach_an_agent(repo: Repo, notify: NotifySocket) -> None:
     """Even a tool whose allowlist is `*` never sees NOTIFY_SOCKET or WATCHDOG_*; others see only their list."""
     agent_bin = repo.path.parent / "bin" / "fake-agent"
-    repo.write_config("tools.yaml", tools_yaml(agent_bin, repo.out, repo.telemetry_db) + (
+    repo.write_config("tools.yaml", tools_yaml(agent_bin, repo.out) + (
         f"  fake-everything:\n    binary: {agent_bin}\n    argv: [--task, \"{{task_id}}\", \"{{prompt}}\"]\n"
         f"    env: {{FAKE_AGENT_OUT: \"{repo.out}\"}}\n    env_allowlist: [\"*\"]\n"
         f"    sandbox_writable: [\"{repo.out}\"]\n"))
@@ -112,8 +114,8 @@ def test_service_manager_variables_never_reach_an_agent(repo: Repo, notify: Noti
     with running_daemon(repo.path, env) as daemon:
         wait_for(lambda: repo.done_path("env-default").exists() and repo.done_path("env-everything").exists())
         assert daemon.stop() == 0
-    default = json.loads((repo.out / "env-default.run.json").read_text())["env"]
-    everything_env = json.loads((repo.out / "env-everything.run.json").read_text())["env"]
+    default = repo.agent.last("env-default")["env"]
+    everything_env = repo.agent.last("env-everything")["env"]
     assert "CONVEYOR_TEST_SECRET" not in default
     assert set(default) <= {"PATH", "HOME", "LANG"} | {n for n in default if n.startswith("FAKE_")}
     assert everything_env["CONVEYOR_TEST_SECRET"] == "hunter2"  # the configuration asked for everything...
@@ -125,7 +127,7 @@ def test_service_manager_variables_never_reach_an_agent(repo: Repo, notify: Noti
 def test_sigterm_lets_a_running_agent_finish_within_the_grace(repo: Repo, notify: NotifySocket) -> None:
     repo.submit("finish-me", description="FAKE sleep 1.5\nFAKE write a.txt x")
     with running_daemon(repo.path, {"NOTIFY_SOCKET": notify.address}) as daemon:
-        wait_for(lambda: (repo.out / "finish-me.run.json").exists(), what="the agent to start")
+        wait_for(lambda: repo.agent_started("finish-me"), what="the agent to start")
         since = len(notify.collect())
         daemon.signal(signal.SIGTERM)
         daemon.wait_event("daemon.draining")
@@ -145,9 +147,9 @@ def test_sigterm_lets_a_running_agent_finish_within_the_grace(repo: Repo, notify
 def test_sigterm_stops_an_agent_after_the_grace_and_leaves_it_ready_to_resume(repo: Repo) -> None:
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("drain_grace_s: 10", "drain_grace_s: 0.5")
                       .replace("attempts: 1", "attempts: 2"))
-    repo.submit("resume-me", description="FAKE sleep-first 60\nFAKE write a.txt x")
+    repo.submit("resume-me", description="FAKE sleep@1 60\nFAKE write a.txt x")
     with running_daemon(repo.path) as daemon:
-        wait_for(lambda: (repo.out / "resume-me.slept").exists(), what="the agent to start")
+        wait_for(lambda: repo.agent_started("resume-me"), what="the agent to start")
         daemon.signal(signal.SIGTERM)
         stopping = daemon.wait_event("daemon.stopping_agents")
         assert stopping["reason"] == "drain grace over" and stopping["running"] == ["resume-me"]
@@ -165,7 +167,7 @@ def test_a_second_sigterm_stops_the_agents_at_once(repo: Repo) -> None:
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("drain_grace_s: 10", "drain_grace_s: 120"))
     repo.submit("force-me", description="FAKE sleep 120")
     with running_daemon(repo.path) as daemon:
-        wait_for(lambda: (repo.out / "force-me.run.json").exists(), what="the agent to start")
+        wait_for(lambda: repo.agent_started("force-me"), what="the agent to start")
         daemon.signal(signal.SIGTERM)
         daemon.wait_event("daemon.draining")
         assert daemon.alive()                                   # warm: it waits for the agent
@@ -220,7 +222,7 @@ def test_every_log_line_about_a_task_names_it(repo: Repo) -> None:
     ids = ["log-ok", "log-fails", "log-retried", "log-json"]
     repo.submit("log-ok", description="FAKE write a.txt x")
     repo.submit("log-fails", description="FAKE exit 3")
-    repo.submit("log-retried", description="FAKE exit-first 9\nFAKE write b.txt y")
+    repo.submit("log-retried", description="FAKE exit@1 9\nFAKE write b.txt y")
     repo.submit("log-json", agent="json-agent", description="FAKE write c.txt z")
     repo.drop("log-rejected.yaml", "id: log-rejected\nagent: [\n")
     with running_daemon(repo.path) as daemon:
@@ -242,7 +244,7 @@ def test_no_telemetry_row_is_left_running_by_a_clean_stop(repo: Repo) -> None:
     repo.submit("clean", description="FAKE sleep 30")
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("drain_grace_s: 10", "drain_grace_s: 0"))
     daemon = DaemonProcess(repo.path).start()
-    wait_for(lambda: (repo.out / "clean.run.json").exists(), what="the agent to start")
+    wait_for(lambda: repo.agent_started("clean"), what="the agent to start")
     assert daemon.stop() == 0
     conn = sqlite3.connect(repo.telemetry_db)
     try:

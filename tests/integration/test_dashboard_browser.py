@@ -44,15 +44,6 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
-@pytest.fixture
-def dashboard(repo: Repo) -> Iterator[DashboardProcess]:
-    process = DashboardProcess(repo.path).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
 def logged_in(browser: Browser, dashboard: DashboardProcess) -> Page:
     page = browser.new_context(viewport={"width": 1400, "height": 800}).new_page()
     page.goto(dashboard.login_url())
@@ -100,7 +91,7 @@ def test_a_cards_moves_live_while_the_daemon_runs_the_task(repo: Repo, browser: 
 def test_an_answer_in_the_page_resumes_the_asking_task(repo: Repo, browser: Browser,
                                                        dashboard: DashboardProcess) -> None:
     question = "Should the <script>alert(1)</script> cache expire after 5 or 60 minutes?"
-    repo.submit("ask-browser", description=f"FAKE ask-first {question}\nFAKE write cache.txt chosen")
+    repo.submit("ask-browser", description=f"FAKE ask@1 {question}\nFAKE write cache.txt chosen")
     page = logged_in(browser, dashboard)
     with running_daemon(repo.path):
         page.wait_for_selector(card("needs_input", "ask-browser"), timeout=30000)

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conveyor.core import yamlio
-from conveyor.daemon.loop import Daemon
 from tests.conftest import git
 from tests.integration.conftest import DAEMON_YAML, Repo
 from tests.integration.test_cli import Cli, cli  # noqa: F401  (the in-process `conveyor` fixture)
@@ -45,11 +43,8 @@ def test_an_existing_roadmap_does_not_start_until_it_is_turned_on(repo: Repo, cl
 
 
 def test_retry_puts_a_failed_task_back_while_the_daemon_runs(repo: Repo, cli: Cli) -> None:  # noqa: F811
-    repo.submit("flaky", description="FAKE exit-first 3\nFAKE write src/flaky.txt ok")
-    daemon = Daemon(repo.config(), env={**os.environ, **repo.extra_env}, watch=True)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    try:
+    repo.submit("flaky", description="FAKE exit@1 3\nFAKE write src/flaky.txt ok")
+    with repo.serving():
         wait_for(lambda: repo.done_path("flaky").exists(), what="the first run to fail")
         assert repo.done_doc("flaky")["status"] == "error"
         result = cli("task", "retry", "flaky", cwd=repo.path)
@@ -60,19 +55,13 @@ def test_retry_puts_a_failed_task_back_while_the_daemon_runs(repo: Repo, cli: Cl
         document = repo.done_doc("flaky")
         assert document["retries"][0]["status"] == "error" and "result" in document
         assert not list(repo.rejected.glob("flaky*")) if repo.rejected.exists() else True
-    finally:
-        daemon.request_stop()
-        thread.join(30)
     again = cli("task", "retry", "nope", cwd=repo.path)
     assert again.code == 1 and "no task 'nope' on the board" in again.err
 
 
 def test_a_moved_file_is_taken_while_the_daemon_runs(repo: Repo) -> None:
-    repo.submit("moved", description="FAKE exit-first 3\nFAKE write src/moved.txt ok")
-    daemon = Daemon(repo.config(), env={**os.environ, **repo.extra_env}, watch=True)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    try:
+    repo.submit("moved", description="FAKE exit@1 3\nFAKE write src/moved.txt ok")
+    with repo.serving():
         wait_for(lambda: repo.done_path("moved").exists(), what="the first run to fail")
         document = yamlio.loads(repo.done_path("moved").read_bytes())
         for key in ("status", "error", "completed_at", "attempt", "claimed_by", "started_at", "assigned_at"):
@@ -83,9 +72,6 @@ def test_a_moved_file_is_taken_while_the_daemon_runs(repo: Repo) -> None:
         os.rename(repo.board / ".moved.tmp", target)
         wait_for(lambda: repo.done_path("moved").exists(), what="the moved task to finish")
         assert repo.done_doc("moved")["status"] == "done"
-    finally:
-        daemon.request_stop()
-        thread.join(30)
 
 
 def test_unrunnable_verify_commands_are_set_up_errors(repo: Repo, cli: Cli) -> None:  # noqa: F811

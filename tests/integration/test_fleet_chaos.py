@@ -115,7 +115,7 @@ def check_telemetry(fleet: Fleet, ids: list[str], commits: dict[str, str]) -> No
         rows: list[dict[str, Any]] = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     # a killed node's runs were closed by the node that took its task over
     assert [r for r in rows if r["outcome"] == "running"] == []
-    runs = Counter((fleet.repo.out / "runs.log").read_text().split())   # the agent's own count of its runs
+    runs = Counter(fleet.repo.agent.started())   # the agent's own count of its runs
     assert all(len([r for r in rows if r["task_id"] == t]) >= runs[t] for t in ids), (runs, rows)
     resumed = {e["task_id"] for n in fleet.nodes for e in n.events("fleet.resume_from_commit")}
     for task_id in ids:

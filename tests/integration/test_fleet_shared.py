@@ -70,9 +70,8 @@ def reservations(url: str) -> list[tuple[str, str]]:
 
 
 def real_runs(repo: Repo) -> Counter[str]:
-    """Agent runs that really happened (the fake agent appends a line as it starts)."""
-    log = repo.out / "runs.log"
-    return Counter(log.read_text(encoding="utf-8").split()) if log.exists() else Counter()
+    """Agent runs that really happened (the fake agent logs each start)."""
+    return Counter(repo.agent.started())
 
 
 def today() -> tuple[float, float]:
@@ -109,7 +108,7 @@ def test_a_429_on_one_node_pauses_the_tool_on_every_node_until_its_reset(
         fleet: Fleet, repo: Repo, pg_url: str, conveyor_cli: ConveyorCli) -> None:
     for name in ("a", "b"):
         fleet.start(name)
-    ask(fleet, {"limited": "FAKE limit-first 20\nFAKE write out/limited.txt x"})
+    ask(fleet, {"limited": "FAKE api-error@1 429 20\nFAKE write out/limited.txt x"})
     hit = fleet.runner_of("limited")
     limited = hit.wait_event("tool.limited", lambda e: e.get("task_id") == "limited", timeout=60)
     other = next(n for n in fleet.nodes if n is not hit)
@@ -130,7 +129,7 @@ def test_a_sigkilled_nodes_reservation_goes_with_its_lease_and_its_run_is_closed
         fleet: Fleet, repo: Repo, pg_url: str) -> None:
     policies(fleet, usd=5.0, estimate=0.25)
     first = fleet.start("a")
-    ask(fleet, {"victim": "FAKE sleep-first 20\nFAKE cost 0.25\nFAKE write out/victim.txt x"}, agent=AGENT)
+    ask(fleet, {"victim": "FAKE sleep@1 20\nFAKE cost 0.25\nFAKE write out/victim.txt x"}, agent=AGENT)
     wait_for(lambda: real_runs(repo)["victim"] == 1, what="the agent to start", timeout=60)
     link = Link(pg_url, "test ledger")
     ledger = SharedSpend(link, "test")
@@ -179,7 +178,7 @@ def test_a_database_restart_mid_run_counts_every_run_once(fleet: Fleet, repo: Re
 def test_a_database_away_longer_than_its_patience_puts_the_run_back_without_spending_an_attempt(
         fleet: Fleet, repo: Repo, pg_url: str, pg_server: PostgresServer) -> None:
     node = fleet.start("a")
-    ask(fleet, {"outage": "FAKE sleep-first 2\nFAKE write out/outage.txt x"})
+    ask(fleet, {"outage": "FAKE sleep@1 2\nFAKE write out/outage.txt x"})
     wait_for(lambda: real_runs(repo)["outage"] == 1, what="the agent to start", timeout=60)
     pg_server.stop("immediate")               # the run ends while the database is away, for longer than
     try:                                      # the node waits to write its row (lease_timeout_s)

@@ -10,40 +10,30 @@ the PR's branch gets exactly one new commit and the thread exactly one answer, w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.daemon_process import DaemonProcess, running_daemon
-from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project, fake_github, make_project
+from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project
 from tests.integration.test_follow_up_runner import (
     ORIGINAL,
-    WORK,
     answers,
     follow_up_file,
     origin_head,
     origin_log,
+    original_pr,
 )
+from tests.support.agent_script import act, resuming, work
 from tests.support.fake_github import FakeGitHub
 from tests.support.waiting import wait_for
 
-CHANGE = {"write": {"app.py": "def main():\n    return 2\n"}, "say": "main() returns 2 now"}
-
-
-@pytest.fixture
-def github(tmp_path: Path) -> Iterator[FakeGitHub]:
-    with fake_github(tmp_path) as server:
-        yield server
+CHANGE = work({"app.py": "def main():\n    return 2\n"}, "main() returns 2 now")
 
 
 @pytest.fixture
 def project(tmp_path: Path, github: FakeGitHub) -> Project:
-    project = make_project(tmp_path, with_remote=True, github=github)
-    project.script(ORIGINAL, [WORK])
-    project.repo.submit(ORIGINAL, description="Add a main function to app.py.", title="Add main")
-    project.run()
-    return project
+    return original_pr(tmp_path, github)
 
 
 def _finished(project: Project, task_id: str) -> bool:
@@ -71,9 +61,9 @@ def _assert_one_commit_one_answer(project: Project, github: FakeGitHub, task_id:
 def test_killed_while_the_agent_works_the_follow_up_runs_again_once(project: Project, github: FakeGitHub) -> None:
     before = origin_head(project, f"conveyor/{ORIGINAL}")
     task_id = follow_up_file(project, "c90", "Return 2.")
-    project.script(task_id, [{"sleep": 60}, {"expect_session": f"session-{ORIGINAL}", **CHANGE}])
+    project.script(task_id, [act("sleep", seconds=60)], [resuming(f"session-{ORIGINAL}"), *CHANGE])
     with running_daemon(project.repo.path, env={TOKEN_ENV: TOKEN}) as daemon:
-        wait_for(lambda: (project.scripts / f"{task_id}.run-0.json").exists(), timeout=60, what="the agent started")
+        wait_for(lambda: project.repo.agent_started(task_id), timeout=60, what="the agent started")
         daemon.kill_group()
 
     _run_to_the_end(project, task_id)
@@ -86,7 +76,7 @@ def test_killed_while_the_agent_works_the_follow_up_runs_again_once(project: Pro
 def test_killed_between_the_commit_and_the_push_recovery_pushes_it(project: Project, github: FakeGitHub) -> None:
     before = origin_head(project, f"conveyor/{ORIGINAL}")
     task_id = follow_up_file(project, "c91", "Return 2.")
-    project.script(task_id, [CHANGE])
+    project.script(task_id, CHANGE)
     # the first read of the PR (before the agent) passes; the second (after the commit, before the push) stalls
     github.run_before_next(lambda: None, method="GET", path_contains="/pulls/1", count=1)
     github.stall_next(30, method="GET", path_contains="/pulls/1", count=1)
@@ -107,7 +97,7 @@ def test_killed_while_the_answer_is_posted_recovery_does_not_answer_twice(projec
                                                                           github: FakeGitHub) -> None:
     before = origin_head(project, f"conveyor/{ORIGINAL}")
     task_id = follow_up_file(project, "c92", "Return 2.")
-    project.script(task_id, [CHANGE])
+    project.script(task_id, CHANGE)
     github.stall_next(3, method="POST", path_contains="/issues/1/comments")
     with running_daemon(project.repo.path, env={TOKEN_ENV: TOKEN}) as daemon:
         wait_for(lambda: bool(github.requests_to("POST", r"/repos/octo/widgets/issues/1/comments")), timeout=60,

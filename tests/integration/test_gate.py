@@ -6,26 +6,20 @@ from __future__ import annotations
 import json
 import random
 import string
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.integration.gate_support import Project, fake_github, make_project, python_check
+from tests.integration.gate_support import Project, make_project, python_check
+from tests.support.agent_script import act, resuming, work
 from tests.support.fake_github import FakeGitHub
 
 GREETING_CHECK = python_check("import sys; t = open('greeting.txt').read(); print('greeting.txt says:', t.strip()); "
                               "sys.exit(0 if t == 'hello world\\n' else 1)")
-TYPO = {"write": {"greeting.txt": "hello wrold\n"}, "say": "Wrote the greeting"}
-FIXED = {"write": {"greeting.txt": "hello world\n"}, "say": "Fixed the typo"}
-
-
-@pytest.fixture
-def github(tmp_path: Path) -> Iterator[FakeGitHub]:
-    with fake_github(tmp_path) as server:
-        yield server
+TYPO = work({"greeting.txt": "hello wrold\n"}, "Wrote the greeting")
+FIXED = work({"greeting.txt": "hello world\n"}, "Fixed the typo")
 
 
 @pytest.fixture
@@ -45,9 +39,9 @@ def done(project: Project, task_id: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ verify, resumed
 def test_a_verify_failure_resumes_the_agents_session_and_the_fix_passes(local: Project) -> None:
     local.configure(verify=[GREETING_CHECK])
-    local.script("t-fix", [TYPO, {**FIXED, "expect_resume": True,
-                                  "expect_in_prompt": ["greeting.txt says: hello wrold", "failed (exit code 1)",
-                                                       GREETING_CHECK]}])
+    told = [act("expect-prompt", text=text)
+            for text in ("greeting.txt says: hello wrold", "failed (exit code 1)", GREETING_CHECK)]
+    local.script("t-fix", TYPO, [resuming("session-t-fix"), *told, *FIXED])
     local.repo.submit("t-fix", description="Write a greeting")
     local.run()
 
@@ -64,13 +58,13 @@ def test_a_verify_failure_resumes_the_agents_session_and_the_fix_passes(local: P
     rows = local.repo.rows("t-fix")
     assert [(row["attempt"], row["round"], row["outcome"]) for row in rows] == [(1, 0, "ok"), (1, 1, "ok")]
     assert rows[1]["commit_sha"] == result["commit"]
-    assert result["tokens"]["input"] == 2000 and result["cost_usd"] == pytest.approx(0.02)
+    assert result["tokens"]["input"] == 2400 and result["cost_usd"] == pytest.approx(0.025)
     assert (result["pr_url"], result["publish"]) == (None, "local branch only (remote.name is null)")
 
 
 def test_verify_failing_every_round_fails_the_task_with_the_output_tail(local: Project) -> None:
     local.configure(verify=[GREETING_CHECK], verify_rounds=2)
-    local.script("t-stuck", [TYPO, {**TYPO, "expect_resume": True}, {**TYPO, "expect_resume": True}])
+    local.script("t-stuck", TYPO, [resuming("session-t-stuck"), *TYPO], [resuming("session-t-stuck"), *TYPO])
     local.repo.submit("t-stuck", description="Write a greeting")
     local.run()
 
@@ -92,7 +86,7 @@ def test_a_hard_budget_spent_by_the_first_run_allows_no_fix_round(local: Project
     sent back to the agent; the task fails saying which budget stopped it."""
     local.configure(verify=[GREETING_CHECK], verify_rounds=2)
     local.repo.write_config("policies.yaml", "budgets:\n  - {scope: global, period: daily, usd: 0.01, limit: hard}\n")
-    local.script("t-broke", [TYPO, {**FIXED, "expect_resume": True}])
+    local.script("t-broke", TYPO, [resuming("session-t-broke"), *FIXED])
     local.repo.submit("t-broke", description="Write a greeting")
     run = local.run()
 
@@ -107,9 +101,9 @@ def test_a_hard_budget_spent_by_the_first_run_allows_no_fix_round(local: Project
 
 def test_a_cli_without_sessions_gets_the_failure_in_a_fresh_run(local: Project) -> None:
     local.configure(verify=[GREETING_CHECK])
-    local.script("t-plain", [TYPO, {**FIXED, "expect_resume": False,
-                                    "expect_in_prompt": ["# Task t-plain", "failed verification",
-                                                         "greeting.txt says: hello wrold"]}])
+    told = [act("expect-prompt", text=text)
+            for text in ("# Task t-plain", "failed verification", "greeting.txt says: hello wrold")]
+    local.script("t-plain", TYPO, [resuming(None), *told, *FIXED])
     local.repo.submit("t-plain", agent="plain-agent", description="Write a greeting")
     local.run()
     document = local.repo.done_doc("t-plain", agent="plain-agent")
@@ -119,7 +113,7 @@ def test_a_cli_without_sessions_gets_the_failure_in_a_fresh_run(local: Project) 
 
 def test_configured_then_task_verify_commands_run_and_a_shell_is_spelled_out(local: Project) -> None:
     local.configure(verify=["sh -c 'ls | grep -q greeting.txt'"])
-    local.script("t-both", [FIXED])
+    local.script("t-both", FIXED)
     local.repo.submit("t-both", description="Write a greeting", verify=[GREETING_CHECK])
     local.run()
     checks = done(local, "t-both")["result"]["checks"]
@@ -130,7 +124,7 @@ def test_configured_then_task_verify_commands_run_and_a_shell_is_spelled_out(loc
 
 def test_a_verify_command_that_cannot_start_fails_the_task(local: Project) -> None:
     local.configure(verify=["/nonexistent/conveyor-check --all"], verify_rounds=0)
-    local.script("t-nocmd", [FIXED])
+    local.script("t-nocmd", FIXED)
     local.repo.submit("t-nocmd", description="Write a greeting")
     local.run()
     error = done(local, "t-nocmd")["error"]
@@ -141,7 +135,7 @@ def test_a_verify_command_that_cannot_start_fails_the_task(local: Project) -> No
 
 
 def test_a_task_verify_command_that_cannot_be_split_fails_the_task(local: Project) -> None:
-    local.script("t-quote", [FIXED])
+    local.script("t-quote", FIXED)
     local.repo.submit("t-quote", description="Write a greeting", verify=["pytest -k 'unclosed"])
     local.run()
     error = done(local, "t-quote")["error"]
@@ -151,7 +145,7 @@ def test_a_task_verify_command_that_cannot_be_split_fails_the_task(local: Projec
 
 def test_the_fix_round_ending_in_an_error_fails_the_task(local: Project) -> None:
     local.configure(verify=[GREETING_CHECK])
-    local.script("t-broke", [TYPO, {**FIXED, "expect_resume": False}])     # the expectation fails: agent error
+    local.script("t-broke", TYPO, [resuming(None), *FIXED])     # the expectation fails: agent error
     local.repo.submit("t-broke", description="Write a greeting")
     local.run()
     error = done(local, "t-broke")["error"]
@@ -162,8 +156,8 @@ def test_the_fix_round_ending_in_an_error_fails_the_task(local: Project) -> None
 
 # ------------------------------------------------------------------ empty diffs
 def test_no_changes_fail_unless_the_task_expects_none(local: Project) -> None:
-    local.script("t-idle", [{"say": "Everything is already in place"}])
-    local.script("t-fine", [{"say": "Nothing needed"}])
+    local.script("t-idle", work({}, "Everything is already in place"))
+    local.script("t-fine", work({}, "Nothing needed"))
     local.repo.submit("t-idle", description="Check things")
     local.repo.submit("t-fine", description="Check things", expect_changes=False)
     local.run()
@@ -180,7 +174,7 @@ def test_no_changes_fail_unless_the_task_expects_none(local: Project) -> None:
 @pytest.mark.parametrize("path", ["work/collaboration/inbox/sneaky.yaml", "ROADMAP.md", "docs/roadmap.md",
                                   "work/collaboration/done/backend-dev/other.yaml"])
 def test_edits_to_the_board_or_a_roadmap_are_blocked(local: Project, path: str) -> None:
-    local.script("t-sneak", [{"write": {"src/ok.py": "x = 1\n", path: "status: done\n"}}])
+    local.script("t-sneak", work({"src/ok.py": "x = 1\n", path: "status: done\n"}))
     local.repo.submit("t-sneak", description="Do the work")
     local.run()
     error = done(local, "t-sneak")["error"]
@@ -191,7 +185,7 @@ def test_edits_to_the_board_or_a_roadmap_are_blocked(local: Project, path: str) 
 
 
 def test_allowed_paths_from_the_task_limit_the_change(local: Project) -> None:
-    local.script("t-scope", [{"write": {"src/app.py": "x = 1\n", "README.md": "rewritten\n"}}])
+    local.script("t-scope", work({"src/app.py": "x = 1\n", "README.md": "rewritten\n"}))
     local.repo.submit("t-scope", description="Only src", allowed_paths=["src/**"])
     local.run()
     error = done(local, "t-scope")["error"]
@@ -227,9 +221,9 @@ def _everything_written(project: Project, logs: list[dict[str, Any]]) -> list[tu
 def test_planted_secrets_block_the_commit_and_are_never_written_anywhere(published: Project,
                                                                          github: FakeGitHub) -> None:
     config_py = f"REGION = 'eu-west-1'\nAWS_ACCESS_KEY_ID = '{AWS_KEY_ID}'\n"
-    published.script("t-leak", [{"write": {"src/config.py": config_py, "deploy/token.txt": GITHUB_TOKEN + "\n",
-                                           "keys/id_rsa": PRIVATE_KEY, "src/app.py": "print('hi')\n"},
-                                 "say": f"Configured deployment with token {GITHUB_TOKEN}"}])
+    published.script("t-leak", work({"src/config.py": config_py, "deploy/token.txt": GITHUB_TOKEN + "\n",
+                                      "keys/id_rsa": PRIVATE_KEY, "src/app.py": "print('hi')\n"},
+                                     f"Configured deployment with token {GITHUB_TOKEN}"))
     published.repo.submit("t-leak", description="Set up deployment")
     run = published.run()
 
@@ -249,7 +243,7 @@ def test_planted_secrets_block_the_commit_and_are_never_written_anywhere(publish
 
 
 def test_a_secret_in_the_agents_summary_is_withheld_from_result_and_commit(local: Project) -> None:
-    local.script("t-chatty", [{"write": {"src/app.py": "print('hi')\n"}, "say": f"Used token {GITHUB_TOKEN}"}])
+    local.script("t-chatty", work({"src/app.py": "print('hi')\n"}, f"Used token {GITHUB_TOKEN}"))
     local.repo.submit("t-chatty", description="Say hi")
     local.run()
     result = done(local, "t-chatty")["result"]
@@ -262,7 +256,7 @@ def test_a_secret_in_the_agents_summary_is_withheld_from_result_and_commit(local
 def test_handoff_lines_become_result_fields(local: Project) -> None:
     said = ("Added the endpoint.\n\n**NEXT_AGENT:** qa-engineer\nNEXT_TASK_TITLE: Test the endpoint\n"
             "NEXT_TASK_NOTES: cover the error path\nand the empty body")
-    local.script("t-hand", [{"write": {"src/api.py": "x = 1\n"}, "say": said}])
+    local.script("t-hand", work({"src/api.py": "x = 1\n"}, said))
     local.repo.submit("t-hand", description="Add an endpoint")
     local.run()
     result = done(local, "t-hand")["result"]
@@ -271,7 +265,7 @@ def test_handoff_lines_become_result_fields(local: Project) -> None:
 
 
 def test_the_result_block_is_valid_yaml_with_the_checks(local: Project) -> None:
-    local.script("t-yaml", [FIXED])
+    local.script("t-yaml", FIXED)
     local.repo.submit("t-yaml", description="Write a greeting")
     local.run()
     text = local.repo.done_path("t-yaml").read_text()

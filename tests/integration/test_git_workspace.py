@@ -39,13 +39,12 @@ def test_success_commits_on_the_task_branch_and_removes_the_worktree(repo: Repo)
     assert not (repo.path / "src").exists()                 # the user's working tree is untouched
     assert_no_worktrees_left(repo)
     # the agent ran inside the task's worktree, outside the working tree
-    run = (repo.out / "t-ok.run.json").read_text()
-    assert str(repo.worktrees_dir / "t-ok") in run
+    assert repo.agent.last("t-ok")["cwd"] == str(repo.worktrees_dir / "t-ok")
 
 
 @pytest.mark.parametrize(("directive", "kind"), [
     ("FAKE write half.txt partial\nFAKE exit 3", "crashed"),
-    ("FAKE write half.txt partial\nFAKE crash", "crashed"),
+    ("FAKE write half.txt partial\nFAKE kill", "crashed"),
 ])
 def test_failure_and_crash_remove_the_worktree(repo: Repo, directive: str, kind: str) -> None:
     repo.submit("t-bad", description=directive)

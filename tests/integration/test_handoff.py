@@ -22,12 +22,12 @@ PARENT = "2026-11-23T0900-backend-dev-feature"
 FOLLOWUP = f"{PARENT}-followup-reviewer"
 SCRIPT = """\
 Build the feature.
-SCRIPT write src/feature.txt built
-SCRIPT print Built the feature.
-SCRIPT print NEXT_AGENT: reviewer
-SCRIPT print NEXT_TASK_TITLE: Review the feature
-SCRIPT print NEXT_TASK_NOTES: SCRIPT require src/feature.txt
-SCRIPT print SCRIPT write review.md looks good
+FAKE write src/feature.txt built
+FAKE print Built the feature.
+FAKE print NEXT_AGENT: reviewer
+FAKE print NEXT_TASK_TITLE: Review the feature
+FAKE print NEXT_TASK_NOTES: FAKE require src/feature.txt
+FAKE print FAKE write review.md looks good
 """
 
 
@@ -47,7 +47,7 @@ def test_a_hand_off_becomes_a_follow_up_that_runs_in_the_same_once_run(tmp_path:
     assert follow["priority"] == "high" and follow["artefacts"] == ["src/feature.txt"]
     assert follow["context"] == {"notes": ["keep the public API"], "previous_task": PARENT,
                                  "previous_agent": "backend-dev", "branch": f"conveyor/{PARENT}"}
-    assert follow["description"].startswith("SCRIPT require src/feature.txt\nSCRIPT write review.md looks good")
+    assert follow["description"].startswith("FAKE require src/feature.txt\nFAKE write review.md looks good")
     assert f"This continues task {PARENT}" in follow["description"]
     assert "NEXT_AGENT" not in follow["description"]       # the next agent is not handed a hand-off to copy
     # the follow-up started from its parent's branch: both changes are on its branch

@@ -134,12 +134,12 @@ def test_start_intake_and_status_read_no_finished_file_once_the_table_exists(tmp
     repo = history_repo(tmp_path)
     layout = BoardLayout(repo.board)
     ids = write_history(layout, archived=2000, done_recent=200)
-    repo.submit("first", description="SCRIPT write a.txt", dependencies=[ids[10]])
+    repo.submit("first", description="FAKE write a.txt", dependencies=[ids[10]])
     first = repo.run_once()                               # builds the table once (every file read once)
     assert first.code == 0 and agent_runs(repo) == ["first"]
     assert first.events("history.rebuilt")
 
-    repo.submit("second", description="SCRIPT write b.txt", dependencies=[ids[11], ids[2100], "first"])
+    repo.submit("second", description="FAKE write b.txt", dependencies=[ids[11], ids[2100], "first"])
     with counting(repo.board) as reads:
         second = repo.run_once()
         status = collect_status(repo.config(), time.time())
@@ -161,11 +161,11 @@ def test_a_dependency_on_a_task_archived_long_ago_resolves_without_the_table(tmp
     repo = history_repo(tmp_path)
     layout = BoardLayout(repo.board)
     ids = write_history(layout, archived=1200, done_recent=10)
-    repo.submit("warm-up", description="SCRIPT write a.txt")
+    repo.submit("warm-up", description="FAKE write a.txt")
     repo.run_once()
     table(repo).unlink()
-    repo.submit("needs-archived", description="SCRIPT write b.txt", dependencies=[ids[3]])
-    repo.submit("needs-failed", description="SCRIPT write c.txt", dependencies=[ids[7]])   # index 7 failed
+    repo.submit("needs-archived", description="FAKE write b.txt", dependencies=[ids[3]])
+    repo.submit("needs-failed", description="FAKE write c.txt", dependencies=[ids[7]])   # index 7 failed
     run = repo.run_once()
     assert run.code == 0 and "needs-archived" in agent_runs(repo) and "needs-failed" not in agent_runs(repo)
     assert run.events("history.rebuild_started") and run.events("history.rebuilt")
@@ -180,7 +180,7 @@ def test_a_duplicate_of_an_archived_id_is_rejected_without_listing_archive(tmp_p
     layout = BoardLayout(repo.board)
     ids = write_history(layout, archived=500)
     repo.run_once()
-    repo.submit(ids[42], description="SCRIPT write a.txt")
+    repo.submit(ids[42], description="FAKE write a.txt")
     with counting(repo.board) as reads:
         run = repo.run_once()
     assert run.code == 0 and agent_runs(repo) == []
@@ -270,7 +270,7 @@ def test_a_daemon_killed_mid_archive_loses_nothing_and_the_next_one_finishes(tmp
     on_board = [p.stem for p in [*layout.done.rglob("*.yaml"), *layout.archive.rglob("*.yaml")]]
     assert sorted(on_board) == sorted(ids)                                # nothing lost, nothing doubled
 
-    repo.submit("after-crash", description="SCRIPT write a.txt", dependencies=[ids[3999], ids[0]])
+    repo.submit("after-crash", description="FAKE write a.txt", dependencies=[ids[3999], ids[0]])
     again = DaemonProcess(repo.path, env).start()
     try:
         again.wait_event("task.finished", lambda e: e.get("task_id") == "after-crash", timeout=180)

@@ -3,50 +3,16 @@ grandchildren behind, one that prints a gigabyte. The daemon stays up, nothing i
 
 from __future__ import annotations
 
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.integration.conftest import DAEMON_YAML, Repo, install_script_agent
+from tests.integration.conftest import DAEMON_YAML, Repo, use_only
 from tests.integration.daemon_process import DaemonProcess, running_daemon
 from tests.support.waiting import wait_for
-
-HOSTILE_AGENT = textwrap.dedent("""\
-    import os, subprocess, sys, time
-    task, prompt = sys.argv[sys.argv.index("--task") + 1], sys.argv[-1]
-    marker = "conveyor-grandchild-" + task
-    sleeper = [sys.executable, "-c", "import time; time.sleep(300)", marker]
-    for line in prompt.splitlines():
-        words = line.split()
-        if words[:1] != ["HOSTILE"]:
-            continue
-        action, args = words[1], words[2:]
-        if action == "hang":
-            time.sleep(300)
-        elif action == "fork":
-            subprocess.Popen(sleeper, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if os.fork() == 0:                       # a double fork: reparented, still in our group
-                if os.fork() == 0:
-                    os.execv(sys.executable, sleeper)
-                os._exit(0)
-            os.wait()
-        elif action == "print":
-            left, chunk = int(args[0]), (b"x" * 1023 + b"\\n") * 1024
-            out = sys.stdout.buffer
-            while left > 0:
-                out.write(chunk[:left])
-                left -= len(chunk)
-            out.flush()
-        elif action == "write":
-            with open(args[0], "w") as handle:
-                handle.write(task + "\\n")
-    print("hostile agent: done")
-    """)
 
 
 @pytest.fixture
@@ -55,8 +21,8 @@ def sandbox() -> str:
 
 
 @pytest.fixture
-def hostile(repo: Repo, tmp_path: Path, sandbox: str) -> Repo:
-    install_script_agent(repo, tmp_path / "bin" / "hostile-agent", HOSTILE_AGENT, "hostile", sandbox=sandbox)
+def hostile(repo: Repo, sandbox: str) -> Repo:
+    use_only(repo, repo.agent_bin, "hostile", sandbox=sandbox)
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("idle_timeout_s: 60", "idle_timeout_s: 1.5")
                       + "privacy: full\nlog_cap_bytes: 1048576\n")
     return repo
@@ -78,8 +44,8 @@ def processes_with(marker: str) -> list[psutil.Process]:
 
 
 def test_an_agent_that_hangs_silently_is_stopped_by_the_idle_timeout(hostile: Repo, daemon: DaemonProcess) -> None:
-    hostile.submit("hangs", description="HOSTILE hang")
-    hostile.submit("after-the-hang", description="HOSTILE write a.txt")
+    hostile.submit("hangs", description="FAKE sleep 300")
+    hostile.submit("after-the-hang", description="FAKE write a.txt")
     wait_for(lambda: hostile.done_path("hangs").exists() and hostile.done_path("after-the-hang").exists(),
              what="both tasks to finish")
     document = hostile.done_doc("hangs")
@@ -92,7 +58,7 @@ def test_an_agent_that_hangs_silently_is_stopped_by_the_idle_timeout(hostile: Re
 
 @pytest.mark.parametrize("sandbox", ["none"])   # the process-group clean-up, where no sandbox's PID namespace does it
 def test_grandchildren_left_behind_by_an_agent_are_stopped(hostile: Repo, daemon: DaemonProcess) -> None:
-    hostile.submit("forks", description="HOSTILE fork\nHOSTILE write a.txt")
+    hostile.submit("forks", description="FAKE spawn child 300\nFAKE spawn double-fork 300\nFAKE write a.txt")
     wait_for(lambda: hostile.done_path("forks").exists(), what="the task to finish")
     document = hostile.done_doc("forks")
     assert document["status"] == "done" and document["result"]["artefacts"] == ["a.txt"]
@@ -105,7 +71,7 @@ def test_grandchildren_left_behind_by_an_agent_are_stopped(hostile: Repo, daemon
 @pytest.mark.timeout(600)
 def test_an_agent_printing_a_gigabyte_keeps_the_log_capped_and_the_daemon_flat(hostile: Repo,
                                                                               daemon: DaemonProcess) -> None:
-    hostile.submit("loud", description=f"HOSTILE print {1 << 30}\nHOSTILE write a.txt")
+    hostile.submit("loud", description=f"FAKE emit {1 << 30}\nFAKE write a.txt")
     me = psutil.Process(daemon.pid)
     baseline = me.memory_info().rss
     peak = [baseline]

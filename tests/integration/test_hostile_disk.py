@@ -223,7 +223,7 @@ def test_the_whole_repository_on_a_full_disk(disk: SmallDisk, tmp_path: Path) ->
         pytest.skip("no tmpfs here: a full disk cannot be simulated")
     repo = make_repo(disk.path)
     repo.out = tmp_path / "agent-out"                     # the fake agent's own notes stay off the small disk
-    repo.write_config("tools.yaml", tools_yaml(disk.path / "bin" / "fake-agent", repo.out, repo.telemetry_db))
+    repo.write_config("tools.yaml", tools_yaml(repo.agent_bin, repo.out))
     configure(repo, worktrees_dir=disk.path / "worktrees")
     staging = repo.path.parent / "staging"
     staging.mkdir()
@@ -236,7 +236,7 @@ def test_the_whole_repository_on_a_full_disk(disk: SmallDisk, tmp_path: Path) ->
             os.rename(staging / name, repo.inbox / name)   # a rename needs no room
         daemon.wait_event("task.environment_error", lambda e: e.get("task_id") == "squeezed")
         daemon.wait_event("task.reject_failed", lambda e: e.get("task_id") == "broken")
-        time.sleep(1.5)                                    # a few more turns on the full disk
+        daemon.wait_event("task.reject_failed", lambda e: e.get("task_id") == "broken", after=2)  # two more scans
         assert daemon.alive()
         assert daemon.events("daemon.loop_error") == []
         disk.unfill()

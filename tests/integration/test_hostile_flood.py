@@ -7,13 +7,11 @@ floods take minutes on two cores: they are marked slow; a forty-file flood alway
 from __future__ import annotations
 
 import os
-import threading
 from collections import Counter
 
 import pytest
 from structlog.testing import capture_logs
 
-from conveyor.daemon.loop import Daemon
 from tests.integration.conftest import DAEMON_YAML, Repo
 from tests.support.waiting import wait_for
 
@@ -41,20 +39,12 @@ def drop_flood(repo: Repo, count: int) -> list[str]:
 
 def run_flood(repo: Repo, *, watch: bool, count: int = FLOOD) -> None:
     noop_setup(repo, rescan_s=30 if watch else 0.5)   # with events, the rescan is far away: events do it
-    daemon = Daemon(repo.config(), env=dict(os.environ), watch=watch)
-    with capture_logs() as logs:
-        thread = threading.Thread(target=daemon.run, name="flooded-daemon")
-        thread.start()
-        try:
-            wait_for(lambda: (repo.git_dir / "conveyor" / "status.json").exists(), what="the daemon to start")
-            ids = drop_flood(repo, count)
-            done_dir = repo.board / "done" / "backend-dev"
-            wait_for(lambda: done_dir.is_dir() and len(os.listdir(done_dir)) >= count, timeout=1000,
-                     what=f"{count} tasks to finish")
-        finally:
-            daemon.request_stop()
-            thread.join(120)
-    assert not thread.is_alive()
+    with capture_logs() as logs, repo.serving(watch=watch):
+        repo.wait_started()
+        ids = drop_flood(repo, count)
+        done_dir = repo.board / "done" / "backend-dev"
+        wait_for(lambda: done_dir.is_dir() and len(os.listdir(done_dir)) >= count, timeout=1000,
+                 what=f"{count} tasks to finish")
     claimed = Counter(entry["task_id"] for entry in logs if entry["event"] == "task.claimed")
     assert sorted(claimed) == ids and set(claimed.values()) == {1}            # all claimed, none twice
     names = Counter(p.name for p in repo.board.rglob("*.yaml") if not p.name.endswith(".error.yaml"))

@@ -1,6 +1,6 @@
 """Agents that use git against the user (issue 14, cases 1, 2, 3, 5, 6 and 8), run by the real daemon loop.
 
-The agent is a real executable registered in tools.yaml (`agents/git_hostile_agent.py`) doing one hostile
+The agent is a real executable registered in tools.yaml (`tests/support/fake_agent.py`) doing one hostile
 thing per test. Every test asserts that the user's checkout (HEAD, branches, index, working tree,
 `.git/config`, hooks) is byte-identical before and after; that the result branch holds exactly the base
 plus the agent's file changes, or the task failed with a named reason; and that no process the daemon
@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import git
-from tests.integration.conftest import AGENTS_DIR, DAEMON_YAML, Repo, install_script_agent
+from tests.integration.conftest import DAEMON_YAML, Repo, use_only
+from tests.support.agent_script import step
 
 TOKEN = "ghp_" + "T0kenTheAgentMustNeverSee" * 2
-AGENT_ALLOWLIST = {"PATH", "HOME", "LANG", "HOSTILE_OUT"}
+AGENT_ALLOWLIST = {"PATH", "HOME", "LANG", "FAKE_AGENT_OUT", "FAKE_AGENT_TOOL"}
 GIT_ALLOWED = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "XDG_CONFIG_HOME",
                "SSH_AUTH_SOCK", "PAGER", "SSH_ASKPASS", "PWD", "SHLVL", "_"}
 TRAP = """#!/bin/sh
@@ -39,7 +40,6 @@ class World:
     def __init__(self, repo: Repo, root: Path) -> None:
         self.repo = repo
         self.root = root
-        self.out = root / "hostile-out"
         self.envs = root / "git-envs"
         self.envs.mkdir()
         self.trap_marker = root / "trap-ran"
@@ -56,10 +56,7 @@ class World:
         self.path_value = f"{wrappers}:{os.environ.get('PATH', '')}"
         # uncontained: these cases test the daemon's own defences, which must hold where no sandbox does
         # (macOS, `sandbox: none`); in bubblewrap the agent could not even write its own .git
-        install_script_agent(repo, root / "bin" / "git-hostile-agent",
-                             (AGENTS_DIR / "git_hostile_agent.py").read_text(), "hostile",
-                             env={"HOSTILE_OUT": str(self.out)}, env_allowlist=["PATH", "HOME", "LANG"],
-                             sandbox="none")
+        use_only(repo, repo.agent_bin, "hostile", env_allowlist=["PATH", "HOME", "LANG"], sandbox="none")
         repo.git("add", "-A")
         repo.git("commit", "-q", "-m", "hostile tool")
 
@@ -78,7 +75,7 @@ class World:
             monkeypatch.delenv("GITHUB_TOKEN")
 
     def assert_no_env_leaked(self, task_id: str) -> None:
-        agent_env = json.loads((self.out / f"{task_id}.env.json").read_text())
+        agent_env = self.repo.agent.last(task_id)["env"]
         assert set(agent_env) <= AGENT_ALLOWLIST, set(agent_env) - AGENT_ALLOWLIST
         recorded = list(self.envs.iterdir())
         assert recorded, "the git wrapper saw no git command"
@@ -136,12 +133,13 @@ def test_branch_switches_and_a_gitdir_pointing_at_the_users_repo_change_nothing_
     _dirty_the_users_checkout(repo)
     before = snapshot(repo.path)
     repo.submit("t-switch", description="\n".join([
-        "HOSTILE git checkout --ignore-other-worktrees main",
-        "HOSTILE git checkout -q -b main",
-        "HOSTILE write a.txt from the agent",
-        "HOSTILE commit on my own main",
-        f"HOSTILE gitdir {repo.git_dir}",
-        "HOSTILE write b.txt left uncommitted"]))
+        "FAKE run git checkout --ignore-other-worktrees main",
+        "FAKE run git checkout -q -b main",
+        "FAKE write a.txt from the agent",
+        "FAKE commit on my own main",
+        "FAKE delete .git",
+        f"FAKE write .git gitdir: {repo.git_dir}",
+        "FAKE write b.txt left uncommitted"]))
     world.run(monkeypatch)
     document = repo.done_doc("t-switch")
     assert document["status"] == "done", document
@@ -151,14 +149,14 @@ def test_branch_switches_and_a_gitdir_pointing_at_the_users_repo_change_nothing_
 
 
 # ------------------------------------------------------------------ case 2
-@pytest.mark.parametrize("how", ["rmself", "symlink-self {repo}"])
+@pytest.mark.parametrize("how", ["delete .", "symlink . {repo}"])
 def test_a_workspace_removed_or_replaced_mid_run_fails_named_and_commits_nothing(
         world: World, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     repo = world.repo
     _dirty_the_users_checkout(repo)
     before = snapshot(repo.path)
     main = repo.git("rev-parse", "main")
-    repo.submit("t-gone", description=f"HOSTILE write a.txt x\nHOSTILE {how.format(repo=repo.path)}")
+    repo.submit("t-gone", description=f"FAKE write a.txt x\nFAKE {how.format(repo=repo.path)}")
     world.run(monkeypatch)
     document = repo.done_doc("t-gone")
     assert document["status"] == "error"
@@ -186,24 +184,24 @@ def test_configuration_the_agent_writes_runs_nothing_and_redirects_no_push(
     repo.git("push", "-q", "origin", "main")
     before = snapshot(repo.path)
     trap = world.trap
-    hooks = "\n".join(f"HOSTILE write .git/hooks/{name} #!/bin/sh\\n{trap}\\n" for name in
+    hooks = "\n".join(step("write", path=f".git/hooks/{name}", text=f"#!/bin/sh\n{trap}\n") for name in
                       ("pre-commit", "post-commit", "reference-transaction", "post-checkout", "pre-push"))
     repo.submit("t-config", description="\n".join([
-        "HOSTILE write a.txt the change",
-        "HOSTILE write .gitattributes * filter=p diff=p",
+        "FAKE write a.txt the change",
+        "FAKE write .gitattributes * filter=p diff=p",
         hooks,
-        f"HOSTILE git config core.hooksPath {world.root}",
-        f"HOSTILE git config core.fsmonitor {trap}",
-        f"HOSTILE git config filter.p.clean {trap}",
-        f"HOSTILE git config filter.p.smudge {trap}",
-        "HOSTILE git config filter.p.required true",
-        f"HOSTILE git config diff.p.textconv {trap}",
-        f"HOSTILE git config diff.external {trap}",
-        f"HOSTILE git config core.pager {trap}",
-        f"HOSTILE git config core.sshCommand {trap}",
-        f"HOSTILE git config credential.helper {trap}",
-        f"HOSTILE git remote add origin {elsewhere}",
-        f"HOSTILE git config remote.origin.pushurl {elsewhere}"]))
+        f"FAKE run git config core.hooksPath {world.root}",
+        f"FAKE run git config core.fsmonitor {trap}",
+        f"FAKE run git config filter.p.clean {trap}",
+        f"FAKE run git config filter.p.smudge {trap}",
+        "FAKE run git config filter.p.required true",
+        f"FAKE run git config diff.p.textconv {trap}",
+        f"FAKE run git config diff.external {trap}",
+        f"FAKE run git config core.pager {trap}",
+        f"FAKE run git config core.sshCommand {trap}",
+        f"FAKE run git config credential.helper {trap}",
+        f"FAKE run git remote add origin {elsewhere}",
+        f"FAKE run git config remote.origin.pushurl {elsewhere}"]))
     for hook in (world.root / "pre-commit",):   # the hooksPath the agent named holds a trap as well
         hook.write_text(world.trap.read_text())
         hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
@@ -225,8 +223,8 @@ def test_an_agent_that_commits_its_own_change_has_it_folded_into_one_commit(
     repo = world.repo
     before = snapshot(repo.path)
     repo.submit("t-commits", description="\n".join([
-        "HOSTILE write a.txt first", "HOSTILE commit agent commit one",
-        "HOSTILE write b.txt second", "HOSTILE commit agent commit two"]))
+        "FAKE write a.txt first", "FAKE commit agent commit one",
+        "FAKE write b.txt second", "FAKE commit agent commit two"]))
     world.run(monkeypatch)
     document = repo.done_doc("t-commits")
     assert document["status"] == "done", document
@@ -246,9 +244,9 @@ def test_committed_protected_paths_and_secrets_are_caught_by_the_gate(
         world: World, monkeypatch: pytest.MonkeyPatch, writes: list[str], kind: str, named: list[str]) -> None:
     repo = world.repo
     before = snapshot(repo.path)
-    lines = [f"HOSTILE write {write}" for write in writes]
-    repo.submit("t-sneaky", description="\n".join([*lines, "HOSTILE commit all fine",
-                                                   "HOSTILE write innocent.txt one more uncommitted change"]))
+    lines = [f"FAKE write {write}" for write in writes]
+    repo.submit("t-sneaky", description="\n".join([*lines, "FAKE commit all fine",
+                                                   "FAKE write innocent.txt one more uncommitted change"]))
     world.run(monkeypatch)
     document = repo.done_doc("t-sneaky")
     assert document["status"] == "error"
@@ -260,20 +258,25 @@ def test_committed_protected_paths_and_secrets_are_caught_by_the_gate(
     world.assert_no_env_leaked("t-sneaky")
 
 
+def repository_with(path: Path, name: str, text: str) -> Path:
+    """A new git repository at `path` whose one commit adds the file `name`."""
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / name).write_text(text)
+    git(path, "add", name)
+    git(path, "-c", "user.name=u", "-c", "user.email=u@localhost", "commit", "-q", "-m", f"add {name}")
+    return path
+
+
 # ------------------------------------------------------------------ case 6
 def test_workspaces_inside_an_outer_repository_never_reach_it(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = world.repo
-    home = world.root / "home"
-    home.mkdir()
-    git(home, "init", "-q", "-b", "main")
-    (home / ".bashrc").write_text("# dotfiles\n")
-    git(home, "add", ".bashrc")
-    git(home, "-c", "user.name=u", "-c", "user.email=u@localhost", "commit", "-q", "-m", "dotfiles")
+    home = repository_with(world.root / "home", ".bashrc", "# dotfiles\n")
     repo.write_config("daemon.yaml", DAEMON_YAML + f"worktrees_dir: {home / 'worktrees'}\n")
     repo.git("commit", "-q", "-am", "workspaces under home")
     outer_before = snapshot(home)
     before = snapshot(repo.path)
-    repo.submit("t-outer", description="HOSTILE rmgit\nHOSTILE write a.txt inside")
+    repo.submit("t-outer", description="FAKE delete .git\nFAKE write a.txt inside")
     world.run(monkeypatch)
     document = repo.done_doc("t-outer")
     assert document["status"] == "done", document
@@ -290,8 +293,9 @@ def test_nul_and_escape_sequences_in_the_final_message_are_dropped_and_the_work_
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = world.repo
     repo.submit("t-nul", title="Title \x1b[2J with\x07 escapes", description="\n".join([
-        "HOSTILE write a.txt the work",
-        r"HOSTILE say done\x00 \x1b[31mred\x1b[0m \x1b]8;;http://127.0.0.1/x\x07link\x1b]8;;\x07 bell\x07 cr\r\nok"]))
+        "FAKE write a.txt the work",
+        step("say", text="done\x00 \x1b[31mred\x1b[0m \x1b]8;;http://127.0.0.1/x\x07link\x1b]8;;\x07 bell\x07 "
+                         "cr\r\nok")]))
     world.run(monkeypatch)
     document = repo.done_doc("t-nul")
     assert document["status"] == "done", document
@@ -300,7 +304,7 @@ def test_nul_and_escape_sequences_in_the_final_message_are_dropped_and_the_work_
     assert "done red link bell cr\nok" in message
     assert message.startswith("feat(backend-dev): Title  with escapes\n")
     summary = document["result"]["summary"]
-    assert summary == "done red link bell cr\nok"
+    assert summary == "fake agent: done red link bell cr\nok"
     for text in (message, summary):
         assert not any(ord(char) < 32 and char not in "\n\t" for char in text), repr(text)
         assert "\x7f" not in text and not any(0x80 <= ord(char) <= 0x9f for char in text)
@@ -312,27 +316,22 @@ def test_nul_and_escape_sequences_in_the_final_message_are_dropped_and_the_work_
 def test_an_id_git_refuses_as_a_branch_is_rejected_at_intake_with_the_fix(world: World, task_id: str,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     repo = world.repo
-    repo.submit(task_id, description="HOSTILE write a.txt x")
+    repo.submit(task_id, description="FAKE write a.txt x")
     world.run(monkeypatch)
     report = repo.rejected_report(f"{task_id}.yaml")
     assert f"conveyor/{task_id}" in json.dumps(report)
-    assert not (world.out / f"{task_id}.env.json").exists()      # no agent ran
+    assert not world.repo.agent_started(task_id)      # no agent ran
     assert repo.branches() == ["main"]
 
 
 def test_a_change_inside_a_submodule_is_refused_by_name(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = world.repo
-    library = world.root / "library"
-    library.mkdir()
-    git(library, "init", "-q", "-b", "main")
-    (library / "lib.txt").write_text("library\n")
-    git(library, "add", "lib.txt")
-    git(library, "-c", "user.name=u", "-c", "user.email=u@localhost", "commit", "-q", "-m", "lib")
+    library = repository_with(world.root / "library", "lib.txt", "library\n")
     repo.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "vendor/lib")
     repo.git("commit", "-q", "-m", "vendor the library")
     before = snapshot(repo.path)
-    repo.submit("t-sub", description="HOSTILE write vendor/lib/patched.txt into the submodule\n"
-                                     "HOSTILE write a.txt outside")
+    repo.submit("t-sub", description="FAKE write vendor/lib/patched.txt into the submodule\n"
+                                     "FAKE write a.txt outside")
     world.run(monkeypatch)
     document = repo.done_doc("t-sub")
     assert document["status"] == "error"
@@ -347,7 +346,7 @@ def test_state_files_and_folders_are_owner_only_whatever_the_umask(world: World,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     repo = world.repo
     repo.write_config("daemon.yaml", DAEMON_YAML + "privacy: full\n")
-    repo.submit("t-private", description="HOSTILE write a.txt x")
+    repo.submit("t-private", description="FAKE write a.txt x")
     old = os.umask(0o022)
     try:
         world.run(monkeypatch)

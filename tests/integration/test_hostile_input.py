@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conveyor.board.inbox import SETTLE_S, InboxReader
+from conveyor.board.index import BoardIndex
+from conveyor.board.layout import BoardLayout
+from conveyor.core.errors import Problem
 from tests.integration.conftest import Repo
 from tests.integration.daemon_process import DaemonProcess, running_daemon
 from tests.support.waiting import wait_for
@@ -133,28 +136,19 @@ def test_a_corpus_of_bad_files_is_rejected_one_by_one_while_good_ones_run(repo: 
 
 
 def test_a_file_renamed_into_inbox_while_still_being_written_runs_whole(repo: Repo, daemon: DaemonProcess) -> None:
-    """The writer renames first and keeps writing for longer than any settle time; the first half alone is
-    a valid task. It must run with the full content, never the first half."""
+    """The writer renames first and keeps writing after the daemon has looked; the first half alone is a
+    valid task. It must run with the full content, never the first half. (However long the writer takes:
+    `test_a_file_open_for_writing_is_never_judged_however_far_the_clock_runs` advances the clock.)"""
     staging = repo.path.parent / "staging"
     staging.mkdir(exist_ok=True)
     first = "id: half-written\nagent: backend-dev\ndescription: |\n  FAKE write first.txt one\n"
     rest = "  FAKE write second.txt two\nartefacts: [first.txt, second.txt]\n"
-    renamed = threading.Event()
-
-    def writer() -> None:
-        with open(staging / "half-written.yaml", "w", encoding="utf-8") as handle:
-            handle.write(first)
-            handle.flush()
-            os.rename(staging / "half-written.yaml", repo.inbox / "half-written.yaml")
-            renamed.set()
-            time.sleep(3.0)                                      # longer than the daemon's settle time
-            handle.write(rest)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    renamed.wait(10)
-    daemon.wait_event("task.still_being_written", lambda e: e["task_id"] == "half-written")
-    thread.join()
+    with open(staging / "half-written.yaml", "w", encoding="utf-8") as handle:
+        handle.write(first)
+        handle.flush()
+        os.rename(staging / "half-written.yaml", repo.inbox / "half-written.yaml")
+        daemon.wait_event("task.still_being_written", lambda e: e["task_id"] == "half-written")
+        handle.write(rest)
     wait_for(lambda: repo.done_path("half-written").exists(), what="the task to run")
     assert sorted(repo.done_doc("half-written")["result"]["artefacts"]) == ["first.txt", "second.txt"]
 
@@ -163,12 +157,54 @@ def test_a_half_written_file_that_is_invalid_so_far_is_not_rejected_early(repo: 
     with open(repo.inbox / "slow-writer.yaml", "w", encoding="utf-8") as handle:   # in place, in inbox/
         handle.write("id: slow-writer\nagent: [back")
         handle.flush()
-        time.sleep(3.0)
+        daemon.wait_event("task.still_being_written", lambda e: e["task_id"] == "slow-writer")
         assert not (repo.rejected / "slow-writer.yaml").exists()
         handle.write("end-dev]\n")
     wait_for(lambda: (repo.rejected / "slow-writer.yaml.error.yaml").exists(), what="the finished file's verdict")
     report = yaml.safe_load((repo.rejected / "slow-writer.yaml.error.yaml").read_text())
     assert report["problems"][0]["field"] == "agent"                # judged on its full content: a list agent
+
+
+class Reader:
+    """The daemon's inbox reader over a real board, on a clock the test moves; rejections are collected."""
+
+    def __init__(self, repo: Repo) -> None:
+        layout = BoardLayout(repo.config().board_root)
+        self.now = time.time()
+        self.rejected: dict[str, list[Problem]] = {}
+        self.reader = InboxReader(layout, BoardIndex(layout), lambda: self.now, lambda agent: True,
+                                  lambda path, problems: self.rejected.__setitem__(path.name, problems))
+
+    def read(self) -> list[str]:
+        return [task.id for task in self.reader.read()]
+
+
+def test_a_broken_file_is_rejected_only_once_the_clock_passes_the_settle_time(repo: Repo) -> None:
+    """A closed file that does not parse may be a writer's first half: it settles for SETTLE_S by the
+    daemon's clock (not the wall clock) before it is rejected."""
+    path = repo.inbox / "fresh.yaml"
+    path.write_text("id: fresh\nagent: [backend-dev]\n", encoding="utf-8")      # whole, or half of a file?
+    reader = Reader(repo)
+    written = path.stat().st_mtime
+    for after in (0.0, SETTLE_S / 2, SETTLE_S - 0.1):
+        reader.now = written + after
+        assert reader.read() == [] and reader.rejected == {} and reader.reader.settling(), after
+    reader.now = written + SETTLE_S + 0.1
+    assert reader.read() == []
+    assert [problem.field for problem in reader.rejected["fresh.yaml"]] == ["agent"]
+
+
+def test_a_file_open_for_writing_is_never_judged_however_far_the_clock_runs(repo: Repo) -> None:
+    reader = Reader(repo)
+    with open(repo.inbox / "slow-writer.yaml", "w", encoding="utf-8") as handle:   # in place, in inbox/
+        handle.write("id: slow-writer\nagent: [back")                             # broken so far
+        handle.flush()
+        for ahead in (0.0, SETTLE_S * 2, 3600.0):
+            reader.now = time.time() + ahead
+            assert reader.read() == [] and reader.rejected == {} and reader.reader.settling(), ahead
+        handle.write("end-dev]\n")                                               # still broken, once whole
+    assert reader.read() == []
+    assert [problem.field for problem in reader.rejected["slow-writer.yaml"]] == ["agent"]
 
 
 def test_the_same_file_dropped_twice_runs_once(repo: Repo, daemon: DaemonProcess) -> None:
@@ -210,7 +246,7 @@ def test_an_agent_sees_only_the_allowlisted_environment(repo: Repo, daemon: Daem
     (PATH, HOME, LANG, FAKE_*) and the tool's own settings."""
     repo.submit("print-env", description="nothing", expect_changes=False)
     wait_for(lambda: repo.done_path("print-env").exists(), what="the task to run")
-    seen = json.loads((repo.out / "print-env.run.json").read_text())["env"]
+    seen = repo.agent.last("print-env")["env"]
     assert not set(SECRETS) & set(seen)
     assert not any(value in json.dumps(seen) for value in SECRETS.values())
     assert {name for name in seen if not name.startswith("FAKE_")} <= {"PATH", "HOME", "LANG"}

@@ -4,11 +4,10 @@ the user's working tree, index and HEAD are never touched."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,21 +42,14 @@ def start(repo: Repo) -> Iterator[Callable[[], Daemon]]:
     """A long-running daemon in a thread (rescan every half second), stopped at teardown."""
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("rescan_interval_s: 30", "rescan_interval_s: 0.5"))
     repo.git("commit", "-q", "-am", "rescan often")
-    started: list[tuple[Daemon, threading.Thread]] = []
+    with contextlib.ExitStack() as stack:
 
-    def run() -> Daemon:
-        daemon = Daemon(repo.config(), env=dict(os.environ))
-        thread = threading.Thread(target=daemon.run, name="daemon-under-test")
-        thread.start()
-        started.append((daemon, thread))
-        wait_for(lambda: (repo.git_dir / "conveyor" / "status.json").exists(), what="the daemon to start")
-        return daemon
+        def run() -> Daemon:
+            daemon = stack.enter_context(repo.serving())
+            repo.wait_started()
+            return daemon
 
-    yield run
-    for daemon, thread in started:
-        daemon.request_stop()
-        thread.join(60)
-        assert not thread.is_alive()
+        yield run
 
 
 def waiting_reason(repo: Repo, task_id: str) -> str | None:

@@ -1,5 +1,5 @@
 """Hostile cases 4, 7 and 9 of issue 14, run by a real daemon process with a real agent executable that tries
-to leave its workspace (`agents/escape_agent.py`) inside the bubblewrap sandbox (`sandbox: bwrap`, so a
+to leave its workspace (`tests/support/fake_agent.py`) inside the bubblewrap sandbox (`sandbox: bwrap`, so a
 machine where bubblewrap cannot run fails these tests instead of skipping them).
 
 Each test asserts that the user's checkout is byte-identical (HEAD, branch, index, `.git/config`, hooks and
@@ -18,22 +18,20 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import AGENTS_DIR, DAEMON_YAML, Repo, install_script_agent
+from tests.integration.conftest import DAEMON_YAML, Repo, use_only
 from tests.integration.daemon_process import DaemonProcess, running_daemon
 from tests.integration.test_hostile_agents import processes_with
+from tests.support.agent_script import step
 from tests.support.waiting import wait_for
 
 TOKEN = "ghp_conveyorSandboxTestToken0123456789ab"
-ALLOWED = {"PATH", "HOME", "LANG", "ESCAPE_OUT"}
+ALLOWED = {"PATH", "HOME", "LANG", "FAKE_AGENT_OUT", "FAKE_AGENT_TOOL"}
+MARK = "FAKE write agent-was-here.txt"          # every hostile task also does its job: one file
 
 
 @pytest.fixture
 def escape(repo: Repo, tmp_path: Path) -> Repo:
-    out = tmp_path / "escape-out"
-    install_script_agent(repo, tmp_path / "bin" / "escape-agent",
-                         (AGENTS_DIR / "escape_agent.py").read_text(encoding="utf-8"), "escape",
-                         env={"ESCAPE_OUT": str(out)}, env_allowlist=["PATH", "HOME", "LANG"], sandbox="bwrap",
-                         sandbox_writable=[str(out)])
+    use_only(repo, repo.agent_bin, "escape", env_allowlist=["PATH", "HOME", "LANG"], sandbox="bwrap")
     repo.write_config("daemon.yaml", DAEMON_YAML + "privacy: full\n")
     repo.git("add", "-A")
     repo.git("commit", "-q", "-m", "escape agent")
@@ -67,9 +65,7 @@ def _digest(path: Path) -> str:
 
 
 def record(repo: Repo, task_id: str) -> dict[str, Any]:
-    document = json.loads((repo.path.parent / "escape-out" / f"{task_id}.json").read_text(encoding="utf-8"))
-    assert isinstance(document, dict)
-    return document
+    return repo.agent.last(task_id)
 
 
 def assert_contained(repo: Repo, task_id: str, before: dict[str, str]) -> dict[str, Any]:
@@ -93,16 +89,18 @@ def test_an_agent_cannot_edit_the_config_nor_signal_the_daemon(escape: Repo, dae
     daemon; the edit fails, the signals reach nobody, and the next agent does not get the token."""
     before = checkout_state(escape)
     tools_yaml = escape.path / "config" / "tools.yaml"
-    escape.submit("edits-config", description=f"ESCAPE allow-token {tools_yaml}\nESCAPE hup-parent\n"
-                                              "ESCAPE env-of-children")
+    allow_token = step("edit", path=str(tools_yaml), old="env_allowlist:\n", new="env_allowlist:\n- GITHUB_TOKEN\n")
+    escape.submit("edits-config", description=f"{allow_token}\nFAKE signal parent HUP\nFAKE signal conveyor HUP\n"
+                                              f"FAKE child-env\n{MARK}")
     wait_for(lambda: escape.done_path("edits-config").exists(), what="the hostile task to finish")
     seen = assert_contained(escape, "edits-config", before)
-    assert seen["allow_token"] != "ok"                 # read-only (or not there at all)
-    assert seen["parent"] == 1                         # its parent is the sandbox's own init
-    assert seen["conveyor_pids_seen"] == []            # the daemon is not in its /proc
-    child_env = json.loads((escape.path.parent / "escape-out" / "edits-config.child-env.json").read_text())
+    outcomes = escape.agent.outcomes("edits-config")
+    assert outcomes[f"edit {tools_yaml}"] != "ok"               # read-only (or not there at all)
+    assert seen["ppid"] == 1                                    # its parent is the sandbox's own init
+    assert outcomes["signal conveyor"] == "no process found"    # the daemon is not in its /proc
+    child_env = json.loads((escape.out / "edits-config.child-env.json").read_text())
     assert set(child_env) <= ALLOWED
-    escape.submit("next-agent", description="ESCAPE env-of-children")
+    escape.submit("next-agent", description=f"FAKE child-env\n{MARK}")
     wait_for(lambda: escape.done_path("next-agent").exists(), what="the next task to finish")
     assert_contained(escape, "next-agent", before)
     assert daemon.events("config.reloaded") == [] and daemon.events("config.reload_refused") == []
@@ -112,11 +110,14 @@ def test_an_agent_cannot_edit_the_config_nor_signal_the_daemon(escape: Repo, dae
 def test_an_agent_cannot_plant_a_task_nor_write_beside_its_workspace(escape: Repo, daemon: DaemonProcess) -> None:
     """Case 7: it writes a task into the main checkout's inbox/ and a file into `../` of its workspace."""
     before = checkout_state(escape)
-    escape.submit("plants", description=f"ESCAPE plant {escape.inbox}\nESCAPE write ../planted.txt\n"
-                                        f"ESCAPE write {escape.path}/planted.txt")
+    plant = step("write", path=f"{escape.inbox}/planted-{{task}}.yaml",
+                 text="id: planted-{task}\nagent: backend-dev\nstatus: new\ntitle: planted\n", parents=False)
+    escape.submit("plants", description=f"{plant}\nFAKE write ../planted.txt\n"
+                                        f"FAKE write {escape.path}/planted.txt\n{MARK}")
     wait_for(lambda: escape.done_path("plants").exists(), what="the hostile task to finish")
-    seen = assert_contained(escape, "plants", before)
-    assert seen["plant"] != "ok" and seen["write ../planted.txt"] != "ok"
+    assert_contained(escape, "plants", before)
+    outcomes = escape.agent.outcomes("plants")
+    assert outcomes[f"write {escape.inbox}/planted-plants.yaml"] != "ok" and outcomes["write ../planted.txt"] != "ok"
     # (writing into the checkout's own path may "succeed" in the agent's view: the test's checkout lies
     # under /tmp, which is a private, throw-away folder inside the sandbox; the host is what counts)
     assert not list(escape.board.rglob("planted-*"))
@@ -130,10 +131,10 @@ def test_a_setsid_grandchild_is_gone_when_the_task_ends(escape: Repo, daemon: Da
     """Case 9: a grandchild in a session of its own has left the process group the daemon stops, but
     not the sandbox's PID namespace: it dies with the agent."""
     before = checkout_state(escape)
-    escape.submit("setsid", description="ESCAPE setsid-sleeper")
+    escape.submit("setsid", description=f"FAKE spawn setsid 300\n{MARK}")
     wait_for(lambda: escape.done_path("setsid").exists(), what="the hostile task to finish")
-    seen = assert_contained(escape, "setsid", before)
-    assert seen["setsid"] == "ok"
+    assert_contained(escape, "setsid", before)
+    assert escape.agent.outcomes("setsid")["spawn"] == "ok"
     assert daemon.alive()
 
 

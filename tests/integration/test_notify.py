@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from structlog.testing import capture_logs
 
 from conveyor.service.notify import Heartbeat, Notifier, status_line, watchdog_interval_s
 from tests.conftest import REPO_ROOT
+from tests.support.clock import TestClock
+from tests.support.waiting import wait_for
 
 
 class Receiver:
@@ -148,24 +151,25 @@ def beat_for(heartbeat: Heartbeat, seconds: float) -> None:
 
 
 def test_heartbeat_pings_only_while_the_loop_beats(receiver: Receiver) -> None:
-    """Interval 0.2 s: pings every 0.1 s while beating, none once the loop is silent for longer than 0.2 s."""
-    heartbeat = Heartbeat(Notifier(receiver.address), 0.2)
+    """Interval 0.2 s: pings every tick (0.1 s) while the loop beats, none once the loop has been silent for
+    longer than 0.2 s by the heartbeat's clock (which the test moves: no waiting for a stall)."""
+    clock = TestClock(start=0.0)
+    heartbeat = Heartbeat(Notifier(receiver.address), 0.2, clock=clock)
+    alive: list[str] = []
     with capture_logs() as logs, heartbeat:
-        beat_for(heartbeat, 1.0)
-        alive = receiver.drain()
-        assert len(alive) >= 3 and set(alive) == {"WATCHDOG=1"}  # ideally 10; generous for a loaded machine
-        time.sleep(1.0)  # the loop "stalls": pings stop 0.2 s after the last beat
+        wait_for(lambda: bool(alive.extend(receiver.drain())) or len(alive) >= 3, what="three pings")
+        assert set(alive) == {"WATCHDOG=1"}
+        clock.advance(10.0)                      # the loop "stalls": no beat for 10 s
+        wait_for(lambda: receiver.drain() is not None               # pings sent before the tick that saw it
+                 and any(e["event"] == "watchdog.loop_stalled" for e in logs), what="the stall")
         receiver.drain()
-        time.sleep(1.0)
-        assert receiver.drain() == []
-        beat_for(heartbeat, 0.6)  # the loop comes back: so do the pings
-        assert len(receiver.drain()) >= 1
+        clock.wait_looks(3, "the heartbeat thread to tick")
+        assert receiver.drain() == []            # three ticks, no ping
+        heartbeat.beat()                         # the loop comes back: so do the pings
+        wait_for(lambda: receiver.drain() != [], what="a ping after the stall")
     events = [entry["event"] for entry in logs]
     assert events.count("watchdog.loop_stalled") == 1 and "watchdog.resumed" in events
-    time.sleep(0.5)
-    receiver.drain()
-    time.sleep(0.5)
-    assert receiver.drain() == []  # stopped with the context
+    assert not [thread for thread in threading.enumerate() if thread.name == "sd-watchdog"]   # stopped with it
 
 
 def test_heartbeat_without_a_watchdog_does_nothing(receiver: Receiver) -> None:

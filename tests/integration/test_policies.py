@@ -1,19 +1,16 @@
 """Routing, provider limits, budgets, pacing and privacy, each shown through the real daemon and runner with
-a scripted agent CLI: a tiny real executable defined in tools.yaml that obeys `POLICY [tool:]action` lines
+the fake agent CLI (tests/support/fake_agent.py) under several tool names: it obeys `FAKE [tool:]step` lines
 in its prompt and logs every start and end with a timestamp (so concurrency can be measured, not assumed).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import sys
 import textwrap
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,54 +30,9 @@ from conveyor.runner.types import Outcome
 from conveyor.scheduling.tool_health import PAUSES_FILE, ToolHealth
 from conveyor.telemetry.store import InvocationEnd, InvocationStart, Telemetry
 from tests.integration.conftest import Repo, make_repo
+from tests.support.agent_script import AgentRecords, step, tool_entry
+from tests.support.clock import TestClock
 from tests.support.waiting import wait_for
-
-AGENT = r'''
-"""Scripted agent CLI for policy tests. argv: [flags...] --task <id> <prompt>."""
-import os, re, sys, time
-from pathlib import Path
-
-tool = os.environ["POLICY_TOOL"]
-out = Path(os.environ["POLICY_OUT"])
-out.mkdir(parents=True, exist_ok=True)
-args = sys.argv[1:]
-task = args[args.index("--task") + 1]
-prompt = args[-1]
-(out / f"{task}.{tool}.argv").write_text("\n".join(args[:-1]))
-def log(word):
-    with open(out / "events.log", "a") as handle:
-        handle.write(f"{word} {time.time():.6f} {tool} {task}\n")
-log("start")
-code, said = 0, []
-for target, action, arg in re.findall(r"^\s*POLICY (?:([\w-]+):)?(\S+) ?(.*)$", prompt, re.MULTILINE):
-    if target and target != tool:
-        continue
-    once = out / f"{task}.{tool}.{action}"
-    if action == "limit-once" and not once.exists():
-        once.touch()
-        print(f"API Error: 429 Too Many Requests: rate limit reached, try again in {arg} seconds", file=sys.stderr)
-        log("end"); sys.exit(1)
-    if action == "limit-always":
-        print("API Error: 429 Too Many Requests: rate limit reached", file=sys.stderr)
-        log("end"); sys.exit(1)
-    if action == "auth-once" and not once.exists():
-        once.touch()
-        print("API Error: 401 authentication_error: OAuth token has expired. Please run /login", file=sys.stderr)
-        log("end"); sys.exit(1)
-    if action == "sleep":
-        time.sleep(float(arg))
-    elif action == "write":
-        Path(arg).write_text(f"written by {tool}\n")
-        said.append(f"wrote {arg}")
-    elif action == "say":
-        said.append(arg)
-    elif action == "fail":
-        print(f"error: {' '.join(said)}", file=sys.stderr)
-        code = 2
-log("end")
-print(f"{tool}: {'; '.join(said) or 'nothing to do'}")
-sys.exit(code)
-'''
 
 DAEMON = """\
 base_branch: main
@@ -98,14 +50,6 @@ roadmap: {{enabled: false}}
 """
 
 
-def tool_entry(binary: Path, out: Path, name: str, **extra: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {"binary": str(binary), "argv": ["--task", "{task_id}", "{prompt}"], "parser": "text",
-                             "env": {"POLICY_TOOL": name, "POLICY_OUT": str(out)},
-                             "env_allowlist": ["PATH", "HOME", "LANG", "POLICY_*"], "sandbox_writable": [str(out)]}
-    entry.update(extra)
-    return entry
-
-
 class Board:
     """A repository after `conveyor init` whose tools are all the scripted agent (under different names)."""
 
@@ -115,7 +59,8 @@ class Board:
     def configure(self, *, agents: dict[str, Any], tools: dict[str, dict[str, Any]] | None = None,
                   policies: dict[str, Any] | None = None, max_parallel: int = 2, privacy: str = "metadata") -> None:
         names = {"plain": {}, "limited": {}, "slow": {}, **(tools or {})}
-        entries = {name: {**tool_entry(self.binary, self.out, name), **extra} for name, extra in names.items()}
+        entries = {name: tool_entry(Path(extra.pop("binary", self.binary)), self.out, tool=name, **extra)
+                   for name, extra in names.items()}
         entries["ghost"] = {"binary": "conveyor-test-no-such-agent-cli", "argv": ["{prompt}"]}
         self.repo.write_config("daemon.yaml", DAEMON.format(max_parallel=max_parallel, privacy=privacy))
         self.repo.write_config("tools.yaml", yaml.safe_dump({"tools": entries}))
@@ -144,11 +89,12 @@ class Board:
         return document
 
     def events(self) -> list[tuple[str, float, str, str]]:
-        path = self.out / "events.log"
-        if not path.exists():
-            return []
-        rows = [line.split() for line in path.read_text().splitlines()]
-        return [(word, float(at), tool, task) for word, at, tool, task in rows]
+        return AgentRecords(self.out).events()
+
+    def argv(self, task_id: str) -> list[str]:
+        """The arguments the agent got, the prompt left out."""
+        argv: list[str] = AgentRecords(self.out).last(task_id)["argv"]
+        return argv[:-1]
 
     def spend(self, usd: float, at: float | None = None, agent: str = "dev") -> None:
         telemetry = Telemetry(self.repo.telemetry_db)
@@ -160,10 +106,7 @@ class Board:
 @pytest.fixture
 def board(tmp_path: Path) -> Board:
     repo = make_repo(tmp_path)
-    binary = tmp_path / "bin" / "policy-agent"
-    binary.write_text(f"#!{sys.executable}\n{AGENT}")
-    binary.chmod(0o755)
-    return Board(repo, binary, tmp_path / "policy-out")
+    return Board(repo, repo.agent_bin, repo.out)
 
 
 def max_overlap(events: list[tuple[str, float, str, str]], tool: str) -> int:
@@ -178,7 +121,7 @@ def max_overlap(events: list[tuple[str, float, str, str]], tool: str) -> int:
 def test_a_fallback_is_taken_and_the_result_and_telemetry_say_why(board: Board) -> None:
     board.configure(agents={"dev": {"tool": "locked", "fallback": ["ghost", "plain"]}},
                     tools={"locked": {"credentials_env": ["POLICY_NO_SUCH_KEY"]}})
-    board.submit("fallback", "POLICY write out.txt")
+    board.submit("fallback", "FAKE write out.txt")
     board.run_once()
     document = board.done("fallback")
     result = document["result"]
@@ -195,7 +138,7 @@ def test_a_fallback_is_taken_and_the_result_and_telemetry_say_why(board: Board) 
 
 def test_a_rate_limit_falls_back_and_pauses_only_that_tool(board: Board) -> None:
     board.configure(agents={"dev": {"tool": "limited", "fallback": ["plain"]}})
-    board.submit("first", "POLICY limited:limit-once 600", "POLICY write a.txt")
+    board.submit("first", "FAKE limited:api-error@1 429 600", "FAKE write a.txt")
     before = time.time()
     board.run_once()
     after = time.time()
@@ -204,7 +147,7 @@ def test_a_rate_limit_falls_back_and_pauses_only_that_tool(board: Board) -> None
     assert result["routing"]["skipped"][0]["reason"].startswith("rate_limited (HTTP 429); paused until")
     assert [(row["tool"], row["outcome"]) for row in board.repo.rows("first")] == [("limited", "rate_limited"),
                                                                                   ("plain", "ok")]
-    board.submit("second", "POLICY write b.txt")          # limited is still paused: straight to plain
+    board.submit("second", "FAKE write b.txt")          # limited is still paused: straight to plain
     board.run_once()
     assert [row["tool"] for row in board.repo.rows("second")] == ["plain"]
     status = collect_status(board.repo.config(), time.time())
@@ -217,7 +160,7 @@ def test_a_rate_limit_falls_back_and_pauses_only_that_tool(board: Board) -> None
 # ------------------------------------------------------------------ provider limits: pause, resume, no attempt spent
 def test_a_429_with_a_reset_time_pauses_and_resumes_without_spending_an_attempt(board: Board) -> None:
     board.configure(agents={"dev": {"tool": "limited"}})            # attempts: 1, so a spent attempt would fail it
-    board.submit("limited", "POLICY limited:limit-once 3", "POLICY write a.txt")
+    board.submit("limited", "FAKE limited:api-error@1 429 3", "FAKE write a.txt")
     before = time.time()
     logs = board.run_once()
     after = time.time()
@@ -243,7 +186,7 @@ def test_a_429_with_a_reset_time_pauses_and_resumes_without_spending_an_attempt(
 
 def test_expired_auth_pauses_the_tool_and_says_to_log_in_again(board: Board) -> None:
     board.configure(agents={"dev": {"tool": "limited"}})
-    board.submit("auth", "POLICY limited:auth-once", "POLICY write a.txt")
+    board.submit("auth", "FAKE limited:api-error@1 401", "FAKE write a.txt")
     logs = board.run_once()
     assert board.assigned("auth")["attempt"] == 0
     event = next(e for e in logs if e["event"] == "tool.auth_expired")
@@ -256,16 +199,16 @@ def test_a_hard_budget_holds_tasks_in_inbox_untouched_until_a_reload_raises_it(b
     board.configure(agents={"dev": {"tool": "plain"}},
                     policies={"budgets": [{"scope": "global", "period": "daily", "usd": 1.0, "limit": "hard"}]})
     board.spend(1.5)
-    paths = [board.submit(name, "POLICY write out.txt") for name in ("held-1", "held-2")]
+    paths = [board.submit(name, "FAKE write out.txt") for name in ("held-1", "held-2")]
     before = {path: (path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ino) for path in paths}
     config = board.repo.config()
     config.state_dir.mkdir(parents=True, exist_ok=True)            # a pause left by an earlier run
     ToolHealth(config.state_dir / PAUSES_FILE, lambda: config.policies.backoff, time.time).record_limit(
         "limited", Outcome.RATE_LIMITED, reset_at=time.time() + 900)
-    daemon = Daemon(config, env=dict(os.environ), watch=False)
-    with capture_logs() as logs, running(daemon):
+    clock = TestClock()
+    with capture_logs() as logs, board.repo.serving(config=config, clock=clock, watch=False) as daemon:
         wait_for(lambda: len([e for e in logs if e["event"] == "task.held"]) == 2)
-        time.sleep(0.5)                                            # a few more passes: still untouched
+        clock.wait_looks(20, "the daemon's next passes to read the clock")   # a few more passes: still untouched
         assert {p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino) for p in paths} == before
         status = collect_status(board.repo.config(), time.time())
         assert status.daemon is not None and status.daemon["running"]
@@ -287,8 +230,8 @@ def test_a_spent_hard_budget_lifts_when_its_window_rolls_over(board: Board) -> N
     board.configure(agents={"dev": {"tool": "plain"}},
                     policies={"budgets": [{"scope": "dev", "period": "daily", "usd": 1.0, "limit": "hard"}]})
     board.spend(5.0)
-    board.submit("tomorrow", "POLICY write out.txt")
-    board.submit("other-agent", "POLICY write out.txt", agent="docs")     # another scope is not held
+    board.submit("tomorrow", "FAKE write out.txt")
+    board.submit("other-agent", "FAKE write out.txt", agent="docs")     # another scope is not held
     board.run_once()
     assert (board.repo.inbox / "tomorrow.yaml").exists()
     assert board.done("other-agent", "docs")["status"] == "done"
@@ -300,7 +243,7 @@ def test_a_soft_budget_only_warns(board: Board) -> None:
     board.configure(agents={"dev": {"tool": "plain"}},
                     policies={"budgets": [{"scope": "global", "period": "monthly", "usd": 1.0, "limit": "soft"}]})
     board.spend(2.0)
-    board.submit("warned", "POLICY write out.txt")
+    board.submit("warned", "FAKE write out.txt")
     logs = board.run_once()
     document = board.done("warned")
     assert document["status"] == "done"
@@ -313,9 +256,9 @@ def test_per_tool_concurrency_is_never_exceeded_under_a_flood(board: Board) -> N
     board.configure(agents={"capped": {"tool": "slow"}, "free": {"tool": "plain"}}, max_parallel=5,
                     policies={"tools": {"slow": {"max_parallel": 2}}})
     for index in range(20):
-        board.submit(f"capped-{index:02d}", "POLICY sleep 0.3", agent="capped", expect_changes=False)
+        board.submit(f"capped-{index:02d}", "FAKE sleep 0.3", agent="capped", expect_changes=False)
     for index in range(4):
-        board.submit(f"free-{index}", "POLICY sleep 0.15", agent="free", expect_changes=False, priority="low")
+        board.submit(f"free-{index}", "FAKE sleep 0.15", agent="free", expect_changes=False, priority="low")
     board.run_once()
     for index in range(20):
         assert board.done(f"capped-{index:02d}", "capped")["status"] == "done"
@@ -331,7 +274,7 @@ def test_starts_per_minute_per_tool(board: Board) -> None:
     board.configure(agents={"dev": {"tool": "plain"}}, max_parallel=3,
                     policies={"tools": {"plain": {"starts_per_minute": 2}}})
     for index in range(3):
-        board.submit(f"paced-{index}", "POLICY say hi", expect_changes=False)
+        board.submit(f"paced-{index}", "FAKE say hi", expect_changes=False)
     board.run_once()
     starts = [e for e in board.events() if e[0] == "start"]
     assert len(starts) == 2
@@ -347,12 +290,11 @@ def test_cost_and_turn_ceilings_reach_only_clis_that_support_them(board: Board) 
                             "other": {"tool": "basic", "max_cost_usd": 2.0, "max_turns": 7}},
                     tools={"capable": {"argv": flagged, "supports": ["max_cost_usd", "max_turns"]},
                            "basic": {"argv": flagged}})
-    board.submit("ceiling", "POLICY say ok", expect_changes=False, max_cost_usd=0.5)
-    board.submit("no-ceiling", "POLICY say ok", agent="other", expect_changes=False, max_cost_usd=0.5)
+    board.submit("ceiling", "FAKE say ok", expect_changes=False, max_cost_usd=0.5)
+    board.submit("no-ceiling", "FAKE say ok", agent="other", expect_changes=False, max_cost_usd=0.5)
     board.run_once()
-    capable = (board.out / "ceiling.capable.argv").read_text().splitlines()
-    assert capable == ["--task", "ceiling", "--max-budget-usd", "0.50", "--max-turns", "7"]
-    assert (board.out / "no-ceiling.basic.argv").read_text().splitlines() == ["--task", "no-ceiling"]
+    assert board.argv("ceiling") == ["--task", "ceiling", "--max-budget-usd", "0.50", "--max-turns", "7"]
+    assert board.argv("no-ceiling") == ["--task", "no-ceiling"]
 
 
 def test_a_third_cli_needs_only_yaml(board: Board, tmp_path: Path) -> None:
@@ -382,8 +324,9 @@ MARKER = "ZEBRA-PRIVACY-MARKER-7731"
 @pytest.mark.parametrize("privacy", ["metadata", "full"])
 def test_metadata_mode_keeps_no_prompt_or_response_text(board: Board, privacy: str) -> None:
     board.configure(agents={"dev": {"tool": "plain"}}, privacy=privacy)
-    board.submit("private-ok", f"Secret plan {MARKER}.", f"POLICY say {MARKER}", "POLICY write a.txt")
-    board.submit("private-fail", f"Secret plan {MARKER}.", f"POLICY say {MARKER}", "POLICY fail")
+    board.submit("private-ok", f"Secret plan {MARKER}.", f"FAKE say {MARKER}", "FAKE write a.txt")
+    board.submit("private-fail", f"Secret plan {MARKER}.", step("print", text=f"error: {MARKER}", stream="stderr"),
+                 "FAKE exit 2")
     logs = board.run_once()
     assert board.done("private-ok")["status"] == "done" and board.done("private-fail")["status"] == "error"
     config: Config = board.repo.config()
@@ -408,14 +351,3 @@ def test_metadata_mode_keeps_no_prompt_or_response_text(board: Board, privacy: s
 
 
 # ------------------------------------------------------------------ helpers
-@contextlib.contextmanager
-def running(daemon: Daemon) -> Iterator[Daemon]:
-    """The daemon serving in a thread (signal handlers stay the test's: it is not the main thread)."""
-    thread = threading.Thread(target=daemon.run, name="daemon-under-test")
-    thread.start()
-    try:
-        yield daemon
-    finally:
-        daemon.request_stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive()

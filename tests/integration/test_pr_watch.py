@@ -7,7 +7,6 @@ daemon makes): nothing is acted on twice and nothing is missed.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from conveyor.core.state_files import HISTORY_FILE
 from conveyor.core.task import parse_task
 from conveyor.pipeline.pr_watch_state import WatchState
 from conveyor.publish import outcomes as outcome_job
-from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project, fake_github, make_project
+from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project, make_project
 from tests.integration.pr_watch_support import (
     TASK,
     WORK,
@@ -31,12 +30,6 @@ from tests.integration.pr_watch_support import (
     watcher,
 )
 from tests.support.fake_github import FakeGitHub
-
-
-@pytest.fixture
-def github(tmp_path: Path) -> Iterator[FakeGitHub]:
-    with fake_github(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture
@@ -342,7 +335,7 @@ def test_a_follow_up_id_that_would_be_too_long_is_skipped_with_the_fix(tmp_path:
     long_id = "t-" + "x" * 120
     project = make_project(tmp_path, with_remote=True, github=github)
     configure(project, permitted=["alice"])
-    project.script(long_id, [WORK])
+    project.script(long_id, WORK)
     project.repo.submit(long_id, description="Add main.")
     assert project.run().code == 0
     said = github.threads.comment(1, "alice", "Change it.")

@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from conveyor.roadmap.parse import parse_roadmap
 from tests.integration.conftest import ConveyorCli
 from tests.integration.daemon_process import running_daemon
-from tests.integration.gate_support import TOKEN, TOKEN_ENV, fake_github, make_project, tools_yaml
+from tests.integration.gate_support import TOKEN, TOKEN_ENV, make_project, tools_yaml
 from tests.integration.pr_watch_support import ROADMAP_TASK, TASK, WORK, Clock, configure, opened, outcomes, watcher
+from tests.support.agent_script import work
 from tests.support.fake_github import FakeGitHub
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture
-def github(tmp_path: Path) -> Iterator[FakeGitHub]:
-    with fake_github(tmp_path) as server:
-        yield server
 
 
 def roadmap_status(path: Path) -> str:
@@ -72,8 +64,8 @@ VERDICT = '```json\n{"verdict": "approve", "summary": "fine", "findings": []}\n`
 def test_merged_and_closed_count_in_stats_per_author_and_per_reviewer(tmp_path: Path, github: FakeGitHub,
                                                                       conveyor_cli: ConveyorCli) -> None:
     project = make_project(tmp_path, with_remote=True, github=github)
-    review_argv = '    review_argv: [--task, "{task_id}", "{prompt}"]\n'      # the scripted agent reviews too
-    text = tools_yaml(tmp_path / "bin" / "scripted-agent", project.scripts).replace(
+    review_argv = '    review_argv: [--output, claude-json, --task, "{task_id}", "{prompt}"]\n'   # it reviews too
+    text = tools_yaml(project.repo.agent_bin, project.repo.out, project.scripts).replace(
         "    parser: claude-json\n", "    parser: claude-json\n" + review_argv, 1)
     project.repo.write_config("tools.yaml", text)
     configure(project)
@@ -81,7 +73,7 @@ def test_merged_and_closed_count_in_stats_per_author_and_per_reviewer(tmp_path: 
     config.write_text(config.read_text(encoding="utf-8") + "review: {enabled: true, tool: scripted}\n",
                       encoding="utf-8")
     for task_id in ("t-a", "t-b"):
-        project.script(task_id, [WORK, {"say": VERDICT}])
+        project.script(task_id, WORK, work({}, VERDICT))
         project.repo.submit(task_id, description=f"Add main for {task_id}.")
     assert project.run().code == 0
     numbers = {pull.head: pull.number for pull in github.pulls("octo/widgets")}
@@ -117,7 +109,7 @@ def test_a_comment_goes_round_once_watcher_runner_answer_and_the_answer_starts_n
     project = opened(tmp_path, github)
     said = github.threads.comment(1, "alice", "Please make main() return 2.")
     task_id = f"{TASK}.fu-c{said.id}"
-    project.script(task_id, [{"write": {"app.py": "def main():\n    return 2\n"}, "say": "main() returns 2."}])
+    project.script(task_id, work({"app.py": "def main():\n    return 2\n"}, "main() returns 2."))
     first = watcher(project, Clock())
     assert first.run().tasks == [task_id]
     first.close()

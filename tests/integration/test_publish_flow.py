@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +23,14 @@ from tests.integration.gate_support import (
     TOKEN_ENV,
     Project,
     daemon_yaml,
-    fake_github,
     make_project,
     python_check,
 )
+from tests.support.agent_script import act, work
 from tests.support.fake_github import FakeGitHub
 
 CHECK = python_check("import sys; sys.exit(0 if open('app.py').read().startswith('def') else 1)")
-WORK = {"write": {"app.py": "def main():\n    return 1\n"}, "say": "Added main() to app.py"}
-
-
-@pytest.fixture
-def github(tmp_path: Path) -> Iterator[FakeGitHub]:
-    with fake_github(tmp_path) as server:
-        yield server
+WORK = work({"app.py": "def main():\n    return 1\n"}, "Added main() to app.py")
 
 
 @pytest.fixture
@@ -53,7 +46,7 @@ def creates(github: FakeGitHub) -> list[Any]:
 def test_the_branch_is_pushed_and_a_pull_request_opened_with_the_whole_story(project: Project,
                                                                              github: FakeGitHub) -> None:
     project.configure(verify=[CHECK])
-    project.script("t-pr", [WORK])
+    project.script("t-pr", WORK)
     project.repo.submit("t-pr", description="Add a main function to app.py.\nKeep it small.", labels=["api"],
                         title="Add   main()")
     project.run()
@@ -68,7 +61,7 @@ def test_the_branch_is_pushed_and_a_pull_request_opened_with_the_whole_story(pro
     body = pull.body or ""
     for text in ("## Task `t-pr`", "**Agent:** backend-dev", "**Tool:** scripted", "> Add a main function to app.py.",
                  "Added main() to app.py", "## Files changed (1)", "- `app.py`", "| secret scan | ✅ passed |",
-                 f"| verify: {CHECK} | ✅ passed |", "| 1,000 | 100 | 10 | 1 | $0.0100 |",
+                 f"| verify: {CHECK} | ✅ passed |", "| 1,200 | 340 | 50 | 7 | $0.0125 |",
                  f"[`work/collaboration/done/backend-dev/t-pr.yaml`]({github.web_url}/{GH_REPO}/blob/main/"
                  "work/collaboration/done/backend-dev/t-pr.yaml)", f"from commit {result['commit'][:12]}"):
         assert text in body, text
@@ -79,7 +72,7 @@ def test_the_branch_is_pushed_and_a_pull_request_opened_with_the_whole_story(pro
 
 def test_draft_from_config(project: Project, github: FakeGitHub) -> None:
     project.configure(draft=True)
-    project.script("t-draft", [WORK])
+    project.script("t-draft", WORK)
     project.repo.submit("t-draft", description="Add main")
     project.run()
     (pull,) = github.pulls_for(GH_REPO, "conveyor/t-draft")
@@ -90,7 +83,7 @@ def test_draft_from_config(project: Project, github: FakeGitHub) -> None:
 def test_a_rerun_after_a_crash_between_push_and_finish_finds_the_same_pull_request(
         project: Project, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)   # recovery reads the daemon's own environment
-    project.script("t-again", [WORK])
+    project.script("t-again", WORK)
     project.repo.submit("t-again", description="Add main")
     project.run()
     first = project.repo.done_doc("t-again")["result"]
@@ -135,7 +128,7 @@ def test_recovery_publishes_a_commit_made_just_before_a_crash(project: Project, 
 # ------------------------------------------------------------------ nowhere (or not allowed) to publish
 def test_without_a_remote_the_branch_is_the_result(project: Project, github: FakeGitHub) -> None:
     project.repo.git("remote", "remove", "origin")
-    project.script("t-local", [WORK])
+    project.script("t-local", WORK)
     project.repo.submit("t-local", description="Add main")
     project.run()
     result = project.repo.done_doc("t-local")["result"]
@@ -146,7 +139,7 @@ def test_without_a_remote_the_branch_is_the_result(project: Project, github: Fak
 
 def test_a_missing_token_pushes_the_branch_and_says_why_there_is_no_pull_request(project: Project,
                                                                                  github: FakeGitHub) -> None:
-    project.script("t-notoken", [WORK])
+    project.script("t-notoken", WORK)
     project.repo.submit("t-notoken", description="Add main")
     project.run(token=False)
     result = project.repo.done_doc("t-notoken")["result"]
@@ -158,7 +151,7 @@ def test_a_missing_token_pushes_the_branch_and_says_why_there_is_no_pull_request
 
 def test_github_failing_keeps_the_pushed_branch_and_says_so(project: Project, github: FakeGitHub) -> None:
     github.fail_next(422, method="POST", path_contains="/pulls", message="Repository rule violations found")
-    project.script("t-refused", [WORK])
+    project.script("t-refused", WORK)
     project.repo.submit("t-refused", description="Add main")
     project.run()
     document = project.repo.done_doc("t-refused")
@@ -173,7 +166,7 @@ def test_a_rejected_push_leaves_the_branch_local_and_says_so(project: Project, g
     hook = project.origin / "hooks" / "pre-receive"   # type: ignore[operator]
     hook.write_text("#!/bin/sh\necho 'pushes are frozen' >&2\nexit 1\n")
     hook.chmod(0o755)
-    project.script("t-frozen", [WORK])
+    project.script("t-frozen", WORK)
     project.repo.submit("t-frozen", description="Add main")
     project.run()
     result = project.repo.done_doc("t-frozen")["result"]
@@ -186,7 +179,7 @@ def test_a_rejected_push_leaves_the_branch_local_and_says_so(project: Project, g
 def test_a_timeout_after_changes_publishes_a_draft_partial_pull_request(project: Project,
                                                                         github: FakeGitHub) -> None:
     project.configure(verify=[CHECK])
-    project.script("t-slow", [{"write": {"app.py": "def main():\n    ...\n"}, "sleep": 30}])
+    project.script("t-slow", [*work({"app.py": "def main():\n    ...\n"}), act("sleep", seconds=30)])
     project.repo.submit("t-slow", description="Add main", title="Add main", timeout_s=1)
     project.run()
 
@@ -205,7 +198,7 @@ def test_a_timeout_after_changes_publishes_a_draft_partial_pull_request(project:
 
 
 def test_a_rate_limit_after_changes_keeps_the_work_as_partial(project: Project, github: FakeGitHub) -> None:
-    project.script("t-limit", [{"write": {"app.py": "def main():\n    ...\n"}, "result": "rate_limited"}])
+    project.script("t-limit", [*work({"app.py": "def main():\n    ...\n"}), act("api-error", status=429)])
     project.repo.submit("t-limit", description="Add main")
     project.run()
     result = project.repo.done_doc("t-limit")["result"]
@@ -215,7 +208,7 @@ def test_a_rate_limit_after_changes_keeps_the_work_as_partial(project: Project, 
 
 
 def test_a_timeout_before_any_change_is_retried_not_published(project: Project, github: FakeGitHub) -> None:
-    project.script("t-idle", [{"sleep": 30}, {"sleep": 30}])
+    project.script("t-idle", [act("sleep", seconds=30)], [act("sleep", seconds=30)])
     project.repo.submit("t-idle", description="Add main", timeout_s=1)
     project.run()
     document = project.repo.done_doc("t-idle")
@@ -225,7 +218,7 @@ def test_a_timeout_before_any_change_is_retried_not_published(project: Project, 
 
 def test_partial_work_still_goes_through_the_secret_scan(project: Project, github: FakeGitHub) -> None:
     token = "ghp" + "_" + "Zq8" * 12
-    project.script("t-hot", [{"write": {"token.txt": token + "\n"}, "sleep": 30}])
+    project.script("t-hot", [*work({"token.txt": token + "\n"}), act("sleep", seconds=30)])
     project.repo.submit("t-hot", description="Add main", timeout_s=1)
     project.run()
     error = project.repo.done_doc("t-hot")["error"]
@@ -284,7 +277,7 @@ def _pending(project: Project, task_id: str) -> dict[str, Any]:
 def test_a_github_outage_after_the_push_leaves_the_task_done_and_a_retry_opens_the_pull_request(
         project: Project, github: FakeGitHub) -> None:
     github.fail_next(502, method="POST", path_contains="/pulls")
-    project.script("t-outage", [WORK])
+    project.script("t-outage", WORK)
     project.repo.submit("t-outage", description="Add main")
     project.run()
 
@@ -309,7 +302,7 @@ def test_a_github_outage_after_the_push_leaves_the_task_done_and_a_retry_opens_t
 def test_an_answer_the_client_cannot_read_is_not_an_internal_error_and_the_retry_finds_the_pull_request(
         project: Project, github: FakeGitHub) -> None:
     github.drop_from_next("number", "html_url", "url", "state", method="POST", path_contains="/pulls")
-    project.script("t-garbled", [WORK])
+    project.script("t-garbled", WORK)
     project.repo.submit("t-garbled", description="Add main")
     project.run()
 
@@ -325,7 +318,7 @@ def test_an_answer_the_client_cannot_read_is_not_an_internal_error_and_the_retry
 
 def test_a_person_stops_the_retries(project: Project, github: FakeGitHub) -> None:
     github.fail_next(503, method="POST", path_contains="/pulls")
-    project.script("t-stop", [WORK])
+    project.script("t-stop", WORK)
     project.repo.submit("t-stop", description="Add main")
     project.run()
     path = project.repo.path / "work" / "collaboration" / "done" / "backend-dev" / "t-stop.yaml"

@@ -35,7 +35,7 @@ def test_a_question_parks_the_task_and_the_answer_resumes_it(repo: Repo) -> None
     with Receiver() as receiver:
         repo.write_config("daemon.yaml", DAEMON_YAML + "notifications:\n  batch_window_s: 0\n  channels:\n"
                           f"    - {{kind: webhook, url: \"{receiver.url('/hook')}\"}}\n")
-        repo.submit("ask-1", description="FAKE ask-first Which colour should the button be?\n"
+        repo.submit("ask-1", description="FAKE ask@1 Which colour should the button be?\n"
                                          "FAKE write colour.txt chosen")
         with running_daemon(repo.path) as daemon:
             wait_for(lambda: (assigned_doc(repo, "ask-1") or {}).get("status") == "needs_input", "the question")
@@ -68,7 +68,7 @@ def test_a_question_parks_the_task_and_the_answer_resumes_it(repo: Repo) -> None
 
 def test_an_unanswered_question_fails_the_task(repo: Repo) -> None:
     repo.write_config("daemon.yaml", DAEMON_YAML + "question_timeout_s: 1\n")
-    repo.submit("ask-2", description="FAKE ask-first Anyone there?")
+    repo.submit("ask-2", description="FAKE ask@1 Anyone there?")
     with running_daemon(repo.path):
         wait_for(lambda: repo.done_path("ask-2").exists(), "the unanswered task to fail")
     done = repo.done_doc("ask-2")

@@ -15,7 +15,6 @@ import pytest
 from conveyor.board.index import BoardIndex
 from conveyor.board.layout import BoardLayout
 from conveyor.core.task import parse_task
-from conveyor.daemon.loop import Daemon
 from conveyor.daemon.periodic import Periodic
 from conveyor.daemon.upkeep import Snapshot, Upkeep
 from conveyor.roadmap import file as roadmap_file
@@ -25,7 +24,6 @@ from conveyor.roadmap.select import count_in_flight, next_runnable
 from conveyor.roadmap.sync import roadmap_task_id
 from conveyor.telemetry.store import Telemetry
 from tests.conftest import FIXTURES, REPO_ROOT
-from tests.integration.conftest import Repo
 from tests.integration.hygiene_repo import (
     DAEMON_YAML,
     ROADMAP_ON,
@@ -35,6 +33,7 @@ from tests.integration.hygiene_repo import (
     load,
     roadmap_path,
 )
+from tests.support.clock import TestClock
 from tests.support.waiting import wait_for
 
 ONE = "roadmap-1-first-thing"
@@ -50,27 +49,20 @@ Intro the daemon must keep byte for byte ✨.
 **Agent**: backend-dev
 
 Do the first thing.
-SCRIPT write src/one.txt one
+FAKE write src/one.txt one
 
 ### 🟡 **PRIORITY 2: Second thing**
 
 **Status**: 📝 Planned
 **Dependency**: Requires PRIORITY 1 (First thing) completed
 
-SCRIPT write src/two.txt two
+FAKE write src/two.txt two
 """
 
 
 def with_status(text: str, number: str, status: str) -> str:
     return set_status(text, number, status)
 
-
-
-def start_daemon(repo: Repo, *, watch: bool = False) -> tuple[Daemon, threading.Thread]:
-    daemon = Daemon(repo.config(), env={**os.environ, **repo.extra_env}, watch=watch)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    return daemon, thread
 
 
 def test_a_planned_item_becomes_one_task_whose_status_line_follows_it(tmp_path: Path) -> None:
@@ -111,14 +103,11 @@ def test_a_restart_between_creating_the_task_and_finishing_it_still_makes_one(tm
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("drain_grace_s: 10", "drain_grace_s: 0")
                       .replace("attempts: 1", "attempts: 2") + ROADMAP_ON)
     path = roadmap_path(repo)
-    path.write_text(ROADMAP.replace("SCRIPT write src/one.txt one", "SCRIPT sleep-first 60\nSCRIPT write src/one.txt"),
+    path.write_text(ROADMAP.replace("FAKE write src/one.txt one", "FAKE sleep@1 60\nFAKE write src/one.txt"),
                     encoding="utf-8")
-    daemon, thread = start_daemon(repo)
-    wait_for(lambda: agent_runs(repo) == [ONE])        # the task exists and its agent is running
-    assert f"🔄 In Progress (task {ONE})" in path.read_text(encoding="utf-8")
-    daemon.request_stop()                               # drain grace 0: the agent is stopped, the task stays
-    thread.join(60)
-    assert not thread.is_alive()
+    with repo.serving(watch=False):                     # stopped at the end, drain grace 0: the task stays
+        wait_for(lambda: agent_runs(repo) == [ONE])     # the task exists and its agent is running
+        assert f"🔄 In Progress (task {ONE})" in path.read_text(encoding="utf-8")
     assert [p.parent.name for p in board_files(repo, "roadmap-")] == ["backend-dev"]   # assigned/backend-dev
 
     repo.run_once()                                     # the restarted daemon finishes it: no second task
@@ -136,7 +125,7 @@ def test_a_task_written_just_before_a_crash_is_adopted_not_doubled(tmp_path: Pat
     repo = hygiene_repo(tmp_path)
     path = roadmap_path(repo)
     path.write_text(ROADMAP, encoding="utf-8")
-    repo.submit(ONE, description="SCRIPT write src/one.txt adopted")
+    repo.submit(ONE, description="FAKE write src/one.txt adopted")
     repo.run_once()
     assert [p.name for p in board_files(repo, "roadmap-")] == [f"{ONE}.yaml"]
     assert agent_runs(repo) == [ONE]
@@ -176,7 +165,7 @@ def test_a_planned_item_whose_task_already_ran_is_left_alone(tmp_path: Path) -> 
 def test_a_failed_task_blocks_its_item_with_the_reason(tmp_path: Path) -> None:
     repo = hygiene_repo(tmp_path)
     path = roadmap_path(repo)
-    path.write_text(ROADMAP.replace("SCRIPT write src/one.txt one", "SCRIPT exit 3"), encoding="utf-8")
+    path.write_text(ROADMAP.replace("FAKE write src/one.txt one", "FAKE exit 3"), encoding="utf-8")
     repo.run_once()
     assert load(repo.done_path(ONE))["status"] == "error"
     item = parse_roadmap(path.read_text(encoding="utf-8")).item("1")
@@ -214,7 +203,7 @@ def test_the_initiatives_and_phases_roadmap_runs_its_next_phases(tmp_path: Path)
     author marks 1.1 complete, phases 1.2 and 1.3 become tasks for the agents they name."""
     repo = hygiene_repo(tmp_path, daemon_extra="roadmap: {enabled: true, default_agent: backend-dev, "
                                                "max_in_flight: 5}\n")
-    repo.extra_env["SCRIPT_DEFAULT_WRITE"] = "1"
+    repo.extra_env["FAKE_AGENT_DEFAULT"] = '[{"do": "write", "path": "agent/{task}.txt"}]'
     path = roadmap_path(repo)
     shutil.copyfile(FIXTURES / "roadmaps" / "initiatives-phases.ROADMAP.md", path)
     repo.run_once()
@@ -241,17 +230,15 @@ def test_roadmap_changes_are_picked_up_from_file_events(tmp_path: Path) -> None:
     repo = hygiene_repo(tmp_path)
     path = roadmap_path(repo)
     path.write_text(with_status(ROADMAP, "1", "✅ Completed").split("### 🟡")[0], encoding="utf-8")
-    daemon, thread = start_daemon(repo, watch=True)
-    try:
-        time.sleep(0.5)
+    clock = TestClock()
+    with repo.serving(clock=clock):
+        repo.wait_started()
+        clock.wait_looks(20, "the daemon's next passes to read the clock")
         assert agent_runs(repo) == []
         staging = tmp_path / "ROADMAP.md.new"                       # saved the way editors save
         staging.write_text(with_status(ROADMAP, "1", "✅ Completed"), encoding="utf-8")
         os.replace(staging, path)
         wait_for(lambda: agent_runs(repo) == [TWO], timeout=15)     # the rescan is 30 s away: the event did it
-    finally:
-        daemon.request_stop()
-        thread.join(60)
 
 
 def test_a_pull_request_recorded_merged_completes_the_item(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,8 @@ from conveyor.runner.sandbox import SandboxContext, SandboxUnavailable, contain,
 from conveyor.runner.types import ProcessSpec
 from conveyor.setup.doctor import check_sandbox
 from tests.conftest import git
-from tests.integration.conftest import Repo
+from tests.integration.conftest import Repo, use_only
+from tests.support.agent_script import install_fake_agent
 
 PROBE = """\
 import json, os, signal, sys
@@ -175,18 +176,7 @@ def test_the_probe_asks_once(tmp_path: Path) -> None:
 
 
 def use_tool(repo: Repo, sandbox: str) -> None:
-    agent = repo.path.parent / "bin" / "fake-agent"
-    repo.write_config("tools.yaml", textwrap.dedent(f"""\
-        tools:
-          fake:
-            binary: {agent}
-            argv: [--task, "{{task_id}}", "{{prompt}}"]
-            parser: text
-            env: {{FAKE_AGENT_OUT: "{repo.out}"}}
-            env_allowlist: [PATH, HOME, LANG, "FAKE_*"]
-            sandbox: {sandbox}
-        """))
-    repo.write_config("agents.yaml", "agents:\n  default:\n    tool: fake\n")
+    use_only(repo, repo.agent_bin, "fake", sandbox=sandbox)
 
 
 def test_a_task_fails_with_the_fix_when_bwrap_is_demanded_but_cannot_run(repo: Repo, tmp_path: Path) -> None:
@@ -215,6 +205,22 @@ def test_a_task_in_the_sandbox_says_so_in_its_result(repo: Repo) -> None:
     repo.run_once()
     result = repo.done_doc("t-boxed")["result"]
     assert result["sandbox"] == "bwrap" and result["artefacts"] == ["a.txt"]
+
+
+def test_a_script_cli_whose_virtualenv_lies_under_tmp_starts_in_the_sandbox(repo: Repo, tmp_path: Path) -> None:
+    """A clone checked out under /tmp has its virtualenv there, which the sandbox's private /tmp hides: the
+    fake agent, whose `#!` names that virtualenv's python, must still start (its interpreter is bound)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    assert str(venv).startswith("/tmp/")
+    agent = install_fake_agent(tmp_path / "venv-bin", interpreter=str(venv / "bin" / "python"))
+    use_only(repo, agent, "fake", sandbox="bwrap")
+    repo.submit("t-venv", agent="backend-dev", description="FAKE write a.txt x")
+    repo.run_once()
+    document = repo.done_doc("t-venv")
+    assert document["status"] == "done", document.get("error")
+    assert document["result"]["sandbox"] == "bwrap" and document["result"]["artefacts"] == ["a.txt"]
+    assert repo.agent.last("t-venv")["executable"] == str(venv / "bin" / "python")
 
 
 def test_doctor_names_the_sandbox_of_each_tool(tmp_path: Path) -> None:

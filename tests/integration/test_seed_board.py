@@ -18,6 +18,8 @@ from conveyor.core import yamlio
 from tests.conftest import FIXTURES
 from tests.integration.conftest import Repo
 
+WRITE_ONE = '[{"do": "write", "path": "fake/{task}.txt"}]'     # what the agent does for a task of the seed board
+
 SEED = FIXTURES / "seed-board"
 BROKEN = "2026-02-12T1102-manager-mike-task-assignment.yaml"
 DEPENDENCIES = ("2026-02-13T1000-m61-jsonl-event-writer", "2026-02-11T1100-adr045-task5-dashboard-integration")
@@ -105,7 +107,7 @@ def test_inbox_tasks_run_keep_their_keys_and_reach_the_agent(repo: Repo) -> None
     copy_inbox(repo)
     originals = {task_id: load(SEED / "inbox" / f"{task_id}{suffix}")
                  for task_id, (_agent, suffix) in VALID_INBOX.items()}
-    run = repo.run_once(env={"FAKE_DEFAULT_ACTION": "write"})
+    run = repo.run_once(env={"FAKE_AGENT_DEFAULT": WRITE_ONE})
     assert run.code == 0
     for task_id, (agent, suffix) in VALID_INBOX.items():
         final_path = repo.board / "done" / agent / f"{task_id}{suffix}"
@@ -153,7 +155,7 @@ def test_the_whole_board_through_the_daemon(repo: Repo) -> None:
     before_done = {p.relative_to(repo.board): p.read_bytes() for p in (repo.board / "done").rglob("*.y*ml")}
     claimed = {path: (load(path), path.read_bytes()) for path in sorted((repo.board / "assigned").rglob("*.y*ml"))}
     assert len(claimed) == 47
-    run = repo.run_once(env={"FAKE_DEFAULT_ACTION": "write"})
+    run = repo.run_once(env={"FAKE_AGENT_DEFAULT": WRITE_ONE})
     assert run.code == 0
     archived = {p.name: p for p in (repo.board / "archive").rglob("*.y*ml")}
     for relative, data in before_done.items():     # finished tasks are never rewritten (old ones may be archived)

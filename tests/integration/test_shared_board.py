@@ -4,6 +4,7 @@ rules (tests/support/workflow_rules.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -14,6 +15,7 @@ import yaml
 
 from conveyor.board.layout import BoardLayout
 from conveyor.core import yamlio
+from conveyor.core.state_files import STATUS_FILE
 from conveyor.core.timeutil import utc_iso
 from conveyor.pipeline import recovery
 from conveyor.telemetry.store import Telemetry
@@ -21,6 +23,7 @@ from tests.conftest import FIXTURES
 from tests.integration.conftest import DAEMON_YAML, Repo
 from tests.integration.daemon_process import running_daemon
 from tests.integration.test_seed_board import copy_board
+from tests.support.waiting import wait_for
 from tests.support.workflow_rules import violations
 
 SEED = FIXTURES / "seed-board"
@@ -48,6 +51,15 @@ def untouchable(board: Path) -> dict[Path, bytes]:
         if status in SETTLED or foreign:
             found[path] = path.read_bytes()
     return found
+
+
+def running_ids(repo: Repo) -> list[str]:
+    """The tasks the daemon's status snapshot says it runs (`?` while there is none to read)."""
+    try:
+        snapshot = json.loads((repo.config().state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return ["?"]
+    return [entry["id"] for entry in snapshot.get("running", [])]
 
 
 def put_assigned(repo: Repo, task_id: str, agent: str = AGENT, **fields: Any) -> Path:
@@ -217,7 +229,7 @@ def test_a_running_daemon_starts_what_another_process_assigns_cancels_deleted_ru
         daemon.wait_event("task.started", lambda e: e.get("task_id") == "deleted", timeout=30)
         (repo.board / "assigned" / AGENT / "deleted.yaml").unlink()
         daemon.wait_event("task.cancelled", lambda e: e.get("task_id") == "deleted", timeout=20)
-        time.sleep(0.5)
+        wait_for(lambda: "deleted" not in running_ids(repo), what="the cancelled run to be reaped")
         assert not repo.done_path("deleted").exists()
         assert not (repo.board / "assigned" / AGENT / "deleted.yaml").exists()
         assert "conveyor/deleted" not in repo.branches()

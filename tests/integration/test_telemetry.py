@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from conveyor.runner.types import Tokens
 from conveyor.telemetry import store
 from conveyor.telemetry.store import SCHEMA_VERSION, InvocationEnd, InvocationStart, Telemetry, TelemetryError
 from tests.integration.conftest import Repo, tools_yaml
+from tests.support.agent_script import step
 
 
 def pragma(db: Path, name: str) -> object:
@@ -159,18 +159,19 @@ def test_spend_and_totals(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ through the daemon
 def test_the_row_says_running_while_the_agent_runs_and_is_completed_after(repo: Repo) -> None:
     # the agent peeks into the daemon's database, which the sandbox hides by design: run it uncontained
-    repo.write_config("tools.yaml", tools_yaml(repo.path.parent / "bin" / "fake-agent", repo.out, repo.telemetry_db,
-                                               sandbox="none"))
-    repo.submit("t-live", agent="json-agent", description="FAKE check-db\nFAKE write a.txt x")
+    repo.write_config("tools.yaml", tools_yaml(repo.agent_bin, repo.out, sandbox="none"))
+    peek = step("query", db=str(repo.telemetry_db),
+                sql="SELECT outcome, finished_at, tool FROM invocations WHERE task_id=?")
+    repo.submit("t-live", agent="json-agent", description=f"{peek}\nFAKE write a.txt x")
     repo.run_once()
-    seen = json.loads((repo.out / "t-live.db.json").read_text())
+    (seen,) = repo.agent.last("t-live")["queries"]
     assert seen == [["running", None, "fake-claude"]]           # read by the agent, mid-run
     (row,) = repo.rows("t-live")
     assert row["outcome"] == "ok" and row["finished_at"] >= row["started_at"]
     assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"], row["cache_write_tokens"]) == \
         (1200, 340, 50, 7)
     assert (row["cost_usd"], row["cost_source"], row["model"]) == (0.0125, "reported", "fake-model-1")
-    assert (row["session_id"], row["turns"], row["exit_code"]) == ("fake-session-t-live", 3, 0)
+    assert (row["session_id"], row["turns"], row["exit_code"]) == ("session-t-live", 3, 0)
     result = repo.done_doc("t-live", "json-agent")["result"]
     assert row["commit_sha"] == result["commit"]
     assert result["tokens"] == {"input": 1200, "output": 340, "cache_read": 50, "cache_write": 7}

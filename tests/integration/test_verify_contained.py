@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.integration.conftest import DAEMON_YAML, Repo, install_script_agent
+from tests.integration.conftest import DAEMON_YAML, Repo, use_only
 from tests.integration.daemon_process import running_daemon
+from tests.support.agent_script import step
 from tests.support.waiting import wait_for
 
 API_KEY = "sk-ant-verifyContainmentTest0123456789"
@@ -46,14 +47,6 @@ print(json.dumps(escaped))
 sys.exit(1 if escaped else 0)
 '''
 
-AGENT = '''
-import sys
-from pathlib import Path
-Path("check_escape.py").write_text({check!r})
-print("wrote a check")
-'''
-
-
 def test_verify_runs_the_agents_check_inside_the_sandbox(repo: Repo, tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
@@ -65,9 +58,8 @@ def test_verify_runs_the_agents_check_inside_the_sandbox(repo: Repo, tmp_path: P
                          "config": str(repo.path / "config" / "tools.yaml")},
                "secret": str(home / ".ssh" / "id_rsa")}
     check = CHECK.format(targets=json.dumps(targets))
-    install_script_agent(repo, tmp_path / "bin" / "check-writer", AGENT.format(check=check), "writer",
-                         env_allowlist=["PATH", "HOME", "LANG", "ANTHROPIC_*"],
-                         credentials_env=["ANTHROPIC_API_KEY"], sandbox="bwrap")
+    use_only(repo, repo.agent_bin, "writer", env_allowlist=["PATH", "HOME", "LANG", "ANTHROPIC_*"],
+             credentials_env=["ANTHROPIC_API_KEY"], sandbox="bwrap")
     repo.write_config("daemon.yaml", DAEMON_YAML + "privacy: full\n")
     repo.git("add", "-A")
     repo.git("commit", "-q", "-m", "a check-writing agent")
@@ -76,7 +68,8 @@ def test_verify_runs_the_agents_check_inside_the_sandbox(repo: Repo, tmp_path: P
     with running_daemon(repo.path, env=env) as daemon:
         daemon.wait_event("daemon.ready")
         for task_id in ("first-check", "second-check"):
-            repo.submit(task_id, verify=["python3 check_escape.py"])
+            repo.submit(task_id, description=step("write", path="check_escape.py", text=check),
+                        verify=["python3 check_escape.py"])
             wait_for(lambda t=task_id: repo.done_path(t).exists(), what=f"{task_id} to end")
             document = repo.done_doc(task_id)
             assert document["status"] == "done", document.get("error")    # the check exits 1 on any escape

@@ -109,16 +109,12 @@ def test_a_claim_interrupted_between_link_and_unlink_is_completed_not_rejected(r
 def test_a_replaced_inbox_folder_is_watched_again(repo: Repo) -> None:
     """inbox/ deleted and made anew (a checkout, a cleanup script): its drops still wake the daemon, long
     before the rescan (an hour here) would have found them."""
-    from conveyor.daemon.loop import Daemon
     from tests.integration.conftest import DAEMON_YAML
     from tests.support.waiting import wait_for
 
     repo.write_config("daemon.yaml", DAEMON_YAML.replace("rescan_interval_s: 30", "rescan_interval_s: 3600"))
-    daemon = Daemon(repo.config(), env=dict(os.environ))
-    thread = threading.Thread(target=daemon.run, name="daemon-under-test")
-    thread.start()
-    try:
-        wait_for(lambda: (repo.git_dir / "conveyor" / "status.json").exists(), what="the daemon to start")
+    with repo.serving() as daemon:
+        repo.wait_started()
         repo.submit("t-before", description="FAKE write before.txt x")
         wait_for(lambda: repo.done_path("t-before").exists(), what="a drop into the first inbox/")
         repo.inbox.rename(repo.inbox.with_name("inbox-old"))
@@ -128,6 +124,3 @@ def test_a_replaced_inbox_folder_is_watched_again(repo: Repo) -> None:
                  what="the watch to move to the new inbox/")
         repo.submit("t-after", description="FAKE write after.txt x")
         wait_for(lambda: repo.done_path("t-after").exists(), timeout=20, what="a drop into the new inbox/")
-    finally:
-        daemon.request_stop()
-        thread.join(timeout=60)

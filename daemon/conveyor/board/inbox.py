@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,8 +142,9 @@ class InboxReader:
             self.still_being_written(path, signature, first_seen)
             return None
         except TaskFileError as exc:
-            # abs(): a far-future mtime must not keep a file unsettled (and `--once` running) for ever
-            if abs(time.time() - info.st_mtime_ns / 1e9) < SETTLE_S:
+            # the injected clock (tests advance it instead of sleeping); abs(): a far-future mtime must not
+            # keep a file unsettled (and `--once` running) for ever
+            if abs(now - info.st_mtime_ns / 1e9) < SETTLE_S:
                 self._seen[path] = Seen(signature, None, first_seen)  # may still be being written
                 return None
             self._reject(path, exc.problems)
