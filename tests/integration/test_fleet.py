@@ -175,3 +175,17 @@ def test_roadmap_items_on_the_base_branch_run_and_their_status_lines_land_on_the
         assert git(fleet.remote, "show", "main:ROADMAP.md") == ROADMAP.rstrip("\n")   # the base is untouched
         assert fleet.base_head() == base
         assert "Planned" not in board_roadmap() and board_roadmap().startswith("# Roadmap")
+
+
+def test_a_task_waits_on_the_board_until_its_dependency_is_done(fleet: Fleet) -> None:
+    """As on a single host: asked together, the dependent task is not offered to the fleet (it stays in the
+    base branch's inbox/) until the board branch shows its dependency done; then it runs, once."""
+    for name in ("a", "b"):
+        fleet.start(name)
+    fleet.ask([fleet.document("dep-first", "FAKE sleep 2\nFAKE write out/first.txt done"),
+               fleet.document("dep-second", "FAKE write out/second.txt done", dependencies=["dep-first"])])
+    wait_for(lambda: fleet.all_done(["dep-first", "dep-second"]), what="both tasks done", timeout=90)
+    assert fleet.started() == Counter({"dep-first": 1, "dep-second": 1})
+    committed = [e for n in fleet.nodes for e in n.events("task.committed") if e["task_id"] == "dep-first"]
+    started = [e for n in fleet.nodes for e in n.events("task.started") if e["task_id"] == "dep-second"]
+    assert committed and started and started[0]["timestamp"] > committed[0]["timestamp"]

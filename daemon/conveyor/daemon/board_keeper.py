@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 
 import structlog
 
+from conveyor.board.index import Known
 from conveyor.board.layout import REJECTED
 from conveyor.board.remote_board import Draft, RemoteBoard
 from conveyor.config import Config
@@ -39,6 +40,7 @@ from conveyor.core.task import TASK_SUFFIXES, Task, validate_document
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.daemon import board_roadmap
 from conveyor.daemon.board_roadmap import RoadmapRow
+from conveyor.scheduling import queue
 
 log = structlog.get_logger("conveyor.daemon.board_keeper")
 PUSH_TRIES = 5
@@ -96,11 +98,11 @@ class BoardKeeper:
             log.warning("fleet.board_stale", epoch=self._ledger.epoch, board_epoch=tip_epoch,
                         note="a newer leader wrote the board: this node writes nothing")
             return True
-        asked, rejected = self._intake(remote, draft, board_dir)
+        for outcome in outcomes:    # first: a task waiting for one of these may be asked in this very pass
+            self._apply(remote, draft, board_dir, outcome)
+        asked, rejected = self._intake(remote, draft, board_dir, {o.task_id: o.status for o in outcomes})
         if config.daemon.roadmap.enabled:
             asked += self._roadmap(remote, draft, board_dir, config)
-        for outcome in outcomes:
-            self._apply(remote, draft, board_dir, outcome)
         self._ledger.offer(asked)      # before the push: a task the board shows as assigned is in the database
         events = ([f"assigned {a.task_id}" for a in asked] + [f"rejected {name}" for name in rejected]
                   + [f"{o.status} {o.task_id}" for o in outcomes])
@@ -122,7 +124,8 @@ class BoardKeeper:
         return True
 
     # ---------------------------------------------------------------- what was asked
-    def _intake(self, remote: RemoteBoard, draft: Draft, board_dir: str) -> tuple[list[Asked], list[str]]:
+    def _intake(self, remote: RemoteBoard, draft: Draft, board_dir: str,
+                finished: dict[str, str]) -> tuple[list[Asked], list[str]]:
         settled = {PurePosixPath(p).stem for p in draft.files if _folder(p, board_dir) in SETTLED}
         rejected_dir = f"{board_dir}/{REJECTED}"
         sources = list(remote.entries(draft.base_tip, f"{board_dir}/inbox").items())
@@ -136,11 +139,12 @@ class BoardKeeper:
         contents = remote.read_blobs(sorted({blob for _path, blob in wanted.values()}))
         asked: list[Asked] = []
         rejected: list[str] = []
+        readable: list[tuple[str, str, bytes, Task]] = []
         for path, blob in wanted.values():
             name = PurePosixPath(path).name
             data = contents.get(blob, b"")
             try:
-                task = _parse(path, data)
+                readable.append((path, blob, data, _parse(path, data)))
             except TaskFileError as exc:
                 report = f"{rejected_dir}/{name}.error.yaml"
                 if report in draft.files and _digest(data) in remote.read(draft.parent, report).decode(
@@ -151,7 +155,18 @@ class BoardKeeper:
                 remote.remove(draft, f"{board_dir}/inbox/{name}")
                 rejected.append(name)
                 log.error("fleet.task_rejected", file=path, problems=[p.render() for p in exc.problems])
+        # as on a single host, a task waits in inbox/ until each of its dependencies is done on the board
+        ready = queue.plan([task for *_rest, task in readable], _known(remote, draft, board_dir, finished), {})
+        runnable = {task.id for task in ready.runnable}
+        for waiting in ready.waiting:
+            log.debug("fleet.task_waiting", task_id=waiting.task.id, reason=waiting.reason)
+        for group in ready.cycles:
+            log.warning("fleet.dependency_cycle", task_ids=[task.id for task in group],
+                        fix="remove one of the dependencies so the tasks can run in order")
+        for path, blob, data, task in readable:
+            if task.id not in runnable:
                 continue
+            name = PurePosixPath(path).name
             target = f"assigned/{task.agent}/{name}"
             remote.remove(draft, f"{board_dir}/inbox/{name}")
             remote.put_blob(draft, f"{board_dir}/{target}", blob)
@@ -191,6 +206,30 @@ class BoardKeeper:
                      and _folder(p, board_dir) in ("inbox", "assigned")]:
             remote.remove(draft, path)
         remote.put(draft, f"{board_dir}/done/{outcome.agent}/{name}", outcome.document.encode("utf-8"))
+
+
+def _known(remote: RemoteBoard, draft: Draft, board_dir: str,
+           finished: dict[str, str]) -> Callable[[str], Known | None]:
+    """Where the board branch holds a task outside `inbox/`, for the dependency check: a file in `done/`
+    says done or error (its `status`; this pass's outcomes are known without reading), `archive/` is done,
+    `assigned/` is still running."""
+    where = {PurePosixPath(p).stem: p for p in draft.files if _folder(p, board_dir) in SETTLED}
+
+    def known(task_id: str) -> Known | None:
+        path = where.get(task_id)
+        if path is None:
+            return None
+        folder = _folder(path, board_dir)
+        status = "done" if folder == "archive" else "assigned" if folder == "assigned" else finished.get(task_id)
+        if status is None:
+            try:
+                document = yamlio.loads(remote.read(draft.parent, path).decode("utf-8", "replace"))
+            except (GitError, ValueError):
+                document = None
+            status = str(document.get("status")) if isinstance(document, dict) else "error"
+        return Known(task_id, status, Path(path))
+
+    return known
 
 
 def _folder(path: str, board_dir: str) -> str:
