@@ -317,3 +317,13 @@ def test_a_fleet_needs_a_remote_and_its_board_branch_defaults_to_conveyors_own(r
     assert "own clone" in problem.fix
     write(repo, "daemon.yaml", "coordination: postgresql://db/conveyor\nremote: {name: origin}\n")
     assert load(repo).daemon.fleet.board_branch == "conveyor/board"
+
+
+def test_following_pull_requests_in_a_fleet_is_refused_not_silently_lost(repo: Path) -> None:
+    write(repo, "daemon.yaml", "coordination: postgresql://db/conveyor\nremote: {name: origin}\n"
+                               "follow_up:\n  enabled: true\n")
+    problem = one_problem(repo)
+    assert (problem.file.endswith("daemon.yaml"), problem.field, problem.line) == (True, "follow_up.enabled", 4)
+    assert "fleet" in problem.message and "enabled: false" in problem.fix
+    write(repo, "daemon.yaml", "follow_up:\n  enabled: true\n")      # one host: fine
+    assert load(repo).daemon.follow_up.enabled is True

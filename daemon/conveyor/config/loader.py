@@ -407,4 +407,12 @@ def _check_fleet(config: Config, source: tuple[str, str]) -> list[Problem]:
                                 "through a remote", "set `remote: {name: origin, push: true}` (each node "
                                 "works in its own clone of that remote)", field="remote.name",
                                 line=line_of_path(text, ["remote", "name"])))
+    if settings.coordination is not None and settings.follow_up.enabled:
+        # the watcher writes follow-up tasks into its own clone's inbox/, which a fleet node never reads:
+        # refused rather than a request that silently goes nowhere
+        problems.append(Problem(label, "is true, but following pull requests is not supported in a fleet "
+                                "(coordination:) yet: its follow-up tasks would land in one node's clone, "
+                                "where no node reads them", "set `follow_up: {enabled: false}` in a fleet, "
+                                "or run that repository on one host",
+                                field="follow_up.enabled", line=line_of_path(text, ["follow_up", "enabled"])))
     return problems
