@@ -15,8 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conveyor.coordination import schema
 from conveyor.coordination.base import Asked
 from conveyor.coordination.postgres import PostgresCoordinator
+from conveyor.core.pg_schema import versioned
 from conveyor.core.task import Task, parse_task
 from tests.integration.conftest import DAEMON_YAML, ConveyorCli, Repo
 from tests.integration.daemon_process import running_daemon
@@ -233,6 +235,31 @@ def test_a_commit_waits_for_a_server_that_is_coming_back(node: NodeFactory, pg_s
     finally:
         restarter.join()
     assert row(pg_url, task.id)["state"] == "done"
+
+
+def test_a_node_starting_while_the_fleet_works_takes_no_lock_on_its_tables(node: NodeFactory, pg_url: str,
+                                                                           tmp_path: Path) -> None:
+    """A start used to run every CREATE INDEX / ALTER TABLE again: each locks its table even when there is
+    nothing to do, so a start waited for (and deadlocked with: measured, three nodes starting together) the
+    nodes already claiming. Now the schema is applied once per version and a later start locks nothing."""
+    from conveyor.coordination.shared import open_stores
+
+    node("n1")
+    open_stores(pg_url, tmp_path / "unused.db", "metadata", node="n1").close()   # every piece, once
+    with psycopg.connect(pg_url) as busy:                             # a node in the middle of its work
+        for table in ("conveyor_tasks", "conveyor_nodes", "conveyor_leader", "conveyor_invocations",
+                      "conveyor_pull_requests", "conveyor_spend_reservations", "conveyor_tool_pauses"):
+            busy.execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE")   # what an UPDATE or INSERT holds
+        with psycopg.connect(pg_url, autocommit=True) as probe:
+            probe.execute("SET lock_timeout = '3s'")                  # waiting would raise LockNotAvailable
+            probe.execute(versioned("coordination", schema.SCHEMA))
+        started = time.monotonic()
+        node("n2")                                                    # joins: the schema is already there
+        open_stores(pg_url, tmp_path / "unused.db", "metadata", node="n2").close()
+        assert time.monotonic() - started < 3.0
+    with psycopg.connect(pg_url) as conn:
+        parts = {row[0] for row in conn.execute("SELECT part FROM conveyor_schema")}
+    assert parts == {"coordination", "telemetry", "spend", "pauses"}
 
 
 @pytest.mark.parametrize("url", ["postgresql://me:secret@db/conveyor", "postgresql://db/c?password=x"])

@@ -265,5 +265,4 @@ class PostgresCoordinator:
 
 
 def _create_schema(conn: psycopg.Connection[Row]) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.SCHEMA_LOCK,))
-    conn.execute(schema.SCHEMA)
+    conn.execute(schema.VERSIONED)

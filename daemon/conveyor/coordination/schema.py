@@ -7,7 +7,8 @@ expire after the same wall time.
 
 from __future__ import annotations
 
-SCHEMA_LOCK = 0x636F6E76_0001    # advisory lock around CREATE TABLE: nodes starting together race otherwise
+from conveyor.core.pg_schema import versioned
+
 LEADER_LOCK = 0x636F6E76_0002    # the board leader holds this session-level advisory lock
 
 SCHEMA = """
@@ -48,6 +49,8 @@ CREATE TABLE IF NOT EXISTS conveyor_nodes (
     stopped_at   timestamptz
 );
 """
+
+VERSIONED = versioned("coordination", SCHEMA)
 
 # Exactly one node gets each row: the row lock is taken by the first, SKIP LOCKED makes the others pass over
 # it instead of waiting, and the fence grows in the same statement. An expired lease is taken like a new task.

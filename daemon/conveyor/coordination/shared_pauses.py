@@ -14,10 +14,10 @@ from typing import Any
 import structlog
 
 from conveyor.coordination.link import Link, Unreachable
+from conveyor.core.pg_schema import versioned
 
 log = structlog.get_logger("conveyor.coordination.pauses")
 PAUSES = "conveyor_tool_pauses"
-PAUSES_LOCK = 0x636F6E76_0005
 FIELDS = ("tool", "until", "outcome", "reason", "failures", "since")
 
 SCHEMA = f"""
@@ -48,7 +48,7 @@ class SharedPauses:
         self.node = node
 
     def prepare(self) -> None:
-        self._link.run(f"SELECT pg_advisory_xact_lock({PAUSES_LOCK});{SCHEMA}")
+        self._link.run(versioned("pauses", SCHEMA))
 
     def publish(self, pause: dict[str, Any]) -> None:
         """Tell the fleet: this tool is paused until `pause['until']` (a later pause already there stays)."""

@@ -25,6 +25,7 @@ import structlog
 from conveyor.coordination import schema
 from conveyor.coordination.link import Link, Row, Unreachable
 from conveyor.coordination.spend import Cap, Refusal
+from conveyor.core.pg_schema import versioned
 from conveyor.core.timeutil import utc_iso
 from conveyor.telemetry.pg_stats import INVOCATIONS
 
@@ -78,7 +79,7 @@ class SharedSpend:
 
     def prepare(self) -> None:
         """The ledger's table, and the leases' it reads (a reader may come before any node has started)."""
-        self._link.run(f"SELECT pg_advisory_xact_lock({schema.SCHEMA_LOCK});{schema.SCHEMA}{SCHEMA}")
+        self._link.run(schema.VERSIONED + versioned("spend", SCHEMA))
 
     def reserve(self, task_id: str, *, agent: str, tool: str | None, usd: float, caps: list[Cap],
                 now: float) -> Refusal | None:

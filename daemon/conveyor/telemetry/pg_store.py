@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from conveyor.core.errors import ConveyorError
+from conveyor.core.pg_schema import versioned
 from conveyor.telemetry import pg_stats, review_stats
 from conveyor.telemetry.pg_stats import INVOCATIONS, PULL_REQUESTS, placeholders
 from conveyor.telemetry.records import (
@@ -35,7 +36,6 @@ from conveyor.telemetry.records import (
 from conveyor.telemetry.stats import GroupBy, Window
 
 T = TypeVar("T")
-SCHEMA_LOCK = 0x636F6E76_0003   # advisory lock around CREATE TABLE (nodes starting together race otherwise)
 COLUMNS = ("id", "node", "task_id", "agent", "tool", "model", "attempt", "round", "role", "started_at",
            "finished_at", "duration_s", "exit_code", "outcome", "input_tokens", "output_tokens",
            "cache_read_tokens", "cache_write_tokens", "cost_usd", "cost_source", "session_id", "turns", "branch",
@@ -108,8 +108,8 @@ class PgTelemetry:
         self.privacy = privacy
         self.patience_s = patience_s
         self._monotonic = clock
-        # one transaction: the lock keeps nodes that start together from racing on CREATE TABLE
-        self._patient(lambda: self.db.run(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK});{SCHEMA}"))
+        # once per schema version (core.pg_schema): nodes starting together neither race nor deadlock
+        self._patient(lambda: self.db.run(versioned("telemetry", SCHEMA)))
 
     # ------------------------------------------------------------------ plumbing
     def _patient(self, action: Callable[[], T]) -> T:
