@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import yaml
 from conveyor.board.layout import BoardLayout
 from conveyor.board.retry import retry_task
 from conveyor.pipeline.republish import retry_publications
-from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project, make_project
+from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV, Project, make_project, tools_yaml
 from tests.support.agent_script import act, prompted, resuming, work
 from tests.support.fake_github import FakeGitHub
 
@@ -450,6 +451,40 @@ def test_a_follow_up_nobody_approved_is_pushed_and_the_pull_request_labelled(pro
     assert "review: unreviewed" in answer.body
     roles = [row["role"] for row in project.repo.rows(task_id)]
     assert roles[0] == "fixer" and "reviewer" in roles[1:]
+
+
+def test_an_approved_follow_up_takes_off_the_label_an_earlier_unreviewed_one_put_on(
+        project: Project, github: FakeGitHub) -> None:
+    """The `unreviewed` label described the head the reviewer never judged; once a later follow-up's review
+    approves the new head, the label comes off (and only the review's labels: a person's stay)."""
+    review_argv = '    review_argv: [--output, claude-json, --task, "{task_id}", "{prompt}"]\n'   # it reviews too
+    project.repo.write_config("tools.yaml", tools_yaml(project.repo.agent_bin, project.repo.out, project.scripts)
+                              .replace("    parser: claude-json\n", "    parser: claude-json\n" + review_argv, 1))
+    daemon_yaml = project.repo.path / "config" / "daemon.yaml"
+    daemon_yaml.write_text(daemon_yaml.read_text() + "review: {enabled: true, tool: scripted}\n", encoding="utf-8")
+    first = follow_up_file(project, "c93", "Return 2.")
+    project.script(first, work({"app.py": "def main():\n    return 2\n"}, "two"), work({}, "Looks fine."),
+                   work({}, "Still fine."))
+    project.run()
+    assert project.repo.done_doc(first)["result"]["review"]["status"] == "unreviewed"
+    assert "unreviewed" in github.pull(1).labels
+    person = urllib.request.Request(f"{github.api_url}/repos/{GH_REPO}/issues/1/labels", method="POST",
+                                    data=json.dumps({"labels": ["needs-docs"]}).encode(),
+                                    headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(person, timeout=10) as answer:     # a person's own label, through the API
+        assert answer.status == 200
+
+    second = follow_up_file(project, "c94", "Return 3.")
+    verdict = '```json\n{"verdict": "approve", "summary": "fine", "findings": []}\n```'
+    project.script(second, work({"app.py": "def main():\n    return 3\n"}, "three"), work({}, verdict))
+    project.run()
+
+    result = project.repo.done_doc(second)["result"]
+    assert result["review"]["status"] == "approved", result["review"]
+    assert result["commit"] == origin_head(project, f"conveyor/{ORIGINAL}")
+    labels = github.pull(1).labels
+    assert "unreviewed" not in labels and {"needs-docs", "conveyor"} <= set(labels)
+    assert len(github.requests_to("DELETE", r".*/issues/1/labels/unreviewed")) == 1
 
 
 def test_a_review_requesting_changes_is_answered_on_the_conversation(project: Project, github: FakeGitHub) -> None:

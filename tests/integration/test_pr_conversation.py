@@ -62,6 +62,14 @@ def test_reply_comment_label_permission_and_log_tail(fake: FakeGitHub, client: P
     (posted,) = [c for c in fake.threads.comments(1, kind="issue") if c.id == comment_id]
     assert len(posted.body) == MAX_BODY and posted.body.endswith("characters)")
     client.add_label(1, "needs-human")
+    client.add_label(1, "unreviewed")
+    assert fake.pull(1).labels == ("needs-human", "unreviewed")
+    client.remove_label(1, "unreviewed")
+    client.remove_label(1, "unreviewed")                                 # gone already: nothing to do
+    assert fake.pull(1).labels == ("needs-human",)
+    fake.fail_next(503, method="DELETE", count=5)
+    with pytest.raises(GitHubUnavailableError):                           # other failures are the caller's
+        client.remove_label(1, "needs-human")
     assert fake.pull(1).labels == ("needs-human",)
     fake.threads.set_permission("alice", "write")
     assert (client.permission("alice"), client.permission("bob"), client.permission("no_such!user")) == (

@@ -34,10 +34,10 @@ from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.pipeline import follow_up as followups
 from conveyor.pipeline.finish import Disposition, Report, fail, finish, lost, recorded
 from conveyor.pipeline.questions import is_parked
-from conveyor.pipeline.review import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.pipeline.run import AGENT_PIDS_DIR
 from conveyor.pipeline.runs import Totals, result_from_rows
 from conveyor.publish.follow_up import publish_follow_up
+from conveyor.publish.github_types import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.publish.task_branch import PARTIAL_TRAILER, REVIEW_TRAILER, commit_summary, publish_commit
 from conveyor.runner.pids import AgentRecords
 from conveyor.telemetry.base import TelemetryStore

@@ -26,9 +26,9 @@ from conveyor.core.errors import ConveyorError, TaskFileError
 from conveyor.core.follow_up import FollowUp
 from conveyor.core.state_files import HISTORY_FILE
 from conveyor.core.task import Task, parse_task
-from conveyor.pipeline.review import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.pipeline.size_gate import TOO_LARGE_LABEL
 from conveyor.publish.follow_up import publish_follow_up
+from conveyor.publish.github_types import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.publish.task_branch import publish_commit
 from conveyor.runner.types import Tokens
 from conveyor.workspace import git

@@ -32,6 +32,7 @@ from conveyor.config.models import SEVERITIES, ReviewSettings, Severity
 from conveyor.core.errors import ToolUnavailable
 from conveyor.core.task import Task
 from conveyor.pipeline.runs import Run, Totals
+from conveyor.publish.github_types import CHANGES_LABEL, UNREVIEWED_LABEL
 from conveyor.runner.types import Outcome
 from conveyor.scheduling.router import Route, agent_settings
 from conveyor.workspace import task_workspace
@@ -39,8 +40,6 @@ from conveyor.workspace.task_workspace import Workspace
 
 log = structlog.get_logger("conveyor.pipeline.review")
 
-UNREVIEWED_LABEL = "unreviewed"
-CHANGES_LABEL = "changes-requested"
 DIFF_LIMIT = 60_000          # characters of diff in the reviewer's prompt; the rest it can read itself
 FINDINGS_SHOWN = 30          # in the pull request body and in the author's fix prompt
 MESSAGE_LIMIT = 500

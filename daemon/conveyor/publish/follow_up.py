@@ -22,7 +22,7 @@ from conveyor.core.errors import GitError
 from conveyor.core.follow_up import FollowUp
 from conveyor.core.printable import printable
 from conveyor.publish.flow import destination, why_no_pull_request
-from conveyor.publish.github_types import GitHubError, PullState
+from conveyor.publish.github_types import REVIEW_LABELS, GitHubError, PullState
 from conveyor.publish.pr_conversation import PullConversation
 from conveyor.workspace import git
 
@@ -47,6 +47,7 @@ class PullInfo:
     title: str
     head_ref: str
     head_sha: str
+    labels: tuple[str, ...] = ()
 
 
 def _info(conversation: PullConversation, number: int) -> PullInfo:
@@ -57,8 +58,9 @@ def _info(conversation: PullConversation, number: int) -> PullInfo:
     state: PullState = "merged" if merged else ("open" if data.get("state") == "open" else "closed")
     head = data.get("head") if isinstance(data.get("head"), Mapping) else {}
     assert isinstance(head, Mapping)
+    labels = tuple(str(label.get("name")) for label in data.get("labels") or [] if isinstance(label, Mapping))
     return PullInfo(number=number, state=state, title=str(data.get("title") or ""),
-                    head_ref=str(head.get("ref") or ""), head_sha=str(head.get("sha") or ""))
+                    head_ref=str(head.get("ref") or ""), head_sha=str(head.get("sha") or ""), labels=labels)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, foll
     """Push `sha` onto the PR's branch (fast-forward only) and answer on the thread; never raises for either.
 
     `labels` (the review's `unreviewed` / `changes-requested`) go on the PR: the PR exists already, so work
-    nobody approved is marked on it rather than opened as a draft. In a fleet (`still_mine` given) the lease's
+    nobody approved is marked on it rather than opened as a draft; when a review ran (`review` given), a
+    review label it did not ask for comes off, as it described an earlier head (an approved follow-up
+    clears `unreviewed`). In a fleet (`still_mine` given) the lease's
     fence is compared just before the push: a node whose lease passed on pushes and answers nothing.
     `answered_before` False (the run that just made the commit: nothing of it can be on the thread yet)
     skips the search for an earlier answer, two list requests of rate limit per follow-up."""
@@ -133,6 +137,9 @@ def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, foll
         said = f"pushed {sha[:12]} to '{follow_up.branch}' on '{remote}' (pull request #{follow_up.pr})"
         body = reply_body(task_id, follow_up, sha=sha, files=files, summary=summary, review=review)
         _label(thread, follow_up.pr, labels, bound)
+        if review is not None:
+            _unlabel(thread, follow_up.pr, [name for name in REVIEW_LABELS if name in info.labels
+                                            and name not in labels], bound)
         try:
             url = _answer(thread, task_id, follow_up, body, search=answered_before)
         except GitHubError as exc:
@@ -167,6 +174,16 @@ def _label(thread: PullConversation, number: int, labels: Sequence[str], bound: 
             thread.add_label(number, label)
         except GitHubError as exc:   # a label is a courtesy: the answer says the same in words
             bound.warning("follow_up.label_failed", label=label, error=str(exc))
+
+
+def _unlabel(thread: PullConversation, number: int, labels: Sequence[str], bound: structlog.BoundLogger) -> None:
+    for label in labels:
+        try:
+            thread.remove_label(number, label)
+        except GitHubError as exc:   # as with adding: the answer on the thread says what the review found
+            bound.warning("follow_up.unlabel_failed", label=label, error=str(exc))
+        else:
+            bound.info("follow_up.unlabelled", label=label)
 
 
 def _already_there(config: Config, remote: str, sha: str, branch: str) -> bool:

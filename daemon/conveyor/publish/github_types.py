@@ -15,6 +15,10 @@ from urllib.parse import urlsplit
 from conveyor.core.errors import ConveyorError
 
 PullState = Literal["open", "merged", "closed"]
+# What the review stage says on a pull request nobody approved; a later approved follow-up takes them off.
+UNREVIEWED_LABEL = "unreviewed"
+CHANGES_LABEL = "changes-requested"
+REVIEW_LABELS = (UNREVIEWED_LABEL, CHANGES_LABEL)
 
 _NAME = r"[A-Za-z0-9_.-]+"
 _REPO_NAME = re.compile(rf"(?!\.\.?/){_NAME}/(?!\.\.?$){_NAME}")

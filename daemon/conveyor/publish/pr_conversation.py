@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import structlog
 
@@ -167,6 +168,15 @@ class PullConversation:
         with self._publisher.errors(f"labelling pull request #{number} {label!r}"):
             self._requester.requestJsonAndCheck("POST", f"{self._base}/issues/{number}/labels",
                                                 input={"labels": [label]})
+
+    def remove_label(self, number: int, label: str) -> None:
+        """Take `label` off the pull request; one that is not there (404) is already what was wanted."""
+        try:
+            with self._publisher.errors(f"removing label {label!r} from pull request #{number}"):
+                self._requester.requestJsonAndCheck("DELETE", f"{self._base}/issues/{number}/labels/{quote(label)}")
+        except GitHubError as exc:
+            if exc.status != 404:
+                raise
 
     # -- helpers ---------------------------------------------------------------------------------
 
