@@ -228,7 +228,8 @@ class Daemon(_Control):
 
     def _sleep_time(self) -> float:
         timeout = self.config.daemon.rescan_interval_s if not self.once else 0.5
-        for soonest in (self.ready.next_wake(), self.periodic.next_in(), self.coordination.poll_s):
+        periodic = self.periodic.next_in() if self.fleet.leading else None   # a follower runs none of them
+        for soonest in (self.ready.next_wake(), periodic, self.coordination.poll_s):
             if soonest is not None:
                 timeout = min(timeout, max(soonest, 0.01))
         if self.inbox.settling():
