@@ -20,6 +20,7 @@ from typing import Any
 
 from conveyor.core import yamlio
 from conveyor.core.logs import get_logger
+from conveyor.core.sqlite_tx import immediate
 from conveyor.core.task import CLAIMER_PREFIX, task_id_from_path
 from conveyor.core.timeutil import parse_iso
 
@@ -200,7 +201,7 @@ class History:
     def start_over(self) -> None:
         """Forget every row (a rebuild follows)."""
         conn = self._open()
-        with _transaction(conn):
+        with immediate(conn):
             conn.execute("DELETE FROM finished")
             conn.execute("DELETE FROM meta")
         self.reset = True
@@ -223,7 +224,7 @@ class History:
         if not entries or self.readonly:
             return
         conn = self._open()
-        with _transaction(conn):
+        with immediate(conn):
             for file in {entry.file for entry in entries}:
                 conn.execute("DELETE FROM finished WHERE file = ?", (file,))
             for area, verb in ((ARCHIVE, "IGNORE"), (DONE, "REPLACE")):   # an id in both: done/ wins
@@ -239,7 +240,7 @@ class History:
         if self.readonly:
             return
         conn = self._open()
-        with _transaction(conn):
+        with immediate(conn):
             conn.executemany("UPDATE finished SET file = ?, area = ? WHERE file = ?",
                              [(new, area, old) for old, new, area in moves])
 
@@ -247,7 +248,7 @@ class History:
         if self.readonly:
             return
         conn = self._open()
-        with _transaction(conn):
+        with immediate(conn):
             conn.executemany("DELETE FROM finished WHERE file = ?", [(file,) for file in files])
 
     # ------------------------------------------------------------------ reads
@@ -320,14 +321,3 @@ def _folder_of(file: str) -> str:
     """`done/backend/x.yaml` → `backend`; a file directly in `done/` → `-`."""
     parts = file.split("/")
     return parts[-2] if len(parts) >= 3 else "-"
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor.core.private import private_file
+from conveyor.core.sqlite_tx import immediate
 
 STATE_FILE = "pr_watch.db"
 _SCHEMA = (
@@ -62,15 +63,8 @@ class WatchState:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, immediate(self._connect()) as conn:
+            yield conn
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ from typing import Any
 
 from conveyor.core.disk_trouble import disk_state
 from conveyor.core.private import private_file
+from conveyor.core.sqlite_tx import immediate
 from conveyor.telemetry import review_stats, stats
 from conveyor.telemetry.records import INTERRUPTED, ROLES, RUNNING, InvocationEnd, InvocationStart, TelemetryError
 from conveyor.telemetry.schema import rollup_statements
@@ -127,14 +128,8 @@ class Telemetry:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self.connect() as conn, immediate(conn):
+            yield conn
 
     def _initialise(self) -> None:
         try:
@@ -272,21 +267,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Bring the schema to SCHEMA_VERSION in place, one step per transaction (re-read under the lock, so
     two processes opening an old database at once migrate it once)."""
     while True:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if version >= SCHEMA_VERSION:
-                conn.execute("COMMIT")
                 return
             statements = _SCHEMA.split(";") if version == 0 else MIGRATIONS[version]()
             for statement in statements:
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
 
 
