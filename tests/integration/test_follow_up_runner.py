@@ -432,16 +432,22 @@ def test_github_down_at_the_start_waits_without_spending_an_attempt(project: Pro
     assert len(answers(github, task_id)) == 1
 
 
-def test_a_follow_up_nobody_approved_is_pushed_and_the_pull_request_labelled(project: Project,
-                                                                            github: FakeGitHub) -> None:
-    """The review runs on the follow-up's change; with no valid verdict the PR (which exists already) gets
-    the `unreviewed` label and the answer says so, instead of a draft of its own."""
+def unreviewed_follow_up(project: Project, *, review: str) -> str:
+    """With `review` in daemon.yaml, a follow-up whose reviewer answers twice without a verdict; its id."""
     daemon_yaml = project.repo.path / "config" / "daemon.yaml"
-    daemon_yaml.write_text(daemon_yaml.read_text() + "review: {enabled: true}\n", encoding="utf-8")
+    daemon_yaml.write_text(daemon_yaml.read_text() + review + "\n", encoding="utf-8")
     task_id = follow_up_file(project, "c93", "Return 2.")
     project.script(task_id, work({"app.py": "def main():\n    return 2\n"}, "two"), work({}, "Looks fine."),
                    work({}, "Still fine."))
     project.run()
+    return task_id
+
+
+def test_a_follow_up_nobody_approved_is_pushed_and_the_pull_request_labelled(project: Project,
+                                                                            github: FakeGitHub) -> None:
+    """The review runs on the follow-up's change; with no valid verdict the PR (which exists already) gets
+    the `unreviewed` label and the answer says so, instead of a draft of its own."""
+    task_id = unreviewed_follow_up(project, review="review: {enabled: true}")
 
     result = project.repo.done_doc(task_id)["result"]
     assert result["review"]["status"] == "unreviewed"
@@ -460,12 +466,7 @@ def test_an_approved_follow_up_takes_off_the_label_an_earlier_unreviewed_one_put
     review_argv = '    review_argv: [--output, claude-json, --task, "{task_id}", "{prompt}"]\n'   # it reviews too
     project.repo.write_config("tools.yaml", tools_yaml(project.repo.agent_bin, project.repo.out, project.scripts)
                               .replace("    parser: claude-json\n", "    parser: claude-json\n" + review_argv, 1))
-    daemon_yaml = project.repo.path / "config" / "daemon.yaml"
-    daemon_yaml.write_text(daemon_yaml.read_text() + "review: {enabled: true, tool: scripted}\n", encoding="utf-8")
-    first = follow_up_file(project, "c93", "Return 2.")
-    project.script(first, work({"app.py": "def main():\n    return 2\n"}, "two"), work({}, "Looks fine."),
-                   work({}, "Still fine."))
-    project.run()
+    first = unreviewed_follow_up(project, review="review: {enabled: true, tool: scripted}")
     assert project.repo.done_doc(first)["result"]["review"]["status"] == "unreviewed"
     assert "unreviewed" in github.pull(1).labels
     person = urllib.request.Request(f"{github.api_url}/repos/{GH_REPO}/issues/1/labels", method="POST",
