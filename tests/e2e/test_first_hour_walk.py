@@ -18,12 +18,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 import yaml
 
 from tests.conftest import git
 from tests.support.model_server import Hang, ModelServer, Reply, WriteFile
+from tests.support.project_venv import project_venv
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -106,6 +108,7 @@ def test_the_first_hour_in_a_users_repository(tmp_path: Path, agent_cli_paths: d
     user_path = os.pathsep.join(p for p in (str(Path(node).parent) if node else "", "/usr/bin", "/bin") if p)
     walk = Walk(repo, {**claude_env, "PATH": user_path, "COLUMNS": "120"})
     daemon: subprocess.Popen[str] | None = None
+    log: IO[str] | None = None
     try:
         # 1. init: which files where, the user's config/ noticed, what the first run starts; roadmap untouched
         out = walk("init").stdout
@@ -149,10 +152,7 @@ def test_the_first_hour_in_a_users_repository(tmp_path: Path, agent_cli_paths: d
         assert _task(repo, "shelly") == {}
 
         # the project's virtualenv (ignored by git, so not in a task's workspace) is where verify runs
-        venv_bin = repo / ".venv" / "bin"
-        venv_bin.mkdir(parents=True)
-        (venv_bin / "python").write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n", encoding="utf-8")
-        (venv_bin / "python").chmod(0o755)
+        venv_bin = project_venv(repo / ".venv")   # a real venv with pytest (verify runs it in the sandbox)
         out = walk("doctor").stdout
         assert f"with {venv_bin} first on PATH" in out
 
@@ -230,4 +230,6 @@ def test_the_first_hour_in_a_users_repository(tmp_path: Path, agent_cli_paths: d
         if daemon is not None and daemon.poll() is None:
             daemon.kill()
             daemon.wait(timeout=30)
+        if log is not None:
+            log.close()   # also when a step failed: a file left open fails a later test's warning check
         walk.write()
