@@ -244,13 +244,9 @@ class Threads:
         return self._fake.page(repo, items, query)
 
     def _create_review_comment(self, repo: str, m: re.Match[str], _q: dict[str, str], payload: Any) -> Answer:
-        if self._missing(repo, m):
-            return _not_found()
-        if not isinstance(payload, dict):
-            return 400, {"message": "Problems parsing JSON", "documentation_url": DOCS_URL}, {}
-        problem = _body_problem(payload)
-        if problem is not None:
-            return problem
+        refused = self._refused(repo, m, payload)
+        if refused is not None:
+            return refused
         number = int(m[1])
         if payload.get("in_reply_to") is not None:
             return self._add_reply(repo, number, int(payload["in_reply_to"]), payload["body"])
@@ -263,12 +259,16 @@ class Threads:
         return 201, self._comment_json(repo, self._add_comment(repo, comment)), {}
 
     def _reply(self, repo: str, m: re.Match[str], _q: dict[str, str], payload: Any) -> Answer:
+        refused = self._refused(repo, m, payload)
+        return refused if refused is not None else self._add_reply(repo, int(m[1]), int(m[2]), payload["body"])
+
+    def _refused(self, repo: str, m: re.Match[str], payload: Any) -> Answer | None:
+        """What GitHub answers a comment write it will not take: no such PR, no JSON object, a bad body."""
         if self._missing(repo, m):
             return _not_found()
         if not isinstance(payload, dict):
             return 400, {"message": "Problems parsing JSON", "documentation_url": DOCS_URL}, {}
-        problem = _body_problem(payload)
-        return problem if problem is not None else self._add_reply(repo, int(m[1]), int(m[2]), payload["body"])
+        return _body_problem(payload)
 
     def _add_reply(self, repo: str, number: int, to: int, body: str) -> Answer:
         target = next((c for c in self.comments(number, repo=repo, kind="review") if c.id == to), None)
@@ -290,13 +290,9 @@ class Threads:
         return self._fake.page(repo, items, query)
 
     def _create_issue_comment(self, repo: str, m: re.Match[str], _q: dict[str, str], payload: Any) -> Answer:
-        if self._missing(repo, m):
-            return _not_found()
-        if not isinstance(payload, dict):
-            return 400, {"message": "Problems parsing JSON", "documentation_url": DOCS_URL}, {}
-        problem = _body_problem(payload)
-        if problem is not None:
-            return problem
+        refused = self._refused(repo, m, payload)
+        if refused is not None:
+            return refused
         comment = FakeComment(next(self._ids), "issue", int(m[1]), self.login, payload["body"], _now(),
                               user_type="Bot")
         return 201, self._comment_json(repo, self._add_comment(repo, comment)), {}
