@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from conveyor.board.archive import SLICE, archive_slice
@@ -305,3 +306,39 @@ def test_a_rebuild_cut_short_resumes_without_reading_what_it_already_read(tmp_pa
     catch_up(second)
     assert second.parsed == 25 and not second.rebuilding and second.history.complete
     assert all(second.history.get(task_id) is not None for task_id in ids)
+
+
+def test_work_a_board_refresh_queues_brings_the_history_job_forward(tmp_path: Path) -> None:
+    """A refresh of the board (on a rescan) reconciles done/ and may queue files for the history table;
+    only its own periodic job indexes them, which then waited a whole period (60 s: a `--once` run, which
+    waits for sliced work, sat idle that long). Now the queued work brings the job forward."""
+    from conveyor.board.index import BoardIndex
+    from conveyor.daemon.periodic import Periodic
+    from conveyor.daemon.upkeep import INDEX_GAP_S, Snapshot, Upkeep
+    from conveyor.telemetry.store import Telemetry
+
+    repo = hygiene_repo(tmp_path, daemon_extra=ROADMAP_OFF)
+    config = repo.config()
+    layout = BoardLayout(config.board_root)
+    layout.ensure()
+    now = [1_000_000.0]
+    periodic = Periodic(lambda: now[0])
+    index = BoardIndex(layout)
+    upkeep = Upkeep(config, layout, index, Telemetry(config.telemetry_db), lambda: now[0],
+                    lambda: Snapshot([], [], []), periodic)
+    upkeep.start(lambda: None, watch=False)
+    periodic.run_due()                                          # every job once, at start
+    while index.sync.busy:
+        index.sync.step()
+    now[0] += 1
+    assert periodic.next_in() is not None and periodic.next_in() > 1   # nothing due for a while
+    (layout.done / "dev").mkdir(parents=True, exist_ok=True)
+    (layout.done / "dev" / "by-hand.yaml").write_text(
+        "id: by-hand\nagent: dev\nstatus: done\ntitle: Put here by a person\n", encoding="utf-8")
+    index.refresh()                                             # a rescan: done/ changed
+    assert index.sync.busy
+    assert upkeep.slicing()
+    assert periodic.next_in() == pytest.approx(INDEX_GAP_S)
+    now[0] += 1
+    assert "history" in periodic.run_due()
+    assert not index.sync.busy and not upkeep.slicing()

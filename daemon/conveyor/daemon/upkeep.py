@@ -256,8 +256,13 @@ class Upkeep:
             self._periodic.soon("archive", SLICE_GAP_S)
 
     def slicing(self) -> bool:
-        """Whether a sliced job (archival, the history table's rebuild) has work left (`--once` waits for it)."""
-        return self._archive_owed or self.index.sync.busy
+        """Whether a sliced job (archival, the history table's rebuild) has work left (`--once` waits for it).
+        Work the history job did not queue itself (a board refresh's reconcile of done/) brings the job
+        forward: it waited for its next period, and `--once` waited 60 s with it."""
+        busy = self.index.sync.busy
+        if busy:
+            self._periodic.soon("history", INDEX_GAP_S)
+        return self._archive_owed or busy
 
     def _history_step(self) -> None:
         """Reconcile done/ with the history table, and index one slice of what is pending (a rebuild)."""
