@@ -58,6 +58,39 @@ def test_three_clones_share_the_board_branch_and_run_each_task_once(fleet: Fleet
     assert all(not n.events("fleet.board_pushed") for n in fleet.nodes if not n.events("fleet.leader"))
 
 
+HANDING_OFF = """\
+FAKE write src/feature.txt built
+FAKE print Built the feature.
+FAKE print NEXT_AGENT: reviewer
+FAKE print NEXT_TASK_TITLE: Review the feature
+FAKE print NEXT_TASK_NOTES: FAKE require src/feature.txt
+FAKE print FAKE write review.md looks good
+"""
+
+
+def test_a_hand_off_is_made_once_on_the_board_branch_and_runs_from_its_parents_branch(fleet: Fleet) -> None:
+    """A node used to write the follow-up into its own clone's inbox/, which no node reads in a fleet: the
+    hand-off was lost. The leader now writes it on the board branch in the commit that records its parent
+    done, and the node that runs it fetches the parent's branch (pushed by whichever node ran the parent)."""
+    for name in ("a", "b"):
+        fleet.start(name)
+    followup = "feature-followup-reviewer"
+    fleet.submit("feature", HANDING_OFF)
+    wait_for(lambda: fleet.all_done(["feature", followup]), what="the parent and its hand-off done", timeout=90)
+    parent = fleet.done_doc("feature")
+    assert parent["result"]["next_agent"] == "reviewer" and parent["result"]["handoff_task"] == followup
+    follow = fleet.done_doc(followup, agent="reviewer")
+    assert follow["status"] == "done", follow.get("error")
+    assert follow["dependencies"] == ["feature"] and follow["context"]["branch"] == "conveyor/feature"
+    assert "base_branch_note" not in follow["result"]
+    assert git(fleet.remote, "show", f"conveyor/{followup}:src/feature.txt") == "built"   # started from the parent
+    assert git(fleet.remote, "show", f"conveyor/{followup}:review.md") == "looks good"
+    assert fleet.started() == Counter({"feature": 1, followup: 1})
+    assert [p for p in fleet.board_files() if followup in p] == [f"done/reviewer/{followup}.yaml"]
+    for name in ("a", "b"):                                   # no node made one of its own
+        assert not list((fleet.clone(name) / "work/collaboration/inbox").glob("*followup*"))
+
+
 def test_a_bad_task_file_is_rejected_on_the_board_branch_with_its_report(fleet: Fleet, repo: Repo) -> None:
     fleet.start("a")
     (repo.path / "code.txt").write_text("pushed with the task: the node's clone must start from it\n")

@@ -48,12 +48,12 @@ def existing_followup(layout: BoardLayout, parent_id: str, agent: str, *, beside
     found = board.find_task(layout, followup_id(parent_id, agent))
     if found is not None and found != besides:
         return found
-    tail = f"-{agent}-followup-{parent_id}"
     for folder in board.all_folders(layout):
         with contextlib.suppress(OSError), os.scandir(folder) as entries:
             for entry in entries:
                 stem = entry.name.rsplit(".", 1)[0]
-                if stem.endswith(tail) and entry.name.endswith((".yaml", ".yml")) and Path(entry.path) != besides:
+                if is_followup_name(stem, parent_id, agent) and entry.name.endswith((".yaml", ".yml")) \
+                        and Path(entry.path) != besides:
                     return Path(entry.path)
     return None
 
@@ -115,14 +115,27 @@ def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def create_handoff(layout: BoardLayout, parent: Task, now_iso: str) -> Path | None:
-    """Write the follow-up into inbox/ unless the board already holds it; returns its path if written."""
+def handoff_agent(parent: Task) -> str | None:
+    """The agent to hand `parent` over to, or None (none named, or the chain is too long: a person decides)."""
     agent = next_agent_of(parent)
     if agent is None:
         return None
     if depth_of(parent) >= MAX_DEPTH:
         log.warning("handoff.too_deep", task_id=parent.id, next_agent=agent, depth=depth_of(parent),
                     fix=f"after {MAX_DEPTH} hand-offs in a row a person decides; submit the next task by hand")
+        return None
+    return agent
+
+
+def is_followup_name(stem: str, parent_id: str, agent: str) -> bool:
+    """Whether a task file's stem is `parent_id`'s follow-up for `agent`, by Conveyor's or the workflow's name."""
+    return stem == followup_id(parent_id, agent) or stem.endswith(f"-{agent}-followup-{parent_id}")
+
+
+def create_handoff(layout: BoardLayout, parent: Task, now_iso: str) -> Path | None:
+    """Write the follow-up into inbox/ unless the board already holds it; returns its path if written."""
+    agent = handoff_agent(parent)
+    if agent is None:
         return None
     task_id = followup_id(parent.id, agent)
     existing = existing_followup(layout, parent.id, agent)

@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 
 import structlog
 
+from conveyor.board import handoff_tasks as handoffs
 from conveyor.board.index import Known
 from conveyor.board.layout import REJECTED
 from conveyor.board.remote_board import Draft, RemoteBoard
@@ -98,9 +99,11 @@ class BoardKeeper:
             log.warning("fleet.board_stale", epoch=self._ledger.epoch, board_epoch=tip_epoch,
                         note="a newer leader wrote the board: this node writes nothing")
             return True
+        handoffs: list[Asked] = []
         for outcome in outcomes:    # first: a task waiting for one of these may be asked in this very pass
-            self._apply(remote, draft, board_dir, outcome)
+            handoffs += self._apply(remote, draft, board_dir, outcome, config)
         asked, rejected = self._intake(remote, draft, board_dir, {o.task_id: o.status for o in outcomes})
+        asked += handoffs
         if config.daemon.roadmap.enabled:
             asked += self._roadmap(remote, draft, board_dir, config)
         self._ledger.offer(asked)      # before the push: a task the board shows as assigned is in the database
@@ -200,12 +203,44 @@ class BoardKeeper:
         return asked
 
     # ---------------------------------------------------------------- what finished
-    def _apply(self, remote: RemoteBoard, draft: Draft, board_dir: str, outcome: Outcome) -> None:
+    def _apply(self, remote: RemoteBoard, draft: Draft, board_dir: str, outcome: Outcome,
+               config: Config) -> list[Asked]:
+        """The finished file into done/ (out of inbox/ and assigned/), and its hand-off when it names one."""
         name = PurePosixPath(outcome.path).name
         for path in [p for p in draft.files if PurePosixPath(p).name == name
                      and _folder(p, board_dir) in ("inbox", "assigned")]:
             remote.remove(draft, path)
-        remote.put(draft, f"{board_dir}/done/{outcome.agent}/{name}", outcome.document.encode("utf-8"))
+        document, asked = outcome.document, list[Asked]()
+        if outcome.status == "done" and config.daemon.handoffs == "conveyor":
+            document, asked = self._handoff(remote, draft, board_dir, outcome)
+        remote.put(draft, f"{board_dir}/done/{outcome.agent}/{name}", document.encode("utf-8"))
+        return asked
+
+    def _handoff(self, remote: RemoteBoard, draft: Draft, board_dir: str, outcome: Outcome) -> tuple[str, list[Asked]]:
+        """A fleet's hand-off: the leader writes the follow-up straight into the board branch's assigned/ in
+        the commit that records its parent done (its one dependency), so both land or neither does. A node
+        makes none in its own clone, where no one would read it. Returns the parent's file (with
+        `result.handoff_task`) and the follow-up to offer."""
+        try:
+            parent = _parse(outcome.path, outcome.document.encode("utf-8"))
+        except TaskFileError:
+            return outcome.document, []
+        agent = handoffs.handoff_agent(parent)
+        result = parent.data.get("result")
+        if agent is None or not isinstance(result, dict) or "handoff_task" in result:
+            return outcome.document, []
+        task_id = handoffs.followup_id(parent.id, agent)
+        result["handoff_task"] = task_id
+        document = yamlio.dumps(parent.data)
+        if any(handoffs.is_followup_name(PurePosixPath(p).stem, parent.id, agent) for p in draft.files
+               if _folder(p, board_dir)):
+            log.info("fleet.handoff_exists", task_id=parent.id, followup=task_id)
+            return document, []
+        data = yamlio.dumps(handoffs.handoff_document(parent, agent, utc_iso(self._clock())))
+        target = f"assigned/{agent}/{task_id}.yaml"
+        remote.put(draft, f"{board_dir}/{target}", data.encode("utf-8"))
+        log.info("fleet.handoff_created", task_id=parent.id, followup=task_id, agent=agent)
+        return document, [Asked(task_id, target, agent, -parent.priority_rank, data, draft.base_tip)]
 
 
 def _known(remote: RemoteBoard, draft: Draft, board_dir: str,

@@ -22,8 +22,8 @@ from conveyor.config import Config
 from conveyor.coordination import Coordinator
 from conveyor.core import yamlio
 from conveyor.core.errors import GitError, TaskFileError
-from conveyor.core.state_files import task_branch
-from conveyor.core.task import Task, parse_task
+from conveyor.core.state_files import BRANCH_PREFIX, task_branch
+from conveyor.core.task import SAFE_NAME, Task, parse_task
 from conveyor.core.timeutil import Clock, utc_iso
 from conveyor.daemon.board_keeper import BoardKeeper
 from conveyor.daemon.offloop import OffLoop
@@ -100,6 +100,7 @@ class FleetPump:
             task = self._read(grant.task_id, path)
             if task is None:
                 continue
+            self._fetch_context_branch(task)
             if grant.takeover:
                 self._fetch_branch(task)
                 config = self._config()
@@ -199,6 +200,23 @@ class FleetPump:
             return True
         except GitError:
             return False
+
+    def _fetch_context_branch(self, task: Task) -> None:
+        """A hand-off starts from its parent's branch (`context.branch`), which another node may have made
+        and pushed: bring it here when this clone lacks it (else the task would start from the base)."""
+        wanted = task.context.get("branch")
+        config = self._config()
+        remote = config.daemon.remote.name
+        if not isinstance(wanted, str) or not wanted.startswith(BRANCH_PREFIX) or not remote \
+                or SAFE_NAME.match(wanted.removeprefix(BRANCH_PREFIX)) is None or ".." in wanted \
+                or git.rev_parse(config.repo, f"refs/heads/{wanted}") is not None:
+            return   # only another task's branch, named as Conveyor names them (a task file is anyone's text)
+        try:
+            git.run(config.repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
+                    f"refs/heads/{wanted}:refs/heads/{wanted}")
+            log.info("fleet.branch_fetched", task_id=task.id, branch=wanted, why="context.branch")
+        except GitError as exc:   # not on the remote: the task starts from the base and its result says so
+            log.warning("fleet.context_branch_missing", task_id=task.id, branch=wanted, error=str(exc))
 
     def _fetch_branch(self, task: Task) -> None:
         """A takeover: the dead node's pushed commit, if any, is on the remote; bring its task branch here

@@ -164,9 +164,14 @@ class Upkeep:
             self.tally.finished(task, status)
         self._record(status, task.id, task.agent, detail or _result_detail(task))
         self.notifications.emit(finished_event(task, status, utc_iso(self.clock())))
-        if status == "done" and self.config.daemon.handoffs == "conveyor":
+        if status == "done" and self._makes_handoffs():
             self._guard("handoff", lambda: self._handoff(task))
         self._guard("roadmap", lambda: self.roadmap.task_finished(task, status))
+
+    def _makes_handoffs(self) -> bool:
+        """Hand-offs are this daemon's to make on a single host with `handoffs: conveyor`; in a fleet the
+        board leader makes them on the board branch (a file in this clone's inbox/ would never be read)."""
+        return self.config.daemon.handoffs == "conveyor" and self.config.daemon.coordination is None
 
     def _handoff(self, task: Task) -> None:
         result = task.data.get("result")
@@ -186,8 +191,8 @@ class Upkeep:
     def owed_handoffs(self) -> int:
         """Make the hand-offs of done tasks whose daemon stopped between done/ and the follow-up (the history
         table marks them: `result.next_agent` without `result.handoff_task`). Returns how many."""
-        if self.config.daemon.handoffs != "conveyor":
-            return 0   # the workflow's orchestrator makes them
+        if not self._makes_handoffs():
+            return 0   # the workflow's orchestrator makes them, or in a fleet the board leader does
         owed = {known.path: known for known in self.index.pending_handoffs()}
         for known in owed.values():
             try:
