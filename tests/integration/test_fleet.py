@@ -48,6 +48,12 @@ def test_three_clones_share_the_board_branch_and_run_each_task_once(fleet: Fleet
     assert sum(n["leader"] for n in nodes) == 1
     wait_for(lambda: fleet.all_done(ids), what="all tasks done on the board branch", timeout=90)
     assert fleet.started() == Counter({t: 1 for t in ids})                  # exactly once each
+    for name in ("a", "b"):                 # any node shows the whole fleet's tasks, not its own clone's
+        shown = json.loads(conveyor_cli("status", "--format", "json", cwd=fleet.clone(name)).stdout)
+        assert shown["fleet"]["counts"] == {"queued": 0, "running": 0, "done": 9, "errors": 0}
+    table = conveyor_cli("status", cwd=fleet.clone("c")).stdout
+    assert "fleet (every node): queued 0 · running 0 · done 9 · errors 0" in table
+    assert "this node's clone: " in table
     assert sum(1 for n in fleet.nodes if n.events("task.started")) >= 2      # on more than one node
     assert len(fleet.leaders()) == 1                                        # one board leader
     assert {task_id: state for task_id, (state, _f, _g) in fleet.rows().items()} == {t: "done" for t in ids}

@@ -17,7 +17,7 @@ from conveyor.core.logs import apply_deferred_logging
 from conveyor.daemon.status import BoardStatus, collect_status
 
 if TYPE_CHECKING:
-    from conveyor.coordination import NodeInfo
+    from conveyor.coordination import FleetView
 
 
 @click.command("status")
@@ -27,14 +27,19 @@ def command(repo: Path | None, config_dir: Path | None, fmt: str) -> None:
     """Show queued, waiting, running, done and failed tasks."""
     settings = load_settings(repo, config_dir)   # without pydantic while the configuration is unchanged
     status = collect_status(settings, time.time())
-    nodes, fleet_error = _fleet(settings, repo, config_dir)
+    view, fleet_error = _fleet(settings, repo, config_dir)
+    nodes = view.nodes if view is not None else []
     if fmt == "json":
-        fleet = {"fleet": {"nodes": [asdict(n) for n in nodes], "error": fleet_error}} if nodes is not None else {}
+        fleet = {"fleet": {"nodes": [asdict(n) for n in nodes], "counts": _fleet_counts(view),
+                           "error": fleet_error}} if view is not None or fleet_error else {}
         click.echo(json.dumps({**status.as_dict(), **fleet}, indent=2, default=str))
         return
-    _print(status)
+    _print(status, fleet=settings.coordination is not None)
     if fleet_error:
         console().print(f"fleet: {fleet_error}")
+    if view is not None:
+        counts = _fleet_counts(view)
+        console().print("fleet (every node): " + " · ".join(f"{name} {counts[name]}" for name in counts))
     if nodes:
         _table(console(), "Fleet", [
             {"node": n.node, "role": "leader" if n.leader else "", "heartbeat": f"{n.heartbeat_age_s:.1f} s ago",
@@ -43,20 +48,27 @@ def command(repo: Path | None, config_dir: Path | None, fmt: str) -> None:
 
 
 def _fleet(settings: BoardSettings, repo: Path | None,
-           config_dir: Path | None) -> tuple[list[NodeInfo] | None, str | None]:
-    """The fleet's nodes from its database (None on a single host); an unreachable database is said, not fatal."""
+           config_dir: Path | None) -> tuple[FleetView | None, str | None]:
+    """The fleet from its database (None on a single host); an unreachable database is said, not fatal."""
     if settings.coordination is None:
         return None, None
-    from conveyor.coordination import fleet_nodes
+    from conveyor.coordination import fleet_view
 
     apply_deferred_logging()   # the fleet's modules log through structlog directly
     try:
-        return fleet_nodes(load(repo, config_dir)), None
+        return fleet_view(load(repo, config_dir)), None
     except ConveyorError as exc:
-        return [], f"database unreachable: {exc}"
+        return None, f"database unreachable: {exc}"
 
 
-def _print(status: BoardStatus) -> None:
+def _fleet_counts(view: FleetView | None) -> dict[str, int]:
+    """The fleet's tasks by state in status's words (a lease is a running task)."""
+    found = view.counts if view is not None else {}
+    return {"queued": found.get("queued", 0), "running": found.get("leased", 0), "done": found.get("done", 0),
+            "errors": found.get("error", 0)}
+
+
+def _print(status: BoardStatus, *, fleet: bool = False) -> None:
     out = console()
     daemon = status.daemon
     if daemon and daemon.get("running") and daemon.get("draining"):
@@ -72,8 +84,8 @@ def _print(status: BoardStatus) -> None:
         why = pause.get("reason") or pause.get("outcome")
         out.print(f"tool {pause['tool']} paused until {pause['until']} ({why}); it resumes by itself")
     counts = status.counts
-    out.print(" · ".join(f"{name} {counts.get(name, 0)}" for name in
-                         ("queued", "waiting", "running", "claimed", "done", "errors", "rejected")))
+    out.print(("this node's clone: " if fleet else "") + " · ".join(f"{name} {counts.get(name, 0)}" for name in
+              ("queued", "waiting", "running", "claimed", "done", "errors", "rejected")))
     _table(out, "Running", status.running, [("id", "task"), ("agent", "agent"), ("attempt", "try"),
                                             ("elapsed_s", "elapsed s")])
     _table(out, "Queued", status.queued, [("id", "task"), ("agent", "agent"), ("priority", "priority")])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 from conveyor.config import Config
 from conveyor.coordination.base import Asked, BoardLedger, Coordinator, Fence, Grant, NodeInfo, Outcome, Unfenced
@@ -33,18 +34,37 @@ def open_coordinator(config: Config, host_lock: Callable[[], AbstractContextMana
                                poll_s=config.daemon.fleet_poll_s, host_lock=host_lock())
 
 
-def fleet_nodes(config: Config) -> list[NodeInfo] | None:
-    """Every node of the fleet with its tasks and heartbeat (None on a single host), for `conveyor status`;
-    raises ConveyorError when the database does not answer."""
+@dataclass(frozen=True)
+class FleetView:
+    """What `conveyor status` shows of a fleet: its nodes, and its tasks by state across all of them."""
+
+    nodes: list[NodeInfo]
+    counts: dict[str, int]
+
+
+def fleet_view(config: Config) -> FleetView | None:
+    """Every node of the fleet with its tasks and heartbeat, and the fleet's task counts (None on a single
+    host), for `conveyor status`; raises ConveyorError when the database does not answer."""
     if config.daemon.coordination is None:
         return None
     coordinator = open_coordinator(config, contextlib.nullcontext)
     try:
-        return coordinator.nodes()
+        return FleetView(coordinator.nodes(), coordinator.task_counts())
     finally:
         coordinator.close()
 
 
-__all__ = ["Asked", "BoardLedger", "Coordinator", "Fence", "Grant", "LocalCoordinator", "NodeInfo", "Outcome",
-           "Unfenced", "fleet_nodes",
-           "open_coordinator"]
+__all__ = [
+    "Asked",
+    "BoardLedger",
+    "Coordinator",
+    "Fence",
+    "FleetView",
+    "Grant",
+    "LocalCoordinator",
+    "NodeInfo",
+    "Outcome",
+    "Unfenced",
+    "fleet_view",
+    "open_coordinator",
+]

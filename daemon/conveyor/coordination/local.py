@@ -43,5 +43,8 @@ class LocalCoordinator(Unfenced):
     def nodes(self) -> list[NodeInfo]:
         return []
 
+    def task_counts(self) -> dict[str, int]:
+        return {}
+
     def close(self) -> None:
         return None

@@ -263,6 +263,10 @@ class PostgresCoordinator:
         return [NodeInfo(str(r[0]), bool(r[1]), float(r[2]), bool(r[3]) and float(r[2]) < self.lease_timeout_s,
                          tuple(str(t) for t in r[4])) for r in rows]
 
+    def task_counts(self) -> dict[str, int]:
+        """The fleet's tasks by state (queued, leased, done, error): what every node's clone cannot show."""
+        return {str(state): int(count) for state, count in self._work.run(schema.COUNTS)}
+
 
 def _create_schema(conn: psycopg.Connection[Row]) -> None:
     conn.execute(schema.VERSIONED)

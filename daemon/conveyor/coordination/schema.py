@@ -135,6 +135,8 @@ ON CONFLICT (node) DO UPDATE SET heartbeat_at = now(), leader = %(leader)s, stop
 
 STOPPED = "UPDATE conveyor_nodes SET stopped_at = now(), leader = false WHERE node = %(node)s"
 
+COUNTS = "SELECT state, count(*) FROM conveyor_tasks GROUP BY state"
+
 NODES = """
 SELECT n.node, n.leader, EXTRACT(EPOCH FROM now() - n.heartbeat_at)::float8, n.stopped_at IS NULL,
        COALESCE(array_agg(t.task_id ORDER BY t.task_id) FILTER (WHERE t.task_id IS NOT NULL), '{}')
