@@ -11,10 +11,7 @@ PR. With claude the review stage runs on the follow-up too (codex reviews and ap
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +23,13 @@ from conveyor.daemon.loop import Daemon
 from conveyor.setup.init_repo import init_repository
 from conveyor.workspace import git as conveyor_git
 from tests.conftest import git
-from tests.e2e.conftest import base_env, outbound_attempts
-from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV
+from tests.e2e.conftest import outbound_attempts
+from tests.e2e.publishing import codex_home, env, github, origin
+from tests.integration.gate_support import GH_REPO, TOKEN_ENV
 from tests.support.fake_github import FakeGitHub
 from tests.support.model_server import ModelServer, Reply, WriteFile
 
+__all__ = ["codex_home", "env", "github", "origin"]   # fixtures, used by name
 pytestmark = pytest.mark.e2e
 
 TASK = "2026-12-07T0500-backend-dev-calc"
@@ -38,35 +37,6 @@ GOOD = "def add(a: int, b: int) -> int:\n    return a + b\n"
 BAD = "def add(a: int, b: int) -> int:\n    return a - b\n"
 ASK = "add() subtracts: make it return a + b, please."
 APPROVE = "Checked.\n\n```json\n" + json.dumps({"verdict": "approve", "summary": "fixed", "findings": []}) + "\n```\n"
-
-
-@pytest.fixture
-def origin(git_repo: Path, tmp_path: Path) -> Path:
-    bare = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    return bare
-
-
-@pytest.fixture
-def github(origin: Path) -> Iterator[FakeGitHub]:
-    with FakeGitHub(token=TOKEN, repos=(GH_REPO,), remotes={GH_REPO: origin}) as server:
-        yield server
-
-
-@pytest.fixture
-def codex_home(model_server: ModelServer) -> Iterator[Path]:
-    """Outside /tmp (see test_review_with_real_clis: codex's own sandbox helper refuses a temporary folder)."""
-    root = Path(tempfile.mkdtemp(prefix="conveyor-codex-", dir="/var/tmp"))
-    home = root / ".codex"
-    model_server.write_codex_config(home)
-    yield home
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def env(model_server: ModelServer, agent_home: Path, codex_home: Path) -> dict[str, str]:
-    return {**base_env(model_server), **model_server.claude_env(agent_home, max_retries=0),
-            **model_server.codex_env(codex_home, agent_home), TOKEN_ENV: TOKEN}
 
 
 def _daemon_yaml(repo: Path, github: FakeGitHub, *, review: bool) -> None:

@@ -9,10 +9,7 @@ on the pull request itself, and every run's role is checked in telemetry.
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +21,13 @@ from conveyor.daemon.loop import Daemon
 from conveyor.setup.init_repo import init_repository
 from conveyor.workspace import git as conveyor_git
 from tests.conftest import git
-from tests.e2e.conftest import base_env, outbound_attempts
-from tests.integration.gate_support import GH_REPO, TOKEN, TOKEN_ENV
+from tests.e2e.conftest import outbound_attempts
+from tests.e2e.publishing import codex_home, env, github, origin
+from tests.integration.gate_support import GH_REPO, TOKEN_ENV
 from tests.support.fake_github import FakeGitHub, FakePull
 from tests.support.model_server import Fail, ModelServer, Reply, Step, WriteFile
 
+__all__ = ["codex_home", "env", "github", "origin"]   # fixtures, used by name
 pytestmark = pytest.mark.e2e
 
 TASK = "2026-12-07T0300-backend-dev-review"
@@ -43,36 +42,6 @@ def verdict(decision: str, *findings: dict[str, Any], summary: str = "") -> str:
 
 SUBTRACTS = {"file": "calc.py", "line": 2, "severity": "high", "message": "add() subtracts; return a + b"}
 APPROVE = verdict("approve", summary="add() is correct")
-
-
-@pytest.fixture
-def origin(git_repo: Path, tmp_path: Path) -> Path:
-    bare = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    return bare
-
-
-@pytest.fixture
-def github(origin: Path) -> Iterator[FakeGitHub]:
-    with FakeGitHub(token=TOKEN, repos=(GH_REPO,), remotes={GH_REPO: origin}) as server:
-        yield server
-
-
-@pytest.fixture
-def codex_home(model_server: ModelServer) -> Iterator[Path]:
-    """`$CODEX_HOME` outside /tmp: with a system bubblewrap installed, codex refuses to link its sandbox
-    helper under a temporary folder and then every command it runs fails silently (no file written)."""
-    root = Path(tempfile.mkdtemp(prefix="conveyor-codex-", dir="/var/tmp"))
-    home = root / ".codex"
-    model_server.write_codex_config(home)
-    yield home
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def env(model_server: ModelServer, agent_home: Path, codex_home: Path) -> dict[str, str]:
-    return {**base_env(model_server), **model_server.claude_env(agent_home, max_retries=0),
-            **model_server.codex_env(codex_home, agent_home), TOKEN_ENV: TOKEN}
 
 
 def _configure(repo: Path, cli_paths: dict[str, Path], github: FakeGitHub, origin: Path, *, author: str,
