@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import ConveyorCli, Repo
 from tests.integration.fleet_support import LEASE_S, Fleet, fleet_yaml, pg_server, pg_url
+from tests.integration.test_handoff import SCRIPT as HANDING_OFF
 from tests.support.git_fleet import git
 from tests.support.waiting import wait_for
 
@@ -62,16 +63,6 @@ def test_three_clones_share_the_board_branch_and_run_each_task_once(fleet: Fleet
     assert not [p for p in fleet.board_files() if p.startswith(("assigned/backend-dev/", "inbox/share-"))]
     assert fleet.base_head() == base_asked != base_before                  # Conveyor never pushed to main
     assert all(not n.events("fleet.board_pushed") for n in fleet.nodes if not n.events("fleet.leader"))
-
-
-HANDING_OFF = """\
-FAKE write src/feature.txt built
-FAKE print Built the feature.
-FAKE print NEXT_AGENT: reviewer
-FAKE print NEXT_TASK_TITLE: Review the feature
-FAKE print NEXT_TASK_NOTES: FAKE require src/feature.txt
-FAKE print FAKE write review.md looks good
-"""
 
 
 def test_a_hand_off_is_made_once_on_the_board_branch_and_runs_from_its_parents_branch(fleet: Fleet) -> None:
