@@ -59,8 +59,8 @@ class Fleet(GitFleet):
         self.nodes: list[DaemonProcess] = []
         self.names: dict[int, str] = {}        # pid → the node's clone
 
-    def start(self, name: str) -> DaemonProcess:
-        node = DaemonProcess(self.clone(name), self.env).start()
+    def start(self, name: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        node = DaemonProcess(self.clone(name), {**self.env, **(env or {})}).start()
         self.stack.callback(_stop, node)
         node.wait_event("daemon.ready", timeout=60)
         self.nodes.append(node)

@@ -8,6 +8,7 @@ changes nothing: no push, no outcome, no board move."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.integration.conftest import ConveyorCli, Repo
 from tests.integration.fleet_support import LEASE_S, Fleet, fleet_yaml, pg_server, pg_url
@@ -86,6 +88,31 @@ def test_a_hand_off_is_made_once_on_the_board_branch_and_runs_from_its_parents_b
     assert [p for p in fleet.board_files() if followup in p] == [f"done/reviewer/{followup}.yaml"]
     for name in ("a", "b"):                                   # no node made one of its own
         assert not list((fleet.clone(name) / "work/collaboration/inbox").glob("*followup*"))
+
+
+def test_a_task_whose_cli_a_node_lacks_goes_to_a_node_that_has_it(fleet: Fleet, repo: Repo, tmp_path: Path) -> None:
+    """A fleet may mix machines. A node without an agent's CLI took its task and failed it ("not installed")
+    although another node could run it; it now gives the lease back and asks for none of that agent's tasks
+    for a while, and the node that has the CLI runs it."""
+    tools = yaml.safe_load((repo.path / "config" / "tools.yaml").read_text(encoding="utf-8"))
+    tools["tools"]["special"] = {**tools["tools"]["fake"], "binary": "conveyor-test-special-agent"}   # on PATH
+    agents = yaml.safe_load((repo.path / "config" / "agents.yaml").read_text(encoding="utf-8"))
+    agents["agents"]["special-dev"] = {"tool": "special"}
+    repo.write_config("tools.yaml", yaml.safe_dump(tools))
+    repo.write_config("agents.yaml", yaml.safe_dump(agents))
+    fleet.publish_config("a tool only some machines have")
+    has_it = tmp_path / "special-bin"
+    has_it.mkdir()
+    (has_it / "conveyor-test-special-agent").symlink_to(repo.agent_bin)
+    lacking = fleet.start("a")
+    fleet.ask([fleet.document("rare", "FAKE write out/rare.txt done", agent="special-dev")])
+    given = lacking.wait_event("fleet.not_runnable_here", lambda e: e.get("task_id") == "rare", timeout=60)
+    assert "not installed" in given["reason"]
+    having = fleet.start("b", env={"PATH": f"{has_it}{os.pathsep}{os.environ['PATH']}"})
+    wait_for(lambda: fleet.all_done(["rare"]), what="the node with the CLI to run it", timeout=60)
+    assert fleet.done_doc("rare", agent="special-dev")["status"] == "done"
+    assert fleet.started() == Counter({"rare": 1}) and having.events("task.started")
+    assert len(lacking.events("fleet.not_runnable_here")) == 1     # then it stopped asking for that agent
 
 
 def test_a_bad_task_file_is_rejected_on_the_board_branch_with_its_report(fleet: Fleet, repo: Repo) -> None:

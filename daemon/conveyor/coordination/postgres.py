@@ -169,11 +169,13 @@ class PostgresCoordinator:
         except Unreachable as exc:
             log.warning("fleet.reconcile_failed", error=str(exc))
 
-    def take(self, limit: int) -> list[Grant]:
+    def take(self, limit: int, skip_agents: Sequence[str] = ()) -> list[Grant]:
+        """Lease up to `limit` tasks; none of `skip_agents` (agents whose tools this node lacks)."""
         if limit <= 0:
             return []
         try:
-            rows = self._work.run(schema.TAKE, {"limit": limit, "node": self.node, "lease": self.lease_timeout_s})
+            rows = self._work.run(schema.TAKE, {"limit": limit, "node": self.node, "lease": self.lease_timeout_s,
+                                                "skip": list(skip_agents)})
         except Unreachable as exc:
             log.warning("fleet.take_failed", error=str(exc))
             return []

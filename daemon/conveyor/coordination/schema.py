@@ -57,7 +57,8 @@ VERSIONED = versioned("coordination", SCHEMA)
 TAKE = """
 WITH picked AS (
     SELECT task_id, owner AS previous FROM conveyor_tasks
-    WHERE state = 'queued' OR (state = 'leased' AND lease_until < now())
+    WHERE (state = 'queued' OR (state = 'leased' AND lease_until < now()))
+      AND NOT (agent = ANY(%(skip)s::text[]))
     ORDER BY priority DESC, enqueued_at, task_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

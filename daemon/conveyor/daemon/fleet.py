@@ -21,7 +21,7 @@ from conveyor.board.layout import BoardLayout
 from conveyor.config import Config
 from conveyor.coordination import Coordinator
 from conveyor.core import yamlio
-from conveyor.core.errors import GitError, TaskFileError
+from conveyor.core.errors import ConveyorError, GitError, TaskFileError
 from conveyor.core.state_files import BRANCH_PREFIX, task_branch
 from conveyor.core.task import SAFE_NAME, Task, parse_task
 from conveyor.core.timeutil import Clock, utc_iso
@@ -30,10 +30,13 @@ from conveyor.daemon.offloop import OffLoop
 from conveyor.daemon.ready_queue import ReadyQueue, signature
 from conveyor.pipeline import recovery
 from conveyor.pipeline.finish import Report
+from conveyor.scheduling.availability import RouteCheck
+from conveyor.scheduling.router import plan_routes
 from conveyor.telemetry.base import TelemetryStore
 from conveyor.workspace import git
 
 log = structlog.get_logger("conveyor.daemon.fleet")
+NOT_HERE_S = 60.0   # an agent whose CLI this node lacks: asked for again after this long (it may be installed)
 
 
 class FleetPump:
@@ -55,6 +58,7 @@ class FleetPump:
         self._keep = None if self.keeper is None else OffLoop(executor, self.keeper.run)
         self._cleared = False
         self._base_seen: set[str] = set()      # base branch commits this clone is known to hold
+        self._not_here: dict[str, float] = {}  # agent → until when this node takes none of its tasks
 
     @property
     def local(self) -> bool:
@@ -91,7 +95,9 @@ class FleetPump:
         if not self._cleared and self.keeper is not None:
             self._clear_copies()
         taken = 0
-        for grant in self.coordinator.take(free):
+        now = self._clock()
+        self._not_here = {agent: until for agent, until in self._not_here.items() if until > now}
+        for grant in self.coordinator.take(free, skip_agents=sorted(self._not_here)):
             path = self._layout.root / grant.path
             if grant.document is not None:
                 self._place(grant.task_id, path, grant.document)
@@ -109,9 +115,34 @@ class FleetPump:
                 if report is not None:
                     self._apply(report)
                     continue
+            why = self._not_runnable_here(task)
+            if why is not None:
+                self._give_back(task, why)
+                continue
             self._ready.push(task, sig=signature(task.path))
             taken += 1
         return taken
+
+    def _not_runnable_here(self, task: Task) -> str | None:
+        """Why no route of the task can ever run on this node (its CLIs are not installed or not logged in
+        here), or None. Another node may have them: on a single host this fails the task, in a fleet the
+        task goes back to the fleet. A transient reason (a pause, a budget) is no reason: it holds fleet-wide."""
+        try:
+            routing = plan_routes(task, self._config(), RouteCheck(self._env))
+        except ConveyorError:
+            return None          # no route in the configuration: every node agrees, the pipeline fails it
+        if routing.route is not None or routing.retry_at() is not None:
+            return None
+        return "; ".join(f"{skip.tool}: {skip.reason}" for skip in routing.skipped) or "no route"
+
+    def _give_back(self, task: Task, why: str) -> None:
+        """Return the lease (another node takes it) and ask for none of this agent's tasks for a while."""
+        self.coordinator.drop(task.id)
+        with contextlib.suppress(OSError):
+            task.path.unlink()   # this clone's copy; the board branch keeps the task in assigned/
+        self._not_here[task.agent] = self._clock() + NOT_HERE_S
+        log.warning("fleet.not_runnable_here", task_id=task.id, agent=task.agent, reason=why,
+                    note=f"given back to the fleet; this node takes no '{task.agent}' task for {NOT_HERE_S:g} s")
 
     def _read(self, task_id: str, path: Path) -> Task | None:
         """The granted task's file; one that is gone or unreadable ends the task as an error (and a
