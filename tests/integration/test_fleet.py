@@ -90,29 +90,69 @@ def test_a_hand_off_is_made_once_on_the_board_branch_and_runs_from_its_parents_b
         assert not list((fleet.clone(name) / "work/collaboration/inbox").glob("*followup*"))
 
 
-def test_a_task_whose_cli_a_node_lacks_goes_to_a_node_that_has_it(fleet: Fleet, repo: Repo, tmp_path: Path) -> None:
-    """A fleet may mix machines. A node without an agent's CLI took its task and failed it ("not installed")
-    although another node could run it; it now gives the lease back and asks for none of that agent's tasks
-    for a while, and the node that has the CLI runs it."""
+def special_tool(fleet: Fleet, repo: Repo, tmp_path: Path, name: str = "special") -> dict[str, str]:
+    """Agent `<name>-dev` runs a CLI found on PATH only where the returned env puts it (one machine has it)."""
     tools = yaml.safe_load((repo.path / "config" / "tools.yaml").read_text(encoding="utf-8"))
-    tools["tools"]["special"] = {**tools["tools"]["fake"], "binary": "conveyor-test-special-agent"}   # on PATH
+    tools["tools"][name] = {**tools["tools"]["fake"], "binary": f"conveyor-test-{name}-agent"}   # found on PATH
     agents = yaml.safe_load((repo.path / "config" / "agents.yaml").read_text(encoding="utf-8"))
-    agents["agents"]["special-dev"] = {"tool": "special"}
+    agents["agents"][f"{name}-dev"] = {"tool": name}
     repo.write_config("tools.yaml", yaml.safe_dump(tools))
     repo.write_config("agents.yaml", yaml.safe_dump(agents))
-    fleet.publish_config("a tool only some machines have")
-    has_it = tmp_path / "special-bin"
+    fleet.publish_config(f"a tool only some machines have: {name}")
+    has_it = tmp_path / f"{name}-bin"
     has_it.mkdir()
-    (has_it / "conveyor-test-special-agent").symlink_to(repo.agent_bin)
-    lacking = fleet.start("a")
-    fleet.ask([fleet.document("rare", "FAKE write out/rare.txt done", agent="special-dev")])
-    given = lacking.wait_event("fleet.not_runnable_here", lambda e: e.get("task_id") == "rare", timeout=60)
-    assert "not installed" in given["reason"]
-    having = fleet.start("b", env={"PATH": f"{has_it}{os.pathsep}{os.environ['PATH']}"})
-    wait_for(lambda: fleet.all_done(["rare"]), what="the node with the CLI to run it", timeout=60)
-    assert fleet.done_doc("rare", agent="special-dev")["status"] == "done"
-    assert fleet.started() == Counter({"rare": 1}) and having.events("task.started")
-    assert len(lacking.events("fleet.not_runnable_here")) == 1     # then it stopped asking for that agent
+    (has_it / f"conveyor-test-{name}-agent").symlink_to(repo.agent_bin)
+    return {"PATH": f"{has_it}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_a_hand_off_on_another_node_starts_from_the_published_parent_not_a_stale_local_branch(
+        fleet: Fleet, repo: Repo, tmp_path: Path) -> None:
+    """The parent runs on a (only a has its CLI), its hand-off on b (only b has that one). b's clone holds
+    an old `conveyor/feature` of its own (a run whose lease passed on, say): the hand-off starts from the
+    published parent, not from that."""
+    a_env, b_env = special_tool(fleet, repo, tmp_path, "only-a"), special_tool(fleet, repo, tmp_path, "only-b")
+    stale = fleet.clone("b")
+    git(stale, "checkout", "-q", "-b", "conveyor/feature")
+    (stale / "src").mkdir(exist_ok=True)
+    (stale / "src" / "feature.txt").write_text("stale\n", encoding="utf-8")
+    git(stale, "add", "src/feature.txt")
+    git(stale, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "an abandoned run")
+    git(stale, "checkout", "-q", "main")
+    fleet.start("a", env=a_env)
+    fleet.start("b", env=b_env)
+    script = HANDING_OFF.replace("NEXT_AGENT: reviewer", "NEXT_AGENT: only-b-dev")
+    fleet.ask([fleet.document("feature", script, agent="only-a-dev")])
+    followup = "feature-followup-only-b-dev"
+    wait_for(lambda: fleet.all_done(["feature", followup]), what="the parent and its hand-off", timeout=90)
+    assert fleet.done_doc(followup, agent="only-b-dev")["status"] == "done"
+    assert git(fleet.remote, "show", f"conveyor/{followup}:src/feature.txt") == "built"   # not "stale"
+
+
+def test_tasks_whose_cli_a_node_lacks_run_on_the_node_that_has_it(fleet: Fleet, repo: Repo, tmp_path: Path) -> None:
+    """A fleet may mix machines. A node without an agent's CLI took its tasks and failed them ("not
+    installed") although another node could run them; it now declines them (never granted them again)."""
+    having_env = special_tool(fleet, repo, tmp_path)
+    lacking, having = fleet.start("a"), fleet.start("b", env=having_env)
+    ids = [f"rare-{n}" for n in range(4)]
+    fleet.ask([fleet.document(t, f"FAKE write out/{t}.txt done", agent="special-dev") for t in ids])
+    wait_for(lambda: fleet.all_done(ids), what="the node with the CLI to run them", timeout=90)
+    assert all(fleet.done_doc(t, agent="special-dev")["status"] == "done" for t in ids)
+    assert fleet.started() == Counter({t: 1 for t in ids})
+    assert not lacking.events("task.started") and len(having.events("task.started")) == 4
+    declined = [e["task_id"] for e in lacking.events("fleet.not_runnable_here")]
+    assert len(declined) == len(set(declined))                   # a declined task is not granted to it again
+    assert all("not installed" in e["reason"] for e in lacking.events("fleet.not_runnable_here"))
+
+
+def test_a_task_no_node_can_run_fails_once_every_node_declined_it(fleet: Fleet, repo: Repo, tmp_path: Path) -> None:
+    special_tool(fleet, repo, tmp_path)                          # and no node gets the PATH that has it
+    nodes = [fleet.start("a"), fleet.start("c")]
+    fleet.ask([fleet.document("nowhere", "FAKE write out/nowhere.txt done", agent="special-dev")])
+    wait_for(lambda: fleet.all_done(["nowhere"]), what="the task to end", timeout=90)
+    document = fleet.done_doc("nowhere", agent="special-dev")
+    assert document["status"] == "error" and "not installed" in json.dumps(document["error"])
+    assert sum(len(n.events("fleet.not_runnable_here")) for n in nodes) == 1   # the first declined, the last ran it
+    assert sum(len(n.events("fleet.no_node_can_run")) for n in nodes) == 1
 
 
 def test_a_bad_task_file_is_rejected_on_the_board_branch_with_its_report(fleet: Fleet, repo: Repo) -> None:

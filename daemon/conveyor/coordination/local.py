@@ -4,7 +4,7 @@ needed: this node always leads, runs everything it claimed, and every write is i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from conveyor.coordination.base import Grant, NodeInfo, Unfenced
@@ -34,8 +34,11 @@ class LocalCoordinator(Unfenced):
     def reconcile(self) -> None:
         return None       # start-up recovery already owns assigned/
 
-    def take(self, limit: int, skip_agents: Sequence[str] = ()) -> list[Grant]:
+    def take(self, limit: int) -> list[Grant]:
         return []
+
+    def decline(self, task_id: str) -> bool:
+        return False      # no other node: run it here (the pipeline says why it cannot)
 
     def drop(self, task_id: str) -> None:
         return None

@@ -169,13 +169,12 @@ class PostgresCoordinator:
         except Unreachable as exc:
             log.warning("fleet.reconcile_failed", error=str(exc))
 
-    def take(self, limit: int, skip_agents: Sequence[str] = ()) -> list[Grant]:
-        """Lease up to `limit` tasks; none of `skip_agents` (agents whose tools this node lacks)."""
+    def take(self, limit: int) -> list[Grant]:
+        """Lease up to `limit` tasks, none that this node declined."""
         if limit <= 0:
             return []
         try:
-            rows = self._work.run(schema.TAKE, {"limit": limit, "node": self.node, "lease": self.lease_timeout_s,
-                                                "skip": list(skip_agents)})
+            rows = self._work.run(schema.TAKE, {"limit": limit, "node": self.node, "lease": self.lease_timeout_s})
         except Unreachable as exc:
             log.warning("fleet.take_failed", error=str(exc))
             return []
@@ -188,6 +187,29 @@ class PostgresCoordinator:
             log.info("fleet.granted", task_id=grant.task_id, node=self.node, fence=grant.fence,
                      takeover=grant.takeover)
         return grants
+
+    def decline(self, task_id: str) -> bool:
+        """This node cannot run the task (its CLI is missing here): give the lease back, and never be granted
+        it again, unless every other live node declined it too: then False, and this node runs it (the
+        pipeline fails it, saying why, as a single host does). An unreachable database: the lease expires."""
+        params = {"node": self.node, "task_id": task_id, "lease": self.lease_timeout_s}
+
+        def give_back(conn: psycopg.Connection[Row]) -> bool:
+            row = conn.execute(schema.OTHERS_TO_ASK, params).fetchone()
+            if not row or not row[0]:
+                return False
+            conn.execute(schema.DECLINE, params)
+            return True
+
+        try:
+            declined = self._work.transaction(give_back)
+        except Unreachable as exc:
+            log.warning("fleet.decline_failed", task_id=task_id, error=str(exc), note="its lease expires instead")
+            declined = True
+        if declined:
+            with self._held_lock:
+                self._held.pop(task_id, None)
+        return declined
 
     def drop(self, task_id: str) -> None:
         """Give a task's lease back (it waits in assigned/ for any node)."""

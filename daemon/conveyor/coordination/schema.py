@@ -31,6 +31,7 @@ ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS document text;     -- the ta
 ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS outcome text;      -- the finished file, under the fence
 ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS applied boolean NOT NULL DEFAULT false;  -- on the board
 ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS base_tip text;  -- the base branch the leader read it from
+ALTER TABLE conveyor_tasks ADD COLUMN IF NOT EXISTS declined text[] NOT NULL DEFAULT '{}';  -- nodes without its CLI
 CREATE INDEX IF NOT EXISTS conveyor_tasks_unapplied ON conveyor_tasks (finished_at)
     WHERE state IN ('done', 'error') AND NOT applied;
 CREATE TABLE IF NOT EXISTS conveyor_leader (
@@ -58,7 +59,7 @@ TAKE = """
 WITH picked AS (
     SELECT task_id, owner AS previous FROM conveyor_tasks
     WHERE (state = 'queued' OR (state = 'leased' AND lease_until < now()))
-      AND NOT (agent = ANY(%(skip)s::text[]))
+      AND NOT (%(node)s = ANY(declined))
     ORDER BY priority DESC, enqueued_at, task_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -135,6 +136,19 @@ ON CONFLICT (node) DO UPDATE SET heartbeat_at = now(), leader = %(leader)s, stop
 """
 
 STOPPED = "UPDATE conveyor_nodes SET stopped_at = now(), leader = false WHERE node = %(node)s"
+
+# Live nodes besides this one that have not declined the task: 0 means nobody else could run it.
+OTHERS_TO_ASK = """
+SELECT count(*) FROM conveyor_nodes n, conveyor_tasks t
+WHERE t.task_id = %(task_id)s AND n.node <> %(node)s AND n.stopped_at IS NULL
+  AND n.heartbeat_at > now() - make_interval(secs => %(lease)s) AND NOT (n.node = ANY(t.declined))
+"""
+
+DECLINE = """
+UPDATE conveyor_tasks
+SET state = 'queued', owner = NULL, lease_until = NULL, declined = array_append(declined, %(node)s)
+WHERE task_id = %(task_id)s AND owner = %(node)s AND state = 'leased'
+"""
 
 COUNTS = "SELECT state, count(*) FROM conveyor_tasks GROUP BY state"
 

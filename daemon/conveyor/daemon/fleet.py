@@ -36,7 +36,6 @@ from conveyor.telemetry.base import TelemetryStore
 from conveyor.workspace import git
 
 log = structlog.get_logger("conveyor.daemon.fleet")
-NOT_HERE_S = 60.0   # an agent whose CLI this node lacks: asked for again after this long (it may be installed)
 
 
 class FleetPump:
@@ -58,7 +57,6 @@ class FleetPump:
         self._keep = None if self.keeper is None else OffLoop(executor, self.keeper.run)
         self._cleared = False
         self._base_seen: set[str] = set()      # base branch commits this clone is known to hold
-        self._not_here: dict[str, float] = {}  # agent → until when this node takes none of its tasks
 
     @property
     def local(self) -> bool:
@@ -95,9 +93,7 @@ class FleetPump:
         if not self._cleared and self.keeper is not None:
             self._clear_copies()
         taken = 0
-        now = self._clock()
-        self._not_here = {agent: until for agent, until in self._not_here.items() if until > now}
-        for grant in self.coordinator.take(free, skip_agents=sorted(self._not_here)):
+        for grant in self.coordinator.take(free):
             path = self._layout.root / grant.path
             if grant.document is not None:
                 self._place(grant.task_id, path, grant.document)
@@ -116,8 +112,7 @@ class FleetPump:
                     self._apply(report)
                     continue
             why = self._not_runnable_here(task)
-            if why is not None:
-                self._give_back(task, why)
+            if why is not None and self._give_back(task, why):
                 continue
             self._ready.push(task, sig=signature(task.path))
             taken += 1
@@ -135,14 +130,17 @@ class FleetPump:
             return None
         return "; ".join(f"{skip.tool}: {skip.reason}" for skip in routing.skipped) or "no route"
 
-    def _give_back(self, task: Task, why: str) -> None:
-        """Return the lease (another node takes it) and ask for none of this agent's tasks for a while."""
-        self.coordinator.drop(task.id)
+    def _give_back(self, task: Task, why: str) -> bool:
+        """Decline the task (another node takes it; this one is never granted it again). False when every
+        other live node declined it too: it runs here, and fails saying why, as on a single host."""
+        if not self.coordinator.decline(task.id):
+            log.warning("fleet.no_node_can_run", task_id=task.id, agent=task.agent, reason=why)
+            return False
         with contextlib.suppress(OSError):
             task.path.unlink()   # this clone's copy; the board branch keeps the task in assigned/
-        self._not_here[task.agent] = self._clock() + NOT_HERE_S
         log.warning("fleet.not_runnable_here", task_id=task.id, agent=task.agent, reason=why,
-                    note=f"given back to the fleet; this node takes no '{task.agent}' task for {NOT_HERE_S:g} s")
+                    note="given back to the fleet; a node that has the CLI runs it")
+        return True
 
     def _read(self, task_id: str, path: Path) -> Task | None:
         """The granted task's file; one that is gone or unreadable ends the task as an error (and a
@@ -234,17 +232,18 @@ class FleetPump:
 
     def _fetch_context_branch(self, task: Task) -> None:
         """A hand-off starts from its parent's branch (`context.branch`), which another node may have made
-        and pushed: bring it here when this clone lacks it (else the task would start from the base)."""
+        and pushed: this clone's copy is set to the remote's, the published work. (A copy of its own may be
+        missing, or stale: a commit of a run here whose lease passed to another node, which re-ran and
+        published the parent.) Task workspaces are repositories of their own, so no checkout holds it."""
         wanted = task.context.get("branch")
         config = self._config()
         remote = config.daemon.remote.name
         if not isinstance(wanted, str) or not wanted.startswith(BRANCH_PREFIX) or not remote \
-                or SAFE_NAME.match(wanted.removeprefix(BRANCH_PREFIX)) is None or ".." in wanted \
-                or git.rev_parse(config.repo, f"refs/heads/{wanted}") is not None:
+                or SAFE_NAME.match(wanted.removeprefix(BRANCH_PREFIX)) is None or ".." in wanted:
             return   # only another task's branch, named as Conveyor names them (a task file is anyone's text)
         try:
             git.run(config.repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
-                    f"refs/heads/{wanted}:refs/heads/{wanted}")
+                    f"+refs/heads/{wanted}:refs/heads/{wanted}")
             log.info("fleet.branch_fetched", task_id=task.id, branch=wanted, why="context.branch")
         except GitError as exc:   # not on the remote: the task starts from the base and its result says so
             log.warning("fleet.context_branch_missing", task_id=task.id, branch=wanted, error=str(exc))
