@@ -462,7 +462,8 @@ def test_a_follow_up_nobody_approved_is_pushed_and_the_pull_request_labelled(pro
 def test_an_approved_follow_up_takes_off_the_label_an_earlier_unreviewed_one_put_on(
         project: Project, github: FakeGitHub) -> None:
     """The `unreviewed` label described the head the reviewer never judged; once a later follow-up's review
-    approves the new head, the label comes off (and only the review's labels: a person's stay)."""
+    approves the new head, the label comes off; only what the daemon put on (a person's `changes-requested`
+    stays, found by the labels' events)."""
     review_argv = '    review_argv: [--output, claude-json, --task, "{task_id}", "{prompt}"]\n'   # it reviews too
     project.repo.write_config("tools.yaml", tools_yaml(project.repo.agent_bin, project.repo.out, project.scripts)
                               .replace("    parser: claude-json\n", "    parser: claude-json\n" + review_argv, 1))
@@ -474,6 +475,7 @@ def test_an_approved_follow_up_takes_off_the_label_an_earlier_unreviewed_one_put
                                     headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
     with urllib.request.urlopen(person, timeout=10) as answer:     # a person's own label, through the API
         assert answer.status == 200
+    github.label_as(1, "changes-requested", "alice")    # a person's label that has a review label's name
 
     second = follow_up_file(project, "c94", "Return 3.")
     verdict = '```json\n{"verdict": "approve", "summary": "fine", "findings": []}\n```'
@@ -484,7 +486,7 @@ def test_an_approved_follow_up_takes_off_the_label_an_earlier_unreviewed_one_put
     assert result["review"]["status"] == "approved", result["review"]
     assert result["commit"] == origin_head(project, f"conveyor/{ORIGINAL}")
     labels = github.pull(1).labels
-    assert "unreviewed" not in labels and {"needs-docs", "conveyor"} <= set(labels)
+    assert "unreviewed" not in labels and {"needs-docs", "conveyor", "changes-requested"} <= set(labels)
     assert len(github.requests_to("DELETE", r".*/issues/1/labels/unreviewed")) == 1
 
 

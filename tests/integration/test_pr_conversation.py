@@ -96,3 +96,18 @@ def test_failures_are_sentences_without_the_token(fake: FakeGitHub, client: Pull
         client.issue_comments(1)
     for error in (missing.value, down.value, refused.value):
         assert TOKEN not in str(error)
+
+
+def test_only_labels_the_daemon_put_on_count_as_its_own_and_in_doubt_none(fake: FakeGitHub,
+                                                                          client: PullConversation) -> None:
+    import structlog
+
+    from conveyor.publish.follow_up import _put_on_by_us
+
+    log = structlog.get_logger("test")
+    client.add_label(1, "unreviewed")
+    fake.label_as(1, "changes-requested", "alice")
+    assert _put_on_by_us(client, 1, ["unreviewed", "changes-requested"], log) == ["unreviewed"]
+    fake.fail_next(502, method="GET", path_contains="/events", count=5)
+    assert _put_on_by_us(client, 1, ["unreviewed"], log) == []          # GitHub does not answer: keep them
+    assert _put_on_by_us(client, 1, [], log) == []

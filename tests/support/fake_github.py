@@ -118,6 +118,7 @@ class FakeGitHub:
         self.drafts_supported = drafts_supported
         self._remotes = dict(remotes or {})
         self._pulls: dict[str, dict[int, FakePull]] = {repo: {} for repo in repos}
+        self._label_events: dict[tuple[str, int], list[dict[str, Any]]] = {}   # issue events: (un)labeled
         self._requests: list[RecordedRequest] = []
         self._injections: list[_Injection] = []
         self._lock = threading.RLock()
@@ -343,6 +344,7 @@ class FakeGitHub:
             ("GET", r"/issues/(\d+)/labels", self._get_labels),
             ("POST", r"/issues/(\d+)/labels", self._add_labels),
             ("DELETE", r"/issues/(\d+)/labels/([^/]+)", self._remove_label),
+            ("GET", r"/issues/(\d+)/events", self._list_events),
             *self.threads.routes(),
         ]
 
@@ -435,7 +437,34 @@ class FakeGitHub:
             pull = self._pulls[repo][number]
             labels = pull.labels + tuple(name for name in names if name not in pull.labels)
             self._pulls[repo][number] = dataclasses.replace(pull, labels=labels)
+            for name in names:
+                if name not in pull.labels:
+                    self._label_event(repo, number, "labeled", name, self.login)
         return 200, [self._label_json(repo, name) for name in labels], {}
+
+    def label_as(self, number: int, name: str, login: str, repo: str | None = None) -> None:
+        """A person (`login`) puts a label on the pull request, as the web page would."""
+        repo = self.only_repo(repo)
+        with self._lock:
+            pull = self._pulls[repo][number]
+            if name not in pull.labels:
+                self._pulls[repo][number] = dataclasses.replace(pull, labels=(*pull.labels, name))
+            self._label_event(repo, number, "labeled", name, login)
+
+    def _label_event(self, repo: str, number: int, event: str, name: str, login: str) -> None:
+        events = self._label_events.setdefault((repo, number), [])
+        events.append({"id": 9000 + len(events), "event": event, "label": {"name": name},
+                       "actor": {"login": login, "id": 2 if login == self.login else 3, "type": "User"},
+                       "created_at": "2026-12-07T00:00:00Z"})
+
+    def _list_events(self, repo: str, match: re.Match[str], query: dict[str, str],
+                     _p: Any) -> tuple[int, Any, dict[str, str]]:
+        number = int(match[1])
+        if self._find(repo, number) is None:
+            return 404, _error("Not Found"), {}
+        with self._lock:
+            events = list(self._label_events.get((repo, number), []))
+        return self.page(repo, events, query)
 
     def _remove_label(self, repo: str, match: re.Match[str], _q: dict[str, str],
                       _p: Any) -> tuple[int, Any, dict[str, str]]:
@@ -447,6 +476,7 @@ class FakeGitHub:
             pull = self._pulls[repo][number]
             labels = tuple(label for label in pull.labels if label != name)
             self._pulls[repo][number] = dataclasses.replace(pull, labels=labels)
+            self._label_event(repo, number, "unlabeled", name, self.login)
         return 200, [self._label_json(repo, label) for label in labels], {}
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -138,8 +138,8 @@ def publish_follow_up(config: Config, env: Mapping[str, str], task_id: str, foll
         body = reply_body(task_id, follow_up, sha=sha, files=files, summary=summary, review=review)
         _label(thread, follow_up.pr, labels, bound)
         if review is not None:
-            _unlabel(thread, follow_up.pr, [name for name in REVIEW_LABELS if name in info.labels
-                                            and name not in labels], bound)
+            stale = [name for name in REVIEW_LABELS if name in info.labels and name not in labels]
+            _unlabel(thread, follow_up.pr, _put_on_by_us(thread, follow_up.pr, stale, bound), bound)
         try:
             url = _answer(thread, task_id, follow_up, body, search=answered_before)
         except GitHubError as exc:
@@ -174,6 +174,31 @@ def _label(thread: PullConversation, number: int, labels: Sequence[str], bound: 
             thread.add_label(number, label)
         except GitHubError as exc:   # a label is a courtesy: the answer says the same in words
             bound.warning("follow_up.label_failed", label=label, error=str(exc))
+
+
+def _put_on_by_us(thread: PullConversation, number: int, labels: Sequence[str],
+                  bound: structlog.BoundLogger) -> list[str]:
+    """Those of `labels` whose latest `labeled` event is the daemon's own (its token's login): a person's
+    `changes-requested` looks the same by name and is theirs to take off. In doubt (GitHub does not
+    answer), none."""
+    if not labels:
+        return []
+    try:
+        me = thread.me().data
+        events = thread.issue_events(number).data or []
+    except GitHubError as exc:
+        bound.warning("follow_up.label_events_unreadable", error=str(exc), note="review labels left as they are")
+        return []
+    login = me.get("login") if isinstance(me, Mapping) else None
+    by: dict[str, object] = {}
+    for event in events:
+        if isinstance(event, Mapping) and event.get("event") == "labeled" and isinstance(event.get("label"), Mapping):
+            actor = event.get("actor")
+            by[str(event["label"].get("name"))] = actor.get("login") if isinstance(actor, Mapping) else None
+    ours = [name for name in labels if login is not None and by.get(name) == login]
+    for name in set(labels) - set(ours):
+        bound.info("follow_up.label_kept", label=name, note="put on by someone else")
+    return ours
 
 
 def _unlabel(thread: PullConversation, number: int, labels: Sequence[str], bound: structlog.BoundLogger) -> None:

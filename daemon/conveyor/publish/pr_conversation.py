@@ -84,6 +84,10 @@ class PullConversation:
     def issue_comments(self, number: int, etag: str | None = None) -> Fetched:
         return self._list(f"{self._base}/issues/{number}/comments", etag, f"reading comments on #{number}")
 
+    def issue_events(self, number: int) -> Fetched:
+        """The pull request's issue events (`labeled`, `unlabeled`, … with their actor)."""
+        return self._list(f"{self._base}/issues/{number}/events", None, f"reading events of #{number}")
+
     def review_comments(self, number: int, etag: str | None = None) -> Fetched:
         return self._list(f"{self._base}/pulls/{number}/comments", etag, f"reading review comments on #{number}")
 
